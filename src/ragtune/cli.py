@@ -1,0 +1,209 @@
+"""The `ragtune` command: parse arguments, call the library, render the result. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ragtune.corpus import ChunkingConfig
+from ragtune.errors import RagtuneError
+from ragtune.retrieval import Fusion, Retriever, SearchMode, parse_filters
+from ragtune.store import Store, index_sources
+
+app = typer.Typer(
+    help="ragtune: index a domain corpus, retrieve (dense, BM25, hybrid), and fine-tune retrieval for it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+StoreOption = Annotated[Path, typer.Option("--store", help="Store directory.")]
+
+
+def user_errors(command: F) -> F:
+    """Report `RagtuneError` (and Ctrl-C) as one line on stderr with exit code 2, never a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except RagtuneError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]: the store is unchanged; run the same command again to finish")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command()
+@user_errors
+def index(
+    sources: Annotated[list[Path], typer.Argument(help="Files or folders (.txt .md .html .pdf, BEIR .jsonl).")],
+    store: StoreOption,
+    model: Annotated[str | None, typer.Option(help="Embedding model: short name (minilm) or local directory.")] = None,
+    chunk_tokens: Annotated[
+        int | None, typer.Option(help="Max tokens per passage (default: the model's window).")
+    ] = None,
+    overlap: Annotated[int | None, typer.Option(help="Tokens shared by consecutive passages (default 32).")] = None,
+    progress: Annotated[bool | None, typer.Option(help="Show progress bars (default: when on a terminal).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Build or incrementally update a store from documents."""
+    chunking = None
+    if chunk_tokens is not None or overlap is not None:
+        chunking = ChunkingConfig(chunk_tokens=chunk_tokens, overlap_tokens=32 if overlap is None else overlap)
+    report = index_sources(store, sources, model=model, chunking=chunking, show_progress=progress)
+    if as_json:
+        print_json(report.to_json())
+        return
+    for key, reason in report.skipped.items():
+        err.print(f"[yellow]skipped[/] {key}: {reason}", highlight=False)
+    out.print(
+        f"[bold]{store}[/]: {report.passages_total} passages ({report.dense_kind} dense index) · "
+        f"files: {report.files_added} added, {report.files_modified} modified, {report.files_deleted} deleted, "
+        f"{report.files_unchanged} unchanged, {len(report.skipped)} skipped · "
+        f"passages +{report.passages_added} −{report.passages_removed} · "
+        f"encoded {report.encoded} (cache {report.cached}) · {report.seconds:.1f}s",
+        highlight=False,
+    )
+
+
+@app.command()
+@user_errors
+def search(
+    query: Annotated[str, typer.Argument(help="What to search for.")],
+    store: StoreOption,
+    mode: Annotated[SearchMode, typer.Option(help="dense (meaning), bm25 (keywords) or hybrid (both).")] = (
+        SearchMode.hybrid
+    ),
+    k: Annotated[int, typer.Option("--k", help="Number of results.")] = 10,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option("--filter", help="KEY=VALUE; source=PREFIX matches a path prefix. Repeatable."),
+    ] = None,
+    fusion: Annotated[Fusion, typer.Option(help="Hybrid fusion: rrf or convex.")] = Fusion.rrf,
+    rrf_k: Annotated[int, typer.Option(help="RRF constant k.")] = 60,
+    alpha: Annotated[float, typer.Option(help="Convex fusion: weight of dense (BM25 gets 1-alpha).")] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print hits as a JSON list.")] = False,
+) -> None:
+    """Search a store."""
+    parsed = parse_filters(filters or [])
+    with Store.open(store) as opened:
+        hits = Retriever(opened, fusion=fusion, rrf_k=rrf_k, alpha=alpha).search(query, k=k, mode=mode, filters=parsed)
+    if as_json:
+        print_json([hit.to_json() for hit in hits])
+        return
+    if not hits:
+        out.print("no results")
+        return
+    table = Table(title=f"{mode.value} · {query}", show_lines=True)
+    for column in ("#", "score", "passage", "title / source", "text"):
+        table.add_column(column, overflow="fold")
+    for rank, hit in enumerate(hits, start=1):
+        snippet = hit.text if len(hit.text) <= 300 else hit.text[:300] + "…"
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.id, f"{hit.title}\n[dim]{hit.source}[/]", snippet)
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def info(
+    store: StoreOption,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Counts, model and sizes of a store."""
+    with Store.open(store) as opened:
+        data = opened.info()
+    if as_json:
+        print_json(data)
+        return
+    table = Table(title=str(store), show_header=False)
+    table.add_row("model", f"{data['model']['name']} (revision {data['model']['revision']})")
+    table.add_row("dimension", str(data["dimension"]))
+    table.add_row("chunking", ", ".join(f"{k}={v}" for k, v in data["chunking"].items()))
+    table.add_row("backends", ", ".join(f"{k}={v}" for k, v in data["backends"].items()))
+    for name, count in data["counts"].items():
+        table.add_row(name, f"{count:,}")
+    for name, size in data["size_bytes"].items():
+        table.add_row(f"size: {name}", f"{size / 1e6:,.1f} MB")
+    table.add_row("generation", data["generation"])
+    table.add_row("updated", data["updated"])
+    out.print(table)
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    dataset: Annotated[Path, typer.Argument(help="BEIR-layout folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")],
+    split: Annotated[str, typer.Option(help="Which qrels/<split>.tsv to score.")] = "test",
+    models: Annotated[
+        list[str] | None, typer.Option("--model", help="Embedding model(s); the first system is the baseline.")
+    ] = None,
+    modes: Annotated[list[SearchMode] | None, typer.Option("--mode", help="Retrieval mode(s).")] = None,
+    k: Annotated[int, typer.Option("--k", help="Documents retrieved per query.")] = 100,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Write metrics.json, report.md, plots, runs.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Where evaluation stores are kept and reused.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json to stdout.")] = False,
+) -> None:
+    """Score (model × mode) systems on a BEIR dataset, compare them with paired significance tests."""
+    from ragtune.evaluation import evaluate_systems, load_beir, write_report
+    from ragtune.evaluation.report import evaluation_json
+
+    if k < 1:
+        raise RagtuneError(f"--k must be at least 1 (got {k})")
+    data = load_beir(dataset, split)
+    for warning in data.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    evaluation = evaluate_systems(
+        data,
+        models=models or ["minilm"],
+        modes=modes or [SearchMode.bm25, SearchMode.dense, SearchMode.hybrid],
+        k=k,
+        cache_dir=cache_dir,
+    )
+    result = write_report(evaluation, out_dir) if out_dir else evaluation_json(evaluation)
+    if as_json:
+        print_json(result)
+        return
+    metrics = result["settings"]["metrics"]
+    table = Table(title=f"{data.name} · {split} · {evaluation.queries} queries")
+    table.add_column("system", no_wrap=True)
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    baseline = evaluation.systems[0]
+    for system in evaluation.systems:
+        cells = []
+        for index, metric in enumerate(metrics):
+            cell = f"{system.metrics[metric]:.4f}"
+            if system is not baseline:
+                c = evaluation.comparisons[system.label][index]
+                colour = "green" if c.delta > 0 else "red" if c.delta < 0 else "white"
+                cell += f" [{colour}]{c.delta:+.4f}{'*' if c.significant else ''}[/]"
+            cells.append(cell)
+        table.add_row(system.label, *cells)
+    out.print(table)
+    out.print(f"Δ against {baseline.label}; * = p < 0.05, two-sided paired t-test", highlight=False)
+    if out_dir:
+        out.print(f"report: {out_dir / 'report.md'}", highlight=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

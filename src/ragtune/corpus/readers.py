@@ -1,0 +1,260 @@
+"""Readers: files and folders → `Document`s.
+
+Supported: `.txt`, `.md`/`.markdown`, `.html`/`.htm` (visible text only), `.pdf` (text layer) and `.jsonl` in BEIR
+corpus format (`_id`, `title`, `text`). Each source file has a stable key, `<root folder name>/<path inside it>`,
+that is its identity for incremental updates and the `source` of its documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragtune.errors import InputError
+from ragtune.types import Document
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
+HTML_SUFFIXES = {".html", ".htm"}
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {".pdf", ".jsonl"}
+
+# Plain-text files above this size are not loaded whole: the chunker streams them paragraph by paragraph.
+STREAM_THRESHOLD_BYTES = 8 * 1024 * 1024
+_SNIFF_BYTES = 1024 * 1024
+
+
+class SkippedFile(Exception):
+    """A file that cannot be read as a document; it is counted and reported, and indexing goes on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file to index. `key` identifies it across runs; `path` is where it is now."""
+
+    path: Path
+    key: str
+    root_key: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def suffix(self) -> str:
+        return self.path.suffix.lower()
+
+
+def discover_sources(paths: Sequence[str | Path]) -> tuple[list[SourceFile], list[str]]:
+    """List the supported files under each path (recursively; hidden files and folders are ignored).
+
+    Returns the files and the root keys they were found under: a file that once existed under a root key
+    but is no longer found has been deleted.
+    """
+    if not paths:
+        raise InputError("no source given: pass one or more files or folders to index")
+    files: list[SourceFile] = []
+    roots: list[str] = []
+    for raw in paths:
+        root = Path(raw).expanduser()
+        if not root.exists():
+            raise InputError(f"source '{raw}' does not exist: check the path")
+        root = root.resolve()
+        if root.is_file():
+            if root.suffix.lower() not in SUPPORTED_SUFFIXES:
+                raise InputError(f"'{raw}' is not a supported file type ({', '.join(sorted(SUPPORTED_SUFFIXES))})")
+            roots.append(root.name)
+            files.append(_source_file(root, root.name, root.name))
+            continue
+        found = [
+            p
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+            and p.suffix.lower() in SUPPORTED_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        ]
+        if not found:
+            raise InputError(
+                f"folder '{raw}' holds no supported files ({', '.join(sorted(SUPPORTED_SUFFIXES))}): nothing to index"
+            )
+        roots.append(root.name + "/")
+        files.extend(_source_file(p, f"{root.name}/{p.relative_to(root).as_posix()}", root.name + "/") for p in found)
+    return files, roots
+
+
+def _source_file(path: Path, key: str, root_key: str) -> SourceFile:
+    stat = path.stat()
+    return SourceFile(path=path, key=key, root_key=root_key, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of the file's bytes, read in blocks (bounded memory for any size)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_documents(source: SourceFile) -> Iterator[Document]:
+    """Yield the documents in one file. Raises `SkippedFile` for binary, undecodable or empty files and
+    `InputError` for a malformed JSONL line (with file and line number)."""
+    suffix = source.suffix
+    if suffix == ".jsonl":
+        yield from _read_beir_jsonl(source)
+    elif suffix == ".pdf":
+        yield _read_pdf(source)
+    elif suffix in HTML_SUFFIXES:
+        yield _read_html(source)
+    else:
+        yield _read_text(source)
+
+
+def _decode_or_skip(data: bytes, partial: bool = False) -> str:
+    """Decode UTF-8 or raise `SkippedFile`; `partial` tolerates a character cut at the end of a sniffed block."""
+    if b"\x00" in data[:8192]:
+        raise SkippedFile("binary content")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if partial and exc.start >= len(data) - 4:
+            return data[: exc.start].decode("utf-8")
+        raise SkippedFile(f"not UTF-8 text (invalid byte at offset {exc.start})") from exc
+
+
+def _file_metadata(source: SourceFile) -> dict[str, Any]:
+    return {"format": source.suffix.lstrip("."), "path": source.key}
+
+
+def _read_text(source: SourceFile) -> Document:
+    if source.size > STREAM_THRESHOLD_BYTES:
+        with source.path.open("rb") as handle:
+            head = _decode_or_skip(handle.read(_SNIFF_BYTES), partial=True)
+        if not head.strip():
+            raise SkippedFile("empty")
+        title = _markdown_title(head) if source.suffix != ".txt" else ""
+        return Document(
+            id=source.key,
+            title=title or source.path.stem,
+            text="",
+            source=source.key,
+            metadata=_file_metadata(source),
+            stream_path=source.path,
+        )
+    text = _decode_or_skip(source.path.read_bytes())
+    if not text.strip():
+        raise SkippedFile("empty")
+    title = _markdown_title(text) if source.suffix != ".txt" else ""
+    return Document(
+        id=source.key, title=title or source.path.stem, text=text, source=source.key, metadata=_file_metadata(source)
+    )
+
+
+_MD_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+
+
+def _markdown_title(text: str) -> str:
+    match = _MD_HEADING.search(text[:20000])
+    return match.group(1).strip() if match else ""
+
+
+_HTML_DROP = ("script", "style", "noscript", "template", "svg", "head", "iframe", "object")
+_HTML_BLOCKS = (
+    "p", "div", "section", "article", "main", "header", "footer", "nav", "aside", "li", "ul", "ol", "table", "tr",
+    "blockquote", "pre", "figure", "figcaption", "dd", "dt", "br", "hr", "form",
+)  # fmt: skip
+
+
+def _read_html(source: SourceFile) -> Document:
+    try:
+        from bs4 import BeautifulSoup
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise InputError("reading HTML needs beautifulsoup4: pip install beautifulsoup4") from exc
+    raw = _decode_or_skip(source.path.read_bytes())
+    soup = BeautifulSoup(raw, "html.parser")
+    title_tag = soup.find("title")
+    title = title_tag.get_text(" ", strip=True) if title_tag else ""
+    for tag in soup.find_all(_HTML_DROP):
+        tag.decompose()
+    for level in range(1, 7):
+        for heading in soup.find_all(f"h{level}"):
+            heading.insert_before("\n\n" + "#" * level + " ")
+            heading.insert_after("\n\n")
+    for tag in soup.find_all(_HTML_BLOCKS):
+        tag.insert_after("\n\n")
+    paragraphs = (" ".join(block.split()) for block in re.split(r"\n\s*\n", soup.get_text()))
+    text = "\n\n".join(p for p in paragraphs if p)
+    if not text:
+        raise SkippedFile("empty (no visible text)")
+    return Document(
+        id=source.key,
+        title=title or _markdown_title(text) or source.path.stem,
+        text=text,
+        source=source.key,
+        metadata=_file_metadata(source),
+    )
+
+
+def _read_pdf(source: SourceFile) -> Document:
+    try:
+        from pypdf import PdfReader
+        from pypdf.errors import PdfReadError
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise InputError("reading PDF needs pypdf: pip install pypdf") from exc
+    try:
+        reader = PdfReader(str(source.path))
+        if reader.is_encrypted:
+            raise SkippedFile("encrypted PDF")
+        pages = [page.extract_text() or "" for page in reader.pages]
+        info_title = (reader.metadata.title if reader.metadata else None) or ""
+    except (PdfReadError, ValueError, KeyError, OSError) as exc:
+        raise SkippedFile(f"unreadable PDF ({exc})") from exc
+    text = "\n\n".join(page.strip() for page in pages if page.strip())
+    if not text:
+        raise SkippedFile("PDF has no text layer (scanned? run OCR first)")
+    metadata = _file_metadata(source) | {"pages": len(pages)}
+    return Document(
+        id=source.key, title=str(info_title).strip() or source.path.stem, text=text, source=source.key, metadata=metadata
+    )
+
+
+def _read_beir_jsonl(source: SourceFile) -> Iterator[Document]:
+    """BEIR corpus lines: {"_id", "title", "text", "metadata"?}. A malformed line stops the run with its number."""
+    seen_any = False
+    with source.path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and b"\x00" in raw[:8192]:
+                raise SkippedFile("binary content")
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{source.path}:{number}: not UTF-8 text; re-save the file as UTF-8") from exc
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{source.path}:{number}: invalid JSON ({exc.msg}); fix or remove this line") from exc
+            if not isinstance(record, dict):
+                raise InputError(f"{source.path}:{number}: expected a JSON object with '_id' and 'text'")
+            doc_id = record.get("_id", record.get("id"))
+            if doc_id is None or str(doc_id).strip() == "":
+                raise InputError(f"{source.path}:{number}: missing '_id'; every BEIR corpus line needs an id")
+            text = record.get("text")
+            if not isinstance(text, str):
+                raise InputError(f"{source.path}:{number}: missing or non-string 'text' for document '{doc_id}'")
+            title = record.get("title") or ""
+            metadata = {k: v for k, v in record.items() if k not in ("_id", "id", "title", "text", "metadata")}
+            if isinstance(record.get("metadata"), dict):
+                metadata |= record["metadata"]
+            seen_any = True
+            if not (title.strip() or text.strip()):
+                continue
+            yield Document(id=str(doc_id), title=str(title), text=text, source=source.key, metadata=metadata)
+    if not seen_any:
+        raise SkippedFile("empty")

@@ -1,0 +1,126 @@
+"""Run every (model × mode) system on a BEIR dataset and score it at document level."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragtune.corpus import ChunkingConfig
+from ragtune.evaluation.dataset import BeirDataset
+from ragtune.evaluation.metrics import DEFAULT_METRICS, Run, mean_scores, per_query_scores
+from ragtune.evaluation.significance import PairedComparison, compare
+from ragtune.models import resolve_model
+from ragtune.retrieval import Retriever, SearchMode
+from ragtune.store import Store, index_sources
+from ragtune.types import Hit
+
+
+@dataclass(frozen=True)
+class SystemResult:
+    label: str
+    model: str
+    mode: str
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    run: Run
+    store: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    dataset: str
+    split: str
+    queries: int
+    k: int
+    systems: list[SystemResult]
+    comparisons: dict[str, list[PairedComparison]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("RAGTUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ragtune")
+    return Path(base) / "eval-stores"
+
+
+def documents_run(hits_per_query: dict[str, list[Hit]]) -> Run:
+    """Passage hits → document scores, a document scoring its best passage (BEIR scores long documents so)."""
+    run: Run = {}
+    for qid, hits in hits_per_query.items():
+        scores: dict[str, float] = {}
+        for hit in hits:
+            if hit.doc_id not in scores or hit.score > scores[hit.doc_id]:
+                scores[hit.doc_id] = hit.score
+        run[qid] = scores
+    return run
+
+
+def eval_store_dir(cache_dir: Path, dataset: BeirDataset, model_revision: str, chunking: ChunkingConfig) -> Path:
+    """Stores are reused when dataset content, model weights and chunking are all the same."""
+    tokens = chunking.chunk_tokens if chunking.chunk_tokens is not None else "auto"
+    name = f"{dataset.name}-{dataset.fingerprint()}-{model_revision}-c{tokens}-o{chunking.overlap_tokens}"
+    return cache_dir / name
+
+
+def evaluate_systems(
+    dataset: BeirDataset,
+    models: Sequence[str] = ("minilm",),
+    modes: Sequence[SearchMode | str] = (SearchMode.bm25, SearchMode.dense, SearchMode.hybrid),
+    k: int = 100,
+    cache_dir: Path | None = None,
+    chunking: ChunkingConfig | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    show_progress: bool | None = None,
+) -> Evaluation:
+    """Score each system; the first system is the baseline every other one is compared with.
+
+    BM25 does not depend on the embedding model, so it runs once (on the first model's store).
+    """
+    cache_dir = cache_dir or default_cache_dir()
+    chunking = chunking or ChunkingConfig()
+    modes = [SearchMode(m) for m in modes]
+    systems: list[SystemResult] = []
+    query_ids = list(dataset.queries)
+    query_texts = [dataset.queries[q] for q in query_ids]
+    bm25_done = False
+    for model_name in models:
+        model = resolve_model(model_name)
+        store_dir = eval_store_dir(cache_dir, dataset, model.revision, chunking)
+        index_sources(store_dir, [dataset.corpus_path], model=model_name, chunking=chunking, show_progress=show_progress)
+        with Store.open(store_dir) as store:
+            retriever = Retriever(store, depth=max(k, 100))
+            for mode in modes:
+                if mode is SearchMode.bm25 and bm25_done:
+                    continue
+                hits = retriever.search_many(query_texts, k=k, mode=mode)
+                run = documents_run(dict(zip(query_ids, hits)))
+                per_query = per_query_scores(dataset.qrels, run, metrics)
+                label = "bm25" if mode is SearchMode.bm25 else f"{_short(model_name)}:{mode.value}"
+                systems.append(
+                    SystemResult(
+                        label=label, model=model_name if mode is not SearchMode.bm25 else "-", mode=mode.value,
+                        metrics=mean_scores(per_query), per_query=per_query, run=run, store=str(store_dir),
+                    )
+                )  # fmt: skip
+                bm25_done = bm25_done or mode is SearchMode.bm25
+    comparisons = {
+        system.label: [compare(m, systems[0].per_query[m], system.per_query[m]) for m in metrics]
+        for system in systems[1:]
+    }
+    settings = {
+        "models": list(models), "modes": [m.value for m in modes], "k": k, "metrics": list(metrics),
+        "chunking": chunking.to_json(), "scoring": "document = max over its passages", "fusion": "rrf k=60",
+        "dataset_fingerprint": dataset.fingerprint(),
+    }  # fmt: skip
+    return Evaluation(
+        dataset=str(dataset.root), split=dataset.split, queries=len(query_ids), k=k, systems=systems,
+        comparisons=comparisons, warnings=list(dataset.warnings), settings=settings,
+    )  # fmt: skip
+
+
+def _short(model_name: str) -> str:
+    path = Path(model_name)
+    return path.name if path.name and (os.sep in model_name or path.exists()) else model_name

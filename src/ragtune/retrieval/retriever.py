@@ -1,0 +1,97 @@
+"""Search a store by meaning (dense), by keyword (BM25) or both (hybrid fusion)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+
+import numpy as np
+
+from ragtune.errors import InputError
+from ragtune.retrieval.fusion import convex_combination, reciprocal_rank_fusion
+from ragtune.store import Store
+from ragtune.types import Hit
+
+DEFAULT_RRF_K = 60
+DEFAULT_DEPTH = 100
+
+
+class SearchMode(str, Enum):
+    dense = "dense"
+    bm25 = "bm25"
+    hybrid = "hybrid"
+
+
+class Fusion(str, Enum):
+    rrf = "rrf"
+    convex = "convex"
+
+
+class Retriever:
+    """Runs queries against one opened store. Hybrid fuses the top `depth` of each list.
+
+    `alpha` is the dense weight of the convex combination (BM25 gets 1 − alpha); `rrf_k` the RRF constant.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        fusion: Fusion = Fusion.rrf,
+        rrf_k: int = DEFAULT_RRF_K,
+        alpha: float = 0.5,
+        depth: int = DEFAULT_DEPTH,
+    ) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise InputError(f"--alpha {alpha} must be within [0, 1]")
+        if rrf_k < 0 or depth < 1:
+            raise InputError("--rrf-k must be ≥ 0 and the fusion depth ≥ 1")
+        self.store = store
+        self.fusion = Fusion(fusion)
+        self.rrf_k = rrf_k
+        self.alpha = alpha
+        self.depth = depth
+
+    def search(
+        self, query: str, k: int = 10, mode: SearchMode | str = SearchMode.hybrid, filters: Sequence[tuple[str, str]] = ()
+    ) -> list[Hit]:
+        return self.search_many([query], k=k, mode=mode, filters=filters)[0]
+
+    def search_many(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        mode: SearchMode | str = SearchMode.hybrid,
+        filters: Sequence[tuple[str, str]] = (),
+    ) -> list[list[Hit]]:
+        """Search several queries at once (query encoding is batched)."""
+        mode = SearchMode(mode)
+        if k < 1:
+            raise InputError(f"k must be at least 1 (got {k})")
+        for query in queries:
+            if not query.strip():
+                raise InputError("the query is empty or only whitespace: give words to search for")
+        allowed = self.store.passages.matching_rowids(filters) if filters else None
+        depth = max(self.depth, k)
+        if mode is SearchMode.bm25:
+            ranked = [self.store.keyword.search(q, k, allowed) for q in queries]
+        else:
+            dense = self._dense(queries, k if mode is SearchMode.dense else depth, allowed)
+            if mode is SearchMode.dense:
+                ranked = dense
+            else:
+                keyword = [self.store.keyword.search(q, depth, allowed) for q in queries]
+                ranked = [self._fuse(d, b)[:k] for d, b in zip(dense, keyword, strict=True)]
+        return [self.store.passages.hits(r) for r in ranked]
+
+    def _dense(self, queries: Sequence[str], k: int, allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:
+        vectors = self.store.embedder.encode(list(queries))
+        scores, ids = self.store.dense.search(vectors, k, allowed)
+        return [
+            [(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]
+            for row_ids, row_scores in zip(ids, scores)
+        ]
+
+    def _fuse(self, dense: list[tuple[int, float]], keyword: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        if self.fusion is Fusion.rrf:
+            return reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in keyword]], k=self.rrf_k)
+        return convex_combination(dense, keyword, weight=self.alpha)

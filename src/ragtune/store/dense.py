@@ -1,0 +1,116 @@
+"""Dense vector indexes. One protocol; FAISS is the embedded default.
+
+Vectors are unit length, so inner product is cosine similarity. Below `exact_threshold` vectors the index is exact
+(Flat); above it, HNSW, whose recall@10 against exact search is checked in the tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ragtune.errors import StoreError, missing_dependency
+
+EXACT_THRESHOLD = 50_000
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_SEARCH = 256
+# Below this share of allowed rows, a filtered search scans the allowed vectors exactly: HNSW graph walks
+# restricted to a small subset miss most of it.
+_FILTER_EXACT_SHARE = 0.2
+
+
+class DenseIndex(Protocol):
+    """What every dense backend provides. Ids are the passage table's row ids."""
+
+    kind: str
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def __len__(self) -> int: ...
+
+    def save(self, path: Path) -> None: ...
+
+
+def _faiss():  # type: ignore[no-untyped-def]
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise missing_dependency("faiss", "faiss-cpu") from exc
+    return faiss
+
+
+class FaissDenseIndex:
+    """FAISS `IndexIDMap2` over Flat (exact) or HNSW (approximate) inner-product search."""
+
+    def __init__(self, index: object, kind: str) -> None:
+        self._index = index
+        self.kind = kind
+
+    @classmethod
+    def create(cls, dimension: int, expected_size: int, exact_threshold: int = EXACT_THRESHOLD) -> FaissDenseIndex:
+        faiss = _faiss()
+        if expected_size < exact_threshold:
+            return cls(faiss.IndexIDMap2(faiss.IndexFlatIP(dimension)), "flat")
+        hnsw = faiss.IndexHNSWFlat(dimension, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
+        return cls(faiss.IndexIDMap2(hnsw), "hnsw")
+
+    @classmethod
+    def load(cls, path: Path) -> FaissDenseIndex:
+        faiss = _faiss()
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise StoreError(f"dense index '{path}' is unreadable ({exc}); rebuild the store with ragtune index") from exc
+        inner = faiss.downcast_index(index.index)
+        kind = "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
+        if kind == "hnsw":
+            inner.hnsw.efSearch = HNSW_EF_SEARCH
+        return cls(index, kind)
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query; missing slots have id -1. `allowed` restricts the ids searched."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if allowed is None:
+            return self._index.search(queries, k)
+        if len(allowed) == 0:
+            return np.full((len(queries), k), -np.inf, dtype=np.float32), np.full((len(queries), k), -1, np.int64)
+        if self.kind == "hnsw" and len(allowed) < _FILTER_EXACT_SHARE * len(self):
+            return self._exact_subset(queries, k, allowed)
+        faiss = _faiss()
+        selector = faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64))
+        params = (
+            faiss.SearchParametersHNSW(sel=selector, efSearch=max(HNSW_EF_SEARCH, k))
+            if self.kind == "hnsw"
+            else faiss.SearchParameters(sel=selector)
+        )
+        return self._index.search(queries, k, params=params)
+
+    def _exact_subset(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        vectors = np.vstack([self._index.reconstruct(int(i)) for i in allowed])
+        scores = queries @ vectors.T
+        top = np.argsort(-scores, axis=1)[:, :k]
+        out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+        out_scores[:, : top.shape[1]] = np.take_along_axis(scores, top, axis=1)
+        out_ids[:, : top.shape[1]] = allowed[top]
+        return out_scores, out_ids
+
+    def save(self, path: Path) -> None:
+        _faiss().write_index(self._index, str(path))

@@ -1,0 +1,86 @@
+"""Keyword (BM25) indexes. One protocol; tantivy with English stemming is the embedded default.
+
+Title and text are indexed as one field ("flat", as Pyserini's BM25-flat baseline on BEIR).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ragtune.errors import StoreError, missing_dependency
+
+_ROWID = "rowid"
+_TEXT = "text"
+_QUERY_SYNTAX = re.compile(r"[^\w]+")
+
+
+class KeywordIndex(Protocol):
+    kind: str
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]: ...
+
+
+def _tantivy():  # type: ignore[no-untyped-def]
+    try:
+        import tantivy
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise missing_dependency("tantivy", "tantivy") from exc
+    return tantivy
+
+
+def _schema():  # type: ignore[no-untyped-def]
+    tantivy = _tantivy()
+    builder = tantivy.SchemaBuilder()
+    builder.add_unsigned_field(_ROWID, stored=True, indexed=True, fast=True)
+    builder.add_text_field(_TEXT, stored=False, tokenizer_name="en_stem", index_option="freq")
+    return builder.build()
+
+
+def build_tantivy_index(path: Path, batches: Iterable[tuple[np.ndarray, list[str]]]) -> None:
+    """Write a fresh tantivy index of (row id, text) into the empty directory `path`."""
+    tantivy = _tantivy()
+    path.mkdir(parents=True, exist_ok=True)
+    index = tantivy.Index(_schema(), path=str(path))
+    writer = index.writer(heap_size=128_000_000, num_threads=1)
+    for ids, texts in batches:
+        for rowid, text in zip(ids.tolist(), texts, strict=True):
+            document = tantivy.Document()
+            document.add_unsigned(_ROWID, rowid)
+            document.add_text(_TEXT, text)
+            writer.add_document(document)
+    writer.commit()
+    writer.wait_merging_threads()
+
+
+class TantivyKeywordIndex:
+    kind = "tantivy"
+
+    def __init__(self, path: Path) -> None:
+        tantivy = _tantivy()
+        try:
+            self._index = tantivy.Index.open(str(path))
+        except ValueError as exc:
+            raise StoreError(f"keyword index '{path}' is unreadable ({exc}); rebuild the store with ragtune index") from exc
+        self._searcher = self._index.searcher()
+
+    def __len__(self) -> int:
+        return int(self._searcher.num_docs)
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Top-k (row id, BM25 score). Query syntax characters are treated as plain text."""
+        tantivy = _tantivy()
+        terms = _QUERY_SYNTAX.sub(" ", query).strip()
+        if not terms or (allowed is not None and len(allowed) == 0):
+            return []
+        parsed = self._index.parse_query(terms, [_TEXT])
+        if allowed is not None:
+            allowed_ids = tantivy.Query.term_set_query(self._index.schema, _ROWID, [int(i) for i in allowed])
+            restriction = tantivy.Query.const_score_query(allowed_ids, 0.0)
+            parsed = tantivy.Query.boolean_query([(tantivy.Occur.Must, parsed), (tantivy.Occur.Must, restriction)])
+        result = self._searcher.search(parsed, k)
+        return [(int(self._searcher.doc(address)[_ROWID][0]), float(score)) for score, address in result.hits]

@@ -1,0 +1,87 @@
+"""Shared fixtures: offline settings, the real MiniLM, a tiny random model, and small document folders."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+from ragtune.models import ModelRef, resolve_model  # noqa: E402
+
+DOCS = {
+    "guide/pumps.md": (
+        "# Centrifugal pumps\n\nA centrifugal pump moves water by spinning an impeller. "
+        "Cavitation damages the impeller when the inlet pressure drops too low.\n\n"
+        "## Maintenance\n\nReplace the mechanical seal every two years and check the bearings for noise."
+    ),
+    "guide/valves.txt": "Gate valves are fully open or fully closed. Do not use a gate valve to throttle flow.",
+    "notes/cooking.txt": "Bake the sourdough bread at 230 degrees for forty minutes until the crust is dark.",
+    "notes/garden.html": (
+        "<html><head><title>Tomato garden</title><script>var tracking = 1;</script>"
+        "<style>p {color: red}</style></head><body><h1>Growing tomatoes</h1>"
+        "<p>Tomatoes need <b>six hours</b> of sun and deep watering.</p></body></html>"
+    ),
+}
+
+
+def write_docs(root: Path, docs: dict[str, str] = DOCS) -> Path:
+    for relative, text in docs.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture()
+def docs_dir(tmp_path: Path) -> Path:
+    return write_docs(tmp_path / "docs")
+
+
+@pytest.fixture(scope="session")
+def minilm() -> ModelRef:
+    return resolve_model("minilm")
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer(minilm: ModelRef):  # type: ignore[no-untyped-def]
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(minilm.path))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, minilm: ModelRef) -> Path:
+    """A tiny randomly initialised BERT saved as a sentence-transformers model (MiniLM's tokenizer)."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    target = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm.path))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )  # fmt: skip
+    raw = target / "raw"
+    BertModel(config).save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+    transformer = models.Transformer(str(raw), max_seq_length=128)
+    pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+    model_dir = target / "model"
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(model_dir))
+    return model_dir
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import numpy as np
+
+from ragtune.store.dense import FaissDenseIndex
+
+
+def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    """Unit vectors around 200 centres: closer to real embeddings than uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(200, dim))
+    vectors = centres[rng.integers(0, 200, n)] + 0.6 * rng.normal(size=(n, dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float32)
+
+
+def test_ann_recall_at_10_against_exact() -> None:
+    vectors = _clustered(20_000, 64, seed=0)
+    queries = _clustered(200, 64, seed=1)
+    ids = np.arange(5, 20_005, dtype=np.int64)
+    exact = FaissDenseIndex.create(64, len(vectors))
+    ann = FaissDenseIndex.create(64, len(vectors), exact_threshold=1000)
+    assert (exact.kind, ann.kind) == ("flat", "hnsw")
+    for index in (exact, ann):
+        index.add(ids, vectors)
+    _, truth = exact.search(queries, 10)
+    _, found = ann.search(queries, 10)
+    recall = np.mean([len(set(t) & set(f)) / 10 for t, f in zip(truth, found)])
+    assert recall >= 0.98
+
+
+def test_filtered_search_returns_only_allowed_ids(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    vectors = _clustered(5_000, 32, seed=2)
+    ids = np.arange(5_000, dtype=np.int64)
+    allowed = np.array([3, 77, 1234, 4999], dtype=np.int64)
+    for threshold in (10**6, 100):  # flat, then hnsw (small allowed share → exact scan of the subset)
+        index = FaissDenseIndex.create(32, 5_000, exact_threshold=threshold)
+        index.add(ids, vectors)
+        index.save(tmp_path / "dense.faiss")
+        loaded = FaissDenseIndex.load(tmp_path / "dense.faiss")
+        _, found = loaded.search(vectors[[77]], 3, allowed)
+        assert found[0][0] == 77
+        assert set(found[0]) <= set(allowed.tolist())

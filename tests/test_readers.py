@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ragtune.corpus import SkippedFile, discover_sources, read_documents
+from ragtune.corpus import readers
+from ragtune.errors import InputError
+
+from conftest import write_jsonl
+
+
+def _read(path: Path):  # type: ignore[no-untyped-def]
+    files, _ = discover_sources([path])
+    return list(read_documents(files[0]))
+
+
+def _minimal_pdf(text: str) -> bytes:
+    """A one-page PDF with a text layer, assembled by hand (with a correct xref table)."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return bytes(out)
+
+
+def test_folder_discovery_is_recursive_and_keys_are_stable(docs_dir: Path) -> None:
+    (docs_dir / ".hidden").mkdir()
+    (docs_dir / ".hidden" / "secret.txt").write_text("hidden")
+    (docs_dir / "image.png").write_bytes(b"\x89PNG")
+    files, roots = discover_sources([docs_dir])
+    assert roots == ["docs/"]
+    assert [f.key for f in files] == [
+        "docs/guide/pumps.md", "docs/guide/valves.txt", "docs/notes/cooking.txt", "docs/notes/garden.html"
+    ]  # fmt: skip
+
+
+def test_markdown_title_and_metadata(docs_dir: Path) -> None:
+    [doc] = _read(docs_dir / "guide" / "pumps.md")
+    assert doc.id == "pumps.md"
+    assert doc.title == "Centrifugal pumps"
+    assert doc.metadata == {"format": "md", "path": "pumps.md"}
+    assert "Cavitation" in doc.text
+
+
+def test_html_keeps_visible_text_only(docs_dir: Path) -> None:
+    [doc] = _read(docs_dir / "notes" / "garden.html")
+    assert doc.title == "Tomato garden"
+    assert "tracking" not in doc.text and "color" not in doc.text
+    assert "# Growing tomatoes" in doc.text
+    assert "Tomatoes need six hours of sun and deep watering." in doc.text
+
+
+def test_pdf_text_layer(tmp_path: Path) -> None:
+    path = tmp_path / "manual.pdf"
+    path.write_bytes(_minimal_pdf("Pressure relief valve opens at ten bar"))
+    [doc] = _read(path)
+    assert "Pressure relief valve opens at ten bar" in doc.text
+    assert doc.metadata["pages"] == 1
+
+
+def test_pdf_without_text_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "scan.pdf"
+    path.write_bytes(_minimal_pdf(""))
+    with pytest.raises(SkippedFile, match="no text layer"):
+        _read(path)
+
+
+def test_beir_jsonl(tmp_path: Path) -> None:
+    path = write_jsonl(
+        tmp_path / "corpus.jsonl",
+        [{"_id": "d1", "title": "T1", "text": "one", "metadata": {"year": 2020}}, {"_id": 2, "text": "two"}],
+    )
+    docs = _read(path)
+    assert [(d.id, d.title, d.text) for d in docs] == [("d1", "T1", "one"), ("2", "", "two")]
+    assert docs[0].metadata == {"year": 2020}
+    assert docs[0].source == "corpus.jsonl"
+
+
+def test_broken_jsonl_line_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "corpus.jsonl"
+    path.write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "text": \n')
+    with pytest.raises(InputError, match=r"corpus\.jsonl:2: invalid JSON"):
+        _read(path)
+
+
+def test_jsonl_line_without_id(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "corpus.jsonl", [{"text": "no id"}])
+    with pytest.raises(InputError, match=r"corpus\.jsonl:1: missing '_id'"):
+        _read(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("blob.txt", b"\x00\x01\x02binary\x00", "binary"),
+        ("latin.txt", "caf\u00e9 cr\u00e8me".encode("latin-1"), "not UTF-8"),
+        ("empty.md", b"   \n\n", "empty"),
+        ("empty.jsonl", b"", "empty"),
+    ],
+)
+def test_unreadable_files_are_skipped(tmp_path: Path, name: str, content: bytes, reason: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(SkippedFile, match=reason):
+        _read(path)
+
+
+def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        discover_sources([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no supported files"):
+        discover_sources([tmp_path / "empty"])
+
+
+def test_large_text_file_is_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(readers, "STREAM_THRESHOLD_BYTES", 1000)
+    path = tmp_path / "big.txt"
+    path.write_text("A paragraph about pumps.\n\n" * 200)
+    [doc] = _read(path)
+    assert doc.text == "" and doc.stream_path == path.resolve()

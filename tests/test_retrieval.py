@@ -1,0 +1,88 @@
+"""Retrieval modes, filters and query validation on a small store built with the real MiniLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ragtune import Retriever, Store, index_sources
+from ragtune.errors import InputError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from conftest import write_docs
+
+    root = tmp_path_factory.mktemp("retrieval")
+    docs = write_docs(root / "docs")
+    index_sources(root / "store", [docs], show_progress=False)
+    with Store.open(root / "store") as opened:
+        yield opened
+
+
+def test_dense_finds_meaning_without_shared_words(store: Store) -> None:
+    [hit] = Retriever(store).search("how long should I cook a loaf", k=1, mode="dense")
+    assert hit.doc_id == "docs/notes/cooking.txt"
+    assert hit.source == "docs/notes/cooking.txt" and hit.title == "cooking"
+
+
+def test_bm25_uses_english_stemming(store: Store) -> None:
+    hits = Retriever(store).search("pumps", k=5, mode="bm25")
+    assert [h.doc_id for h in hits] == ["docs/guide/pumps.md"]
+    assert Retriever(store).search("throttling", k=5, mode="bm25")[0].doc_id == "docs/guide/valves.txt"
+
+
+def test_query_syntax_characters_are_plain_text(store: Store) -> None:
+    hits = Retriever(store).search('gate: valve (throttle) AND "flow', k=2, mode="bm25")
+    assert hits[0].doc_id == "docs/guide/valves.txt"
+
+
+@pytest.mark.parametrize("fusion", ["rrf", "convex"])
+def test_hybrid_fuses_both_lists(store: Store, fusion: str) -> None:
+    hits = Retriever(store, fusion=fusion).search("impeller cavitation", k=4, mode="hybrid")
+    assert hits[0].doc_id == "docs/guide/pumps.md"
+    assert len(hits) == 4
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_hybrid_rrf_scores_are_reciprocal_ranks(store: Store) -> None:
+    retriever = Retriever(store, rrf_k=60)
+    dense = [h.id for h in retriever.search("impeller cavitation", k=4, mode="dense")]
+    bm25 = [h.id for h in retriever.search("impeller cavitation", k=4, mode="bm25")]
+    hybrid = retriever.search("impeller cavitation", k=4, mode="hybrid")
+    for hit in hybrid:
+        expected = sum(1 / (60 + ranking.index(hit.id) + 1) for ranking in (dense, bm25) if hit.id in ranking)
+        assert hit.score == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_filters(store: Store, mode: str) -> None:
+    retriever = Retriever(store)
+    in_notes = retriever.search("water", k=10, mode=mode, filters=[("source", "docs/notes")])
+    assert in_notes and all(h.source.startswith("docs/notes/") for h in in_notes)
+    markdown = retriever.search("water", k=10, mode=mode, filters=[("format", "md")])
+    assert [h.doc_id for h in markdown] == ["docs/guide/pumps.md"]
+    assert retriever.search("water", k=10, mode=mode, filters=[("format", "pdf")]) == []
+
+
+def test_source_prefix_does_not_match_sibling_names(store: Store) -> None:
+    assert Retriever(store).search("valve", k=10, mode="bm25", filters=[("source", "docs/gui")]) == []
+
+
+@pytest.mark.parametrize("k", [0, -3])
+def test_k_must_be_positive(store: Store, k: int) -> None:
+    with pytest.raises(InputError, match="k must be at least 1"):
+        Retriever(store).search("pump", k=k)
+
+
+def test_whitespace_query_is_refused(store: Store) -> None:
+    with pytest.raises(InputError, match="empty or only whitespace"):
+        Retriever(store).search("   \n\t", k=3)
+
+
+def test_k_larger_than_store(store: Store) -> None:
+    for mode in ("dense", "bm25", "hybrid"):
+        assert len(Retriever(store).search("water pump valve bread tomato", k=50, mode=mode)) <= 4

@@ -1,0 +1,188 @@
+"""Store behaviour with the real MiniLM on a four-file corpus: incremental updates, atomicity, refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from ragtune import Retriever, Store, index_sources
+from ragtune.corpus import ChunkingConfig
+from ragtune.errors import StoreError
+from ragtune.store import store as store_module
+
+pytestmark = pytest.mark.integration
+
+
+def _bump(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+
+
+def _passage_ids(store_dir: Path) -> set[str]:
+    with Store.open(store_dir) as store:
+        return {row[0] for row in store.passages._db.execute("SELECT id FROM passages")}
+
+
+def test_first_index_then_unchanged_rerun_embeds_nothing(docs_dir: Path, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    first = index_sources(store_dir, [docs_dir], show_progress=False)
+    assert (first.files_added, first.passages_total, first.encoded) == (4, 4, 4)
+    second = index_sources(store_dir, [docs_dir], show_progress=False)
+    assert (second.files_unchanged, second.encoded, second.cached) == (4, 0, 0)
+    assert second.generation == first.generation
+    with Store.open(store_dir) as store:
+        info = store.info()
+    assert info["counts"] == {"sources": 4, "documents": 4, "passages": 4}
+    assert info["model"]["name"] == "minilm" and info["dimension"] == 384
+
+
+def test_touch_without_change_is_not_reembedded(docs_dir: Path, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    index_sources(store_dir, [docs_dir], show_progress=False)
+    path = docs_dir / "guide" / "valves.txt"
+    _bump(path, path.read_text())
+    report = index_sources(store_dir, [docs_dir], show_progress=False)
+    assert (report.files_unchanged, report.encoded) == (4, 0)
+
+
+def test_add_modify_delete(docs_dir: Path, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    index_sources(store_dir, [docs_dir], show_progress=False)
+    (docs_dir / "notes" / "cooking.txt").unlink()
+    _bump(docs_dir / "guide" / "valves.txt", "Ball valves turn a quarter turn to close.")
+    (docs_dir / "guide" / "motors.md").write_text("# Motors\n\nInduction motors need balanced three-phase supply.")
+    report = index_sources(store_dir, [docs_dir], show_progress=False)
+    assert (report.files_added, report.files_modified, report.files_deleted, report.files_unchanged) == (1, 1, 1, 2)
+    assert (report.encoded, report.passages_removed, report.passages_total) == (2, 2, 4)
+    assert _passage_ids(store_dir) == {
+        "docs/guide/pumps.md#0", "docs/guide/valves.txt#0", "docs/guide/motors.md#0", "docs/notes/garden.html#0"
+    }  # fmt: skip
+    with Store.open(store_dir) as store:
+        [hit] = Retriever(store).search("quarter turn ball valve", k=1, mode="bm25")
+    assert hit.text == "Ball valves turn a quarter turn to close."
+
+
+def test_other_roots_are_not_deleted(docs_dir: Path, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    other = tmp_path / "more"
+    other.mkdir()
+    (other / "extra.txt").write_text("Extra document about compressors.")
+    index_sources(store_dir, [docs_dir], show_progress=False)
+    report = index_sources(store_dir, [other], show_progress=False)
+    assert (report.files_added, report.files_deleted, report.passages_total) == (1, 0, 5)
+
+
+def test_crash_while_building_keeps_previous_store_and_next_run_finishes(
+    docs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_dir = tmp_path / "store"
+    index_sources(store_dir, [docs_dir], show_progress=False)
+    before = _passage_ids(store_dir)
+    (docs_dir / "guide" / "motors.md").write_text("# Motors\n\nInduction motors need balanced supply.")
+
+    real_build = store_module._build_indexes
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt  # as if Ctrl-C arrived after embedding, before the indexes were written
+
+    monkeypatch.setattr(store_module, "_build_indexes", crash)
+    with pytest.raises(KeyboardInterrupt):
+        index_sources(store_dir, [docs_dir], show_progress=False)
+    assert _passage_ids(store_dir) == before
+    with Store.open(store_dir) as store:
+        assert Retriever(store).search("impeller cavitation", k=1, mode="dense")[0].doc_id == "docs/guide/pumps.md"
+
+    monkeypatch.setattr(store_module, "_build_indexes", real_build)
+    report = index_sources(store_dir, [docs_dir], show_progress=False)
+    assert report.files_added == 1 and report.encoded == 0 and report.cached == 1  # embedded before the crash
+    assert _passage_ids(store_dir) == before | {"docs/guide/motors.md#0"}
+    assert not list(store_dir.glob("*.partial"))
+
+
+def test_crash_before_manifest_switch_keeps_previous_generation(
+    docs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store_dir = tmp_path / "store"
+    index_sources(store_dir, [docs_dir], show_progress=False)
+    before = _passage_ids(store_dir)
+    (docs_dir / "notes" / "cooking.txt").unlink()
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_module, "write_manifest", crash)
+    with pytest.raises(OSError):
+        index_sources(store_dir, [docs_dir], show_progress=False)
+    assert _passage_ids(store_dir) == before
+
+
+def test_other_model_is_refused_naming_both(docs_dir: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
+    store_dir = tmp_path / "store"
+    index_sources(store_dir, [docs_dir], show_progress=False)
+    with pytest.raises(StoreError, match=r"built with model 'minilm'.*but '.*model' .* was given"):
+        index_sources(store_dir, [docs_dir], model=str(tiny_model_dir), show_progress=False)
+
+
+def test_changed_chunking_is_refused(docs_dir: Path, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    index_sources(store_dir, [docs_dir], show_progress=False)
+    with pytest.raises(StoreError, match="chunk_tokens=254"):
+        index_sources(store_dir, [docs_dir], chunking=ChunkingConfig(chunk_tokens=100), show_progress=False)
+
+
+def test_corrupt_and_half_written_stores(docs_dir: Path, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    index_sources(store_dir, [docs_dir], show_progress=False)
+    manifest = store_dir / "manifest.json"
+    data = json.loads(manifest.read_text())
+
+    manifest.write_text(json.dumps(data | {"generation": "gen-000099"}))
+    with pytest.raises(StoreError, match="gen-000099.*missing"):
+        Store.open(store_dir)
+
+    manifest.write_text('{"format_version": 1, "genera')
+    with pytest.raises(StoreError, match="corrupt manifest.json"):
+        Store.open(store_dir)
+
+    manifest.unlink()
+    with pytest.raises(StoreError, match="incomplete"):
+        Store.open(store_dir)
+
+    manifest.write_text(json.dumps(data))
+    (store_dir / data["generation"] / "passages.sqlite").write_bytes(b"garbage" * 100)
+    with pytest.raises(StoreError, match="unreadable"):
+        Store.open(store_dir)
+
+
+def test_foreign_directory_and_missing_store(docs_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.docx").write_text("precious")
+    with pytest.raises(StoreError, match="not a ragtune store"):
+        index_sources(tmp_path / "mine", [docs_dir], show_progress=False)
+    assert (tmp_path / "mine" / "thesis.docx").read_text() == "precious"
+    with pytest.raises(StoreError, match="does not exist"):
+        Store.open(tmp_path / "nowhere")
+
+
+def test_skipped_files_are_counted_and_nothing_is_lost(docs_dir: Path, tmp_path: Path) -> None:
+    (docs_dir / "blob.txt").write_bytes(b"\x00\x01binary")
+    (docs_dir / "empty.md").write_text("")
+    report = index_sources(tmp_path / "store", [docs_dir], show_progress=False)
+    assert report.skipped == {"docs/blob.txt": "binary content", "docs/empty.md": "empty"}
+    assert report.passages_total == 4
+
+
+def test_concurrent_writer_is_refused(docs_dir: Path, tmp_path: Path) -> None:
+    from ragtune.store.fsutil import exclusive_lock
+
+    store_dir = tmp_path / "store"
+    with exclusive_lock(store_dir):
+        start = time.perf_counter()
+        with pytest.raises(StoreError, match="being written by another process"):
+            index_sources(store_dir, [docs_dir], show_progress=False)
+        assert time.perf_counter() - start < 5
