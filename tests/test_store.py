@@ -186,3 +186,33 @@ def test_concurrent_writer_is_refused(docs_dir: Path, tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="being written by another process"):
             index_sources(store_dir, [docs_dir], show_progress=False)
         assert time.perf_counter() - start < 5
+
+
+def test_reindex_switches_model_atomically(
+    docs_dir: Path, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragtune.store import reindex_store
+
+    store_dir = tmp_path / "store"
+    index_sources(store_dir, [docs_dir], show_progress=False)
+    before = _passage_ids(store_dir)
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module, "_build_indexes", crash)
+    with pytest.raises(KeyboardInterrupt):
+        reindex_store(store_dir, str(tiny_model_dir), show_progress=False)
+    with Store.open(store_dir) as store:
+        assert store.info()["model"]["name"] == "minilm"
+    monkeypatch.undo()
+
+    report = reindex_store(store_dir, str(tiny_model_dir), show_progress=False)
+    assert report.passages_total == 4 and report.cached == 4  # embedded before the interruption
+    assert _passage_ids(store_dir) == before
+    with Store.open(store_dir) as store:
+        assert store.info()["dimension"] == 32
+        assert store.info()["model"]["path"] == str(tiny_model_dir.resolve())
+        assert len(Retriever(store).search("pump", k=4, mode="dense")) == 4
+    with pytest.raises(StoreError, match="built with model"):
+        index_sources(store_dir, [docs_dir], model="minilm", show_progress=False)

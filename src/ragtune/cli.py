@@ -205,5 +205,133 @@ def eval_command(
         out.print(f"report: {out_dir / 'report.md'}", highlight=False)
 
 
+def _corpus_for_mining(corpus: Path | None, store: Path | None, beir_corpus: dict[str, str] | None) -> list[str]:
+    if corpus is not None:
+        from ragtune.evaluation import load_beir
+        from ragtune.training.examples import beir_corpus as read_corpus
+
+        split = next(iter(sorted(p.stem for p in (corpus / "qrels").glob("*.tsv"))), "test")
+        return list(read_corpus(load_beir(corpus, split)).values())
+    if store is not None:
+        with Store.open(store) as opened:
+            return [text for _, texts, _ in opened.passages.iter_for_indexing() for text in texts]
+    if beir_corpus is not None:
+        return list(beir_corpus.values())
+    raise RagtuneError("mining needs a corpus: pass --store DIR or --corpus BEIR_DIR (or a BEIR folder as TRAIN)")
+
+
+@app.command()
+@user_errors
+def mine(
+    train: Annotated[Path, typer.Argument(help="Training JSONL ({query, positive}) or a BEIR folder.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the JSONL with negatives.")],
+    split: Annotated[str, typer.Option(help="BEIR split to take pairs from.")] = "train",
+    store: Annotated[Path | None, typer.Option(help="Mine negatives from this store's passages.")] = None,
+    corpus: Annotated[Path | None, typer.Option(help="Mine from this BEIR folder's corpus.")] = None,
+    model: Annotated[str, typer.Option(help="Model that scores candidates.")] = "minilm",
+    negatives: Annotated[int, typer.Option(help="Negatives per (query, positive).")] = 3,
+    range_min: Annotated[int, typer.Option(help="Skip this many top candidates (likely unlabelled positives).")] = 3,
+    range_max: Annotated[int, typer.Option(help="Consider candidates up to this rank.")] = 50,
+    relative_margin: Annotated[
+        float, typer.Option(help="Keep a negative only if its score < (1 - margin) × the positive's.")
+    ] = 0.05,
+    source: Annotated[str, typer.Option(help="Candidates from dense, bm25 or both.")] = "dense",
+) -> None:
+    """Add hard negatives to training pairs."""
+    from ragtune.models import resolve_model
+    from ragtune.training.examples import load_examples, write_training_jsonl
+    from ragtune.training.mining import CandidateSource, MiningConfig, mine_hard_negatives
+
+    examples, beir = load_examples(train, split)
+    texts = _corpus_for_mining(corpus, store, beir)
+    config = MiningConfig(negatives, range_min, range_max, relative_margin, CandidateSource(source))
+    mined, report = mine_hard_negatives(examples, texts, resolve_model(model), config)
+    write_training_jsonl(out_file, mined)
+    out.print(
+        f"{report.examples} examples, {report.with_negatives} with negatives "
+        f"({report.negatives_per_example:.2f} each) · score: positive mean {report.positive_score_mean:.3f}, "
+        f"negative mean {report.negative_score_mean:.3f}, max {report.negative_score_max:.3f} · "
+        f"{report.random_fills} random negatives filled in where no hard one passed the margin · wrote {out_file}",
+        highlight=False,
+    )
+
+
+@app.command()
+@user_errors
+def finetune(
+    train: Annotated[Path, typer.Argument(help="Training JSONL ({query, positive, negatives?}) or a BEIR folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the tuned model.")],
+    base: Annotated[str, typer.Option(help="Model to start from: short name or directory.")] = "minilm",
+    split: Annotated[str, typer.Option(help="BEIR split to train on (when TRAIN is a BEIR folder).")] = "train",
+    loss: Annotated[str, typer.Option(help="mnrl, cached-mnrl, gist, triplet or contrastive.")] = "mnrl",
+    epochs: Annotated[float, typer.Option(help="Training epochs.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Batch size (in-batch negatives grow with it).")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-5,
+    negatives: Annotated[int, typer.Option(help="Hard negatives used per example (from the file).")] = 1,
+    matryoshka: Annotated[str | None, typer.Option(help="Comma-separated dimensions, e.g. 384,256,128,64.")] = None,
+    max_seq_length: Annotated[int, typer.Option(help="Tokens per text during training.")] = 256,
+    eval_dataset: Annotated[Path | None, typer.Option("--eval", help="BEIR folder for the held-out evaluation.")] = None,
+    eval_split: Annotated[str, typer.Option(help="Split of --eval to use.")] = "dev",
+    dev_fraction: Annotated[float, typer.Option(help="Without --eval: share of training queries held out.")] = 0.1,
+    merge_base: Annotated[
+        float | None, typer.Option(help="Also write OUT-merged: weights (1-a)·tuned + a·base.")
+    ] = None,
+    budget_minutes: Annotated[float | None, typer.Option(help="Stop training after this many minutes.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads (default: all cores).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+) -> None:
+    """Fine-tune the embedding model (resumes from the last checkpoint when re-run)."""
+    from ragtune.training.examples import beir_corpus, load_examples
+    from ragtune.training.finetune import DevSet, FinetuneConfig, finetune as run_finetune, merge_with_base
+
+    examples, corpus = load_examples(train, split)
+    dims = tuple(int(d) for d in matryoshka.split(",")) if matryoshka else ()
+    config = FinetuneConfig(
+        base=base, loss=loss, epochs=epochs, batch_size=batch_size, learning_rate=lr, max_negatives=negatives,
+        matryoshka_dims=dims, max_seq_length=max_seq_length, dev_fraction=dev_fraction, threads=threads, seed=seed,
+        time_budget_minutes=budget_minutes,
+    )  # fmt: skip
+    dev = None
+    if eval_dataset is not None:
+        from ragtune.evaluation import load_beir
+
+        held_out = load_beir(eval_dataset, eval_split)
+        dev = DevSet(
+            queries=held_out.queries, corpus=beir_corpus(held_out),
+            relevant={q: {d for d, g in judged.items() if g > 0} for q, judged in held_out.qrels.items()},
+            description=f"{held_out.name} {eval_split}: {len(held_out.queries)} queries",
+        )  # fmt: skip
+    result = run_finetune(
+        examples, out_dir, config, dev=dev, distractor_pool=list(corpus.values()) if corpus else (),
+        show_progress=err.is_terminal,
+    )  # fmt: skip
+    out.print(
+        f"tuned model: {out_dir} · {result.steps} steps in {result.train_seconds:.0f}s · dev nDCG@10 "
+        f"{result.base_dev.get('ndcg@10', float('nan')):.4f} → {result.tuned_dev.get('ndcg@10', float('nan')):.4f}",
+        highlight=False,
+    )
+    if merge_base is not None:
+        merged = merge_with_base(out_dir, base, merge_base, out_dir.with_name(out_dir.name + "-merged"))
+        out.print(f"merged model (alpha={merge_base}): {merged}", highlight=False)
+
+
+@app.command()
+@user_errors
+def reindex(
+    store: StoreOption,
+    model: Annotated[str, typer.Option(help="New embedding model: short name or directory.")],
+    progress: Annotated[bool | None, typer.Option(help="Show progress bars.")] = None,
+) -> None:
+    """Re-embed a store with another model and switch to it atomically."""
+    from ragtune.store import reindex_store
+
+    report = reindex_store(store, model, show_progress=progress)
+    out.print(
+        f"{store}: {report.passages_total} passages re-embedded with {model} "
+        f"(encoded {report.encoded}, cache {report.cached}) in {report.seconds:.1f}s",
+        highlight=False,
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

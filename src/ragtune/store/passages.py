@@ -100,6 +100,12 @@ class PassageTable:
                     ) from None
             raise
 
+    def set_embeddings(self, rowids: np.ndarray, embeddings: np.ndarray) -> None:
+        self._db.executemany(
+            "UPDATE passages SET embedding = ? WHERE rowid = ?",
+            [(np.asarray(v, dtype=np.float32).tobytes(), int(i)) for i, v in zip(rowids, embeddings, strict=True)],
+        )
+
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM passages").fetchone()[0])
 
@@ -110,11 +116,15 @@ class PassageTable:
         return int(self._db.execute("SELECT count(*) FROM sources").fetchone()[0])
 
     def iter_for_indexing(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
-        """(row ids, keyword texts, embeddings) in batches, for (re)building the indexes."""
-        cursor = self._db.execute("SELECT rowid, title, text, embedding FROM passages ORDER BY rowid")
-        while rows := cursor.fetchmany(batch):
+        """(row ids, embedding texts, embeddings) in row-id order; each batch is its own query (keyset paging),
+        so rows may be updated between batches."""
+        last = -1
+        while rows := self._db.execute(
+            "SELECT rowid, title, text, embedding FROM passages WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch)
+        ).fetchall():
+            last = rows[-1][0]
             ids = np.array([r[0] for r in rows], dtype=np.int64)
-            texts = [f"{r[1]} {r[2]}".strip() for r in rows]
+            texts = [f"{r[1]} {r[2]}".strip() if r[1] else r[2] for r in rows]
             vectors = np.vstack([np.frombuffer(r[3], dtype=np.float32) for r in rows])
             yield ids, texts, vectors
 

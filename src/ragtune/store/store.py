@@ -130,13 +130,7 @@ def index_sources(
         if previous is not None:
             config = ChunkingConfig(**previous.chunking)
 
-        generation = _next_generation(store_dir)
-        partial = store_dir / f"{generation}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        if previous is not None:
-            _copy_sqlite(store_dir / previous.generation / PASSAGES_FILE, partial / PASSAGES_FILE)
-        table = PassageTable(partial / PASSAGES_FILE)
+        generation, partial, table = _start_generation(store_dir, previous)
         cache = EmbeddingCache(store_dir / CACHE_FILE, model_ref.revision, embedder.dimension)
         try:
             removed = sum(table.remove_source(key) for key in plan.modified + plan.deleted)
@@ -147,28 +141,83 @@ def index_sources(
         finally:
             table.close()
             cache.close()
-        _sync_tree(partial)
-        partial.rename(store_dir / generation)
-        fsync_dir(store_dir)
-        manifest = Manifest(
-            format_version=FORMAT_VERSION,
-            generation=generation,
-            model=model_ref.to_json(),
-            dimension=embedder.dimension,
-            chunking=config.to_json(),
-            backends={"dense": "faiss", "dense_kind": dense_kind, "keyword": "tantivy"},
-            counts=stats,
-            created=previous.created if previous else _now(),
-            updated=_now(),
-        )
-        write_manifest(store_dir, manifest)
-        _remove_old_generations(store_dir, keep={generation, previous.generation if previous else generation})
+        _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
         return IndexReport(
             files_seen=len(files), files_unchanged=plan.unchanged, files_added=plan.added,
             files_modified=len(plan.modified), files_deleted=len(plan.deleted), skipped=skipped,
             passages_added=added, passages_removed=removed, passages_total=stats["passages"], encoded=cache.misses,
             cached=cache.hits, seconds=time.perf_counter() - started, generation=generation, dense_kind=dense_kind,
         )  # fmt: skip
+
+
+def reindex_store(store_dir: str | Path, model: str, show_progress: bool | None = None) -> IndexReport:
+    """Re-embed every passage of a store with another model (e.g. a fine-tuned one) and switch to it atomically.
+
+    Passages, chunking and the keyword index stay as they are; readers keep the old generation until the switch.
+    """
+    started = time.perf_counter()
+    store_dir = Path(store_dir).expanduser()
+    with exclusive_lock(store_dir):
+        previous = read_manifest(store_dir)
+        model_ref = resolve_model(model)
+        embedder = Embedder(model_ref)
+        generation, partial, table = _start_generation(store_dir, previous)
+        cache = EmbeddingCache(store_dir / CACHE_FILE, model_ref.revision, embedder.dimension)
+        try:
+            total = table.count()
+            with progress_bar(show_progress) as progress:
+                task = progress.add_task("re-embedding", total=total, unit="passages")
+                for ids, texts, _ in table.iter_for_indexing(batch=_EMBED_BATCH):
+                    table.set_embeddings(ids, cache.encode(texts, embedder.encode))
+                    progress.advance(task, len(ids))
+            table.commit()
+            stats = table.stats()
+            dense_kind = _build_indexes(table, partial, embedder.dimension, stats["passages"])
+        finally:
+            table.close()
+            cache.close()
+        config = ChunkingConfig(**previous.chunking)
+        _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
+        return IndexReport(
+            files_seen=0, files_unchanged=stats["sources"], files_added=0, files_modified=0, files_deleted=0,
+            skipped={}, passages_added=0, passages_removed=0, passages_total=stats["passages"], encoded=cache.misses,
+            cached=cache.hits, seconds=time.perf_counter() - started, generation=generation, dense_kind=dense_kind,
+        )  # fmt: skip
+
+
+def _start_generation(store_dir: Path, previous: Manifest | None) -> tuple[str, Path, PassageTable]:
+    """Open the next generation's passage table in `gen-N.partial/`, starting from a copy of the current one."""
+    generation = _next_generation(store_dir)
+    partial = store_dir / f"{generation}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    if previous is not None:
+        _copy_sqlite(store_dir / previous.generation / PASSAGES_FILE, partial / PASSAGES_FILE)
+    return generation, partial, PassageTable(partial / PASSAGES_FILE)
+
+
+def _publish_generation(
+    store_dir: Path,
+    partial: Path,
+    previous: Manifest | None,
+    model_ref: ModelRef,
+    dimension: int,
+    chunking: ChunkingConfig,
+    dense_kind: str,
+    counts: dict[str, int],
+) -> None:
+    """Flush the finished generation, rename it into place, then switch the manifest to it (the atomic step)."""
+    generation = partial.name.removesuffix(".partial")
+    _sync_tree(partial)
+    partial.rename(store_dir / generation)
+    fsync_dir(store_dir)
+    manifest = Manifest(
+        format_version=FORMAT_VERSION, generation=generation, model=model_ref.to_json(), dimension=dimension,
+        chunking=chunking.to_json(), backends={"dense": "faiss", "dense_kind": dense_kind, "keyword": "tantivy"},
+        counts=counts, created=previous.created if previous else _now(), updated=_now(),
+    )  # fmt: skip
+    write_manifest(store_dir, manifest)
+    _remove_old_generations(store_dir, keep={generation, previous.generation if previous else generation})
 
 
 def _sources_of(store_dir: Path, manifest: Manifest | None) -> dict[str, SourceState]:

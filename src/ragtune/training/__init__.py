@@ -1,0 +1,1 @@
+"""Training data, hard-negative mining and fine-tuning of the embedding model."""

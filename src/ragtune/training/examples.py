@@ -1,0 +1,130 @@
+"""Training examples: `{"query", "positive", "negatives": [...]}` JSONL, or a BEIR dataset's labelled split."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragtune.errors import InputError
+from ragtune.evaluation.dataset import BeirDataset, load_beir
+from ragtune.store.fsutil import atomic_write_text
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """A query, a passage that answers it, and optionally passages that look relevant but are not."""
+
+    query: str
+    positive: str
+    negatives: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"query": self.query, "positive": self.positive}
+        if self.negatives:
+            data["negatives"] = list(self.negatives)
+        return data
+
+
+def read_training_jsonl(path: str | Path) -> list[TrainingExample]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"training file '{path}' does not exist")
+    examples: list[TrainingExample] = []
+    with path.open("r", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{where}: invalid JSON ({exc.msg}); fix or remove this line") from exc
+            if not isinstance(record, dict):
+                raise InputError(f"{where}: expected an object with 'query' and 'positive'")
+            for key in ("query", "positive"):
+                if not isinstance(record.get(key), str) or not record[key].strip():
+                    raise InputError(f"{where}: missing or empty '{key}' (each line needs 'query' and 'positive')")
+            negatives = record.get("negatives", [])
+            if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
+                raise InputError(f"{where}: 'negatives' must be a list of strings")
+            examples.append(TrainingExample(record["query"], record["positive"], tuple(negatives)))
+    if not examples:
+        raise InputError(f"training file '{path}' holds no examples")
+    return examples
+
+
+def write_training_jsonl(path: str | Path, examples: Iterable[TrainingExample]) -> int:
+    lines = [json.dumps(e.to_json(), ensure_ascii=False) for e in examples]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(path), "\n".join(lines) + ("\n" if lines else ""))
+    return len(lines)
+
+
+def beir_corpus(dataset: BeirDataset) -> dict[str, str]:
+    """Document id → the text the embedder sees (title and text, as a store's passages are embedded)."""
+    corpus: dict[str, str] = {}
+    with dataset.corpus_path.open("r", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                corpus[str(record["_id"])] = f"{record.get('title') or ''} {record.get('text') or ''}".strip()
+    return corpus
+
+
+def examples_from_beir(root: str | Path, split: str = "train") -> tuple[list[TrainingExample], dict[str, str]]:
+    """One example per relevant (query, document) judgement of the split; also returns the corpus texts."""
+    dataset = load_beir(root, split)
+    corpus = beir_corpus(dataset)
+    examples = [
+        TrainingExample(dataset.queries[qid], corpus[doc_id])
+        for qid, judged in dataset.qrels.items()
+        for doc_id, grade in judged.items()
+        if grade > 0 and doc_id in corpus
+    ]
+    if not examples:
+        raise InputError(f"split '{split}' of '{root}' has no relevant judgements that point into the corpus")
+    return examples, corpus
+
+
+def load_examples(source: str | Path, split: str = "train") -> tuple[list[TrainingExample], dict[str, str] | None]:
+    """A JSONL file, or a BEIR folder (its `split`). The corpus is returned for BEIR folders."""
+    path = Path(source)
+    if path.is_dir():
+        return examples_from_beir(path, split)
+    return read_training_jsonl(path), None
+
+
+def duplicate_stats(examples: Sequence[TrainingExample]) -> dict[str, int]:
+    """Counts a user should know about: repeated queries, repeated (query, positive) pairs, shared positives."""
+    queries = Counter(e.query for e in examples)
+    pairs = Counter((e.query, e.positive) for e in examples)
+    positives = Counter(e.positive for e in examples)
+    return {
+        "examples": len(examples),
+        "unique_queries": len(queries),
+        "queries_with_several_positives": sum(1 for c in queries.values() if c > 1),
+        "duplicate_pairs": sum(c - 1 for c in pairs.values()),
+        "positives_shared_by_queries": sum(1 for c in positives.values() if c > 1),
+        "with_negatives": sum(1 for e in examples if e.negatives),
+    }
+
+
+def split_by_query(
+    examples: Sequence[TrainingExample], dev_fraction: float, seed: int = 42
+) -> tuple[list[TrainingExample], list[TrainingExample]]:
+    """Hold out a fraction of the *queries* (all their examples together), so no dev query is trained on."""
+    if not 0.0 < dev_fraction < 1.0:
+        raise InputError(f"dev fraction {dev_fraction} must be between 0 and 1")
+    queries = sorted({e.query for e in examples})
+    random.Random(seed).shuffle(queries)
+    dev_queries = set(queries[: max(1, round(len(queries) * dev_fraction))])
+    train = [e for e in examples if e.query not in dev_queries]
+    dev = [e for e in examples if e.query in dev_queries]
+    if not train:
+        raise InputError("too few distinct queries to hold out a dev split; add examples or pass --eval")
+    return train, dev

@@ -1,0 +1,401 @@
+"""Fine-tuning the embedding model with the sentence-transformers trainer and losses.
+
+The trainer does the work (batching with NO_DUPLICATES, schedules, checkpoints, best-model selection, resume);
+this module picks the loss, shapes the data for it, builds a held-out evaluator and writes the result atomically
+with a model card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragtune.errors import InputError, RagtuneError
+from ragtune.models import ModelRef, quiet_transformers, resolve_model, set_threads
+from ragtune.store.fsutil import atomic_write_text
+from ragtune.training.examples import TrainingExample, duplicate_stats, split_by_query
+
+LOSSES = ("mnrl", "cached-mnrl", "gist", "triplet", "contrastive")
+_NEEDS_NEGATIVES = ("triplet", "contrastive")
+DEV_NAME = "dev"
+TRAINING_RECORD = "ragtune_training.json"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Everything that decides a fine-tuning run; saved next to the model it produced."""
+
+    base: str = "minilm"
+    loss: str = "mnrl"
+    epochs: float = 1.0
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    max_seq_length: int = 256
+    max_negatives: int = 1
+    matryoshka_dims: tuple[int, ...] = ()
+    mini_batch_size: int = 16
+    seed: int = 42
+    threads: int | None = None
+    eval_steps: int | None = None
+    early_stopping_patience: int = 3
+    dev_fraction: float = 0.1
+    dev_distractors: int = 1000
+    bf16: bool = False
+    time_budget_minutes: float | None = None
+
+    def check(self) -> None:
+        if self.loss not in LOSSES:
+            raise InputError(f"--loss {self.loss} is not one of: {', '.join(LOSSES)}")
+        if self.epochs <= 0 or self.batch_size < 2 or self.learning_rate <= 0:
+            raise InputError("--epochs and --lr must be positive and --batch-size at least 2")
+        if self.max_seq_length < 8:
+            raise InputError("--max-seq-length must be at least 8")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DevSet:
+    """A retrieval evaluator's inputs: query id → text, doc id → text, query id → relevant doc ids."""
+
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    relevant: dict[str, set[str]]
+    description: str
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    model_dir: Path
+    base_dev: dict[str, float]
+    tuned_dev: dict[str, float]
+    train_seconds: float
+    steps: int
+    data: dict[str, int]
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def carve_dev_set(
+    dev: Sequence[TrainingExample], distractor_pool: Sequence[str], size: int, seed: int
+) -> DevSet:
+    """A held-out retrieval task from training data: dev queries against their positives, their negatives and
+    `size` other passages (a sample keeps periodic evaluation cheap on a CPU)."""
+    texts: dict[str, str] = {}
+
+    def doc_id(text: str) -> str:
+        return texts.setdefault(text, f"d{len(texts)}") if text not in texts else texts[text]
+
+    queries: dict[str, str] = {}
+    relevant: dict[str, set[str]] = {}
+    for example in dev:
+        qid = next((k for k, v in queries.items() if v == example.query), None) or f"q{len(queries)}"
+        queries[qid] = example.query
+        relevant.setdefault(qid, set()).add(doc_id(example.positive))
+        for negative in example.negatives:
+            doc_id(negative)
+    pool = [t for t in dict.fromkeys(distractor_pool) if t not in texts]
+    random.Random(seed).shuffle(pool)
+    for text in pool[:size]:
+        doc_id(text)
+    corpus = {i: t for t, i in texts.items()}
+    return DevSet(queries, corpus, relevant, f"{len(queries)} held-out queries over {len(corpus)} passages")
+
+
+def _dataset(examples: Sequence[TrainingExample], loss: str, max_negatives: int):  # type: ignore[no-untyped-def]
+    from datasets import Dataset
+
+    if loss in _NEEDS_NEGATIVES and not any(e.negatives for e in examples):
+        raise InputError(f"--loss {loss} needs negatives: run `ragtune mine` on the training file first")
+    if loss == "contrastive":
+        rows: dict[str, list[Any]] = {"sentence1": [], "sentence2": [], "label": []}
+        for e in examples:
+            for text, label in [(e.positive, 1.0), *((n, 0.0) for n in e.negatives[:max_negatives])]:
+                rows["sentence1"].append(e.query)
+                rows["sentence2"].append(text)
+                rows["label"].append(label)
+        return Dataset.from_dict(rows)
+    if loss == "triplet":
+        usable = [e for e in examples if e.negatives]
+        return Dataset.from_dict(
+            {"anchor": [e.query for e in usable], "positive": [e.positive for e in usable],
+             "negative": [e.negatives[0] for e in usable]}
+        )  # fmt: skip
+    # MNRL family: (anchor, positive, negative_1..n); every row needs the same columns, so the count is the
+    # smallest any example has (mining fills every example up to its count)
+    count = min(max_negatives, min(len(e.negatives) for e in examples))
+    if count < max_negatives and any(e.negatives for e in examples):
+        short = sum(1 for e in examples if len(e.negatives) < max_negatives)
+        warnings.warn(f"{short} examples have fewer than {max_negatives} negatives: training uses {count} per example")
+    columns: dict[str, list[str]] = {"anchor": [e.query for e in examples], "positive": [e.positive for e in examples]}
+    for i in range(count):
+        columns[f"negative_{i + 1}"] = [e.negatives[i] for e in examples]
+    return Dataset.from_dict(columns)
+
+
+def _loss(model, config: FinetuneConfig, base: ModelRef):  # type: ignore[no-untyped-def]
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import losses
+
+    if config.loss == "mnrl":
+        loss = losses.MultipleNegativesRankingLoss(model)
+    elif config.loss == "cached-mnrl":
+        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
+    elif config.loss == "gist":
+        guide = SentenceTransformer(str(base.path), device=str(model.device), local_files_only=True)
+        loss = losses.GISTEmbedLoss(model, guide)
+    elif config.loss == "triplet":
+        loss = losses.TripletLoss(model, distance_metric=losses.TripletDistanceMetric.COSINE, triplet_margin=0.3)
+    else:
+        loss = losses.OnlineContrastiveLoss(model)
+    if config.matryoshka_dims:
+        dimension = model.get_embedding_dimension()
+        if any(d < 1 or d > dimension for d in config.matryoshka_dims):
+            raise InputError(f"--matryoshka dimensions must be within 1..{dimension}")
+        loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=sorted(config.matryoshka_dims, reverse=True))
+    return loss
+
+
+def _time_budget_callback(minutes: float):  # type: ignore[no-untyped-def]
+    """Stop so that training, including the final evaluation and save, ends within `minutes`.
+
+    It stops before the step that would not leave time for one more step plus the last evaluation's duration.
+    """
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self) -> None:
+            self.deadline = time.perf_counter() + 60.0 * minutes
+            self.last_step_end = time.perf_counter()
+            self.step_seconds = 0.0
+            self.eval_seconds = 0.0
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
+            self.eval_seconds = float((metrics or {}).get("eval_runtime", self.eval_seconds))
+            self.last_step_end = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            now = time.perf_counter()
+            self.step_seconds = max(self.step_seconds, now - self.last_step_end)
+            self.last_step_end = now
+            if now + self.step_seconds + 1.2 * self.eval_seconds >= self.deadline and not control.should_training_stop:
+                control.should_training_stop = True
+                control.should_evaluate = True
+                control.should_save = True
+            return control
+
+    return TimeBudget()
+
+
+def _evaluator(dev: DevSet, batch_size: int):  # type: ignore[no-untyped-def]
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    return InformationRetrievalEvaluator(
+        queries=dev.queries, corpus=dev.corpus, relevant_docs=dev.relevant, name=DEV_NAME,
+        ndcg_at_k=[10], mrr_at_k=[10], map_at_k=[100], accuracy_at_k=[1, 10], precision_recall_at_k=[10, 100],
+        batch_size=batch_size, write_csv=False, show_progress_bar=False,
+    )  # fmt: skip
+
+
+def _scores(raw: dict[str, float]) -> dict[str, float]:
+    prefix = f"{DEV_NAME}_cosine_"
+    return {k.removeprefix(prefix): float(v) for k, v in raw.items() if k.startswith(prefix)}
+
+
+def finetune(
+    examples: Sequence[TrainingExample],
+    out_dir: str | Path,
+    config: FinetuneConfig = FinetuneConfig(),
+    dev: DevSet | None = None,
+    distractor_pool: Sequence[str] = (),
+    show_progress: bool = False,
+) -> FinetuneResult:
+    """Train `config.base` on `examples` and write the best checkpoint (by dev nDCG@10) to `out_dir`.
+
+    Without `dev`, a fraction of the training queries is held out. Checkpoints live in `<out_dir>.checkpoints`; a
+    re-run with the same arguments resumes from the last one.
+    """
+    config.check()
+    quiet_transformers()
+    set_threads(config.threads)
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
+    import torch
+    from transformers import EarlyStoppingCallback
+
+    out_dir = Path(out_dir).expanduser()
+    base = resolve_model(config.base)
+    train_examples = list(examples)
+    if dev is None:
+        train_examples, held_out = split_by_query(train_examples, config.dev_fraction, config.seed)
+        pool = list(distractor_pool) or [t for e in train_examples for t in (e.positive, *e.negatives)]
+        dev = carve_dev_set(held_out, pool, config.dev_distractors, config.seed)
+    data_stats = duplicate_stats(train_examples) | {"dev_queries": len(dev.queries), "dev_corpus": len(dev.corpus)}
+
+    model = SentenceTransformer(str(base.path), device=None, local_files_only=True)
+    model.max_seq_length = config.max_seq_length
+    evaluator = _evaluator(dev, config.batch_size)
+    base_dev = _scores(evaluator(model))
+
+    train_dataset = _dataset(train_examples, config.loss, config.max_negatives)
+    steps_per_epoch = max(1, len(train_dataset) // config.batch_size)
+    eval_steps = config.eval_steps or max(1, steps_per_epoch // 2)
+    checkpoints = out_dir.with_name(out_dir.name + ".checkpoints")
+    sampler = BatchSamplers.BATCH_SAMPLER if config.loss == "contrastive" else BatchSamplers.NO_DUPLICATES
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=int(config.warmup_ratio * steps_per_epoch * config.epochs),
+        batch_sampler=sampler,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=f"eval_{DEV_NAME}_cosine_ndcg@10",
+        greater_is_better=True,
+        logging_steps=max(1, min(10, eval_steps)),
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=config.bf16,
+        report_to="none",
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=not show_progress,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        loss=_loss(model, config, base),
+        evaluator=evaluator,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)]
+        + ([_time_budget_callback(config.time_budget_minutes)] if config.time_budget_minutes else []),
+    )
+    resume = any(checkpoints.glob("checkpoint-*"))
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    train_seconds = time.perf_counter() - started
+    tuned_dev = _scores(evaluator(model))
+
+    result = FinetuneResult(
+        model_dir=out_dir, base_dev=base_dev, tuned_dev=tuned_dev, train_seconds=train_seconds,
+        steps=int(trainer.state.global_step), data=data_stats, log_history=list(trainer.state.log_history),
+    )  # fmt: skip
+    save_model_atomically(model, out_dir, config, result, base, dev.description)
+    return result
+
+
+def save_model_atomically(
+    model, out_dir: Path, config: FinetuneConfig, result: FinetuneResult, base: ModelRef, dev_description: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Save into a sibling folder, then swap it in: a crash never leaves a half-written model at `out_dir`."""
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save(str(partial))
+    record = {
+        "config": config.to_json(), "base": base.to_json(), "data": result.data, "dev": dev_description,
+        "base_dev": result.base_dev, "tuned_dev": result.tuned_dev, "train_seconds": result.train_seconds,
+        "steps": result.steps, "log_history": result.log_history,
+    }  # fmt: skip
+    (partial / TRAINING_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    (partial / "README.md").write_text(model_card(record), encoding="utf-8")
+    replace_directory(partial, out_dir)
+
+
+def replace_directory(new: Path, target: Path) -> None:
+    """Move `new` to `target`; an existing `target` is moved aside first and removed only after the swap."""
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def model_card(record: dict[str, Any]) -> str:
+    base_dev, tuned_dev = record["base_dev"], record["tuned_dev"]
+    rows = "\n".join(
+        f"| {metric} | {base_dev.get(metric, float('nan')):.4f} | {tuned_dev[metric]:.4f} | "
+        f"{tuned_dev[metric] - base_dev.get(metric, float('nan')):+.4f} |"
+        for metric in sorted(tuned_dev)
+    )
+    return f"""---
+library_name: sentence-transformers
+pipeline_tag: sentence-similarity
+tags: [ragtune, sentence-transformers, feature-extraction]
+base_model: {record['base']['name']}
+---
+
+# Fine-tuned with ragtune
+
+Base: `{record['base']['name']}` (revision {record['base']['revision']}). Loss: `{record['config']['loss']}`.
+Trained {record['steps']} steps in {record['train_seconds']:.0f} s.
+
+## Held-out evaluation ({record['dev']})
+
+| metric | base | tuned | Δ |
+|---|---:|---:|---:|
+{rows}
+
+## Training data
+
+```json
+{json.dumps(record['data'], indent=2)}
+```
+
+## Configuration
+
+```json
+{json.dumps(record['config'], indent=2)}
+```
+
+Load it with `SentenceTransformer("<this folder>")`, or index with `ragtune index … --model <this folder>`.
+"""
+
+
+def merge_with_base(tuned_dir: str | Path, base: str, alpha: float, out_dir: str | Path) -> Path:
+    """LM-Cocktail-style forgetting guard: weights = (1 − alpha) × tuned + alpha × base.
+
+    alpha = 0 gives the tuned model, alpha = 1 the base. Both must share one architecture.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"--merge-base {alpha} must be within [0, 1]")
+    from sentence_transformers import SentenceTransformer
+
+    tuned = SentenceTransformer(str(Path(tuned_dir)), device="cpu", local_files_only=True)
+    base_model = SentenceTransformer(str(resolve_model(base).path), device="cpu", local_files_only=True)
+    base_state = base_model.state_dict()
+    merged = {}
+    for name, tensor in tuned.state_dict().items():
+        if name not in base_state or base_state[name].shape != tensor.shape:
+            raise RagtuneError(f"cannot merge: '{name}' differs between the tuned model and the base '{base}'")
+        merged[name] = (1.0 - alpha) * tensor + alpha * base_state[name] if tensor.is_floating_point() else tensor
+    tuned.load_state_dict(merged)
+    out_dir = Path(out_dir).expanduser()
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    tuned.save(str(partial))
+    record_path = Path(tuned_dir) / TRAINING_RECORD
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        record["merge"] = {"base": base, "alpha": alpha}
+        atomic_write_text(partial / TRAINING_RECORD, json.dumps(record, indent=2) + "\n")
+    replace_directory(partial, out_dir)
+    return out_dir

@@ -1,0 +1,145 @@
+"""Hard-negative mining: for each (query, positive), passages the model ranks high that are not positives.
+
+Dense candidates come from `sentence_transformers.util.mine_hard_negatives`; BM25 candidates from a temporary tantivy
+index, filtered with the same rule. The rule: skip the top `range_min` candidates, and keep a candidate only if its
+similarity to the query is below `(1 − relative_margin)` × the positive's (likely false negatives are dropped).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from ragtune.errors import InputError
+from ragtune.models import ModelRef, load_sentence_transformer
+from ragtune.store.keyword import TantivyKeywordIndex, build_tantivy_index
+from ragtune.training.examples import TrainingExample
+
+
+class CandidateSource(str, Enum):
+    dense = "dense"
+    bm25 = "bm25"
+    both = "both"
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    num_negatives: int = 3
+    range_min: int = 3
+    range_max: int = 50
+    relative_margin: float = 0.05
+    source: CandidateSource = CandidateSource.dense
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class MiningReport:
+    examples: int
+    with_negatives: int
+    negatives_per_example: float
+    positive_score_mean: float
+    negative_score_mean: float
+    negative_score_max: float
+    random_fills: int
+
+
+def mine_hard_negatives(
+    examples: Sequence[TrainingExample], corpus: Sequence[str], model: ModelRef, config: MiningConfig = MiningConfig()
+) -> tuple[list[TrainingExample], MiningReport]:
+    """Return the examples with `negatives` filled in (up to `num_negatives` each), and score statistics."""
+    if config.num_negatives < 1 or config.range_min < 0 or config.range_max <= config.range_min:
+        raise InputError("need --negatives ≥ 1 and 0 ≤ --range-min < range-max")
+    if not 0.0 <= config.relative_margin < 1.0:
+        raise InputError("--relative-margin must be within [0, 1)")
+    corpus = list(dict.fromkeys([*corpus, *(e.positive for e in examples)]))
+    encoder = load_sentence_transformer(model.path)
+    queries = list(dict.fromkeys(e.query for e in examples))
+    positives_of: dict[str, set[str]] = {}
+    for e in examples:
+        positives_of.setdefault(e.query, set()).add(e.positive)
+
+    corpus_vectors = encoder.encode(corpus, batch_size=config.batch_size, normalize_embeddings=True, convert_to_numpy=True)
+    query_vectors = encoder.encode(queries, batch_size=config.batch_size, normalize_embeddings=True, convert_to_numpy=True)
+    position = {text: i for i, text in enumerate(corpus)}
+    query_row = {q: i for i, q in enumerate(queries)}
+
+    candidates: dict[str, list[np.ndarray]] = {q: [] for q in queries}
+    if config.source in (CandidateSource.dense, CandidateSource.both):
+        for query, ranked in zip(queries, _dense_ranked(query_vectors, corpus_vectors, config.range_max)):
+            candidates[query].append(ranked)
+    if config.source in (CandidateSource.bm25, CandidateSource.both):
+        for query, ranked in zip(queries, _bm25_ranked(queries, corpus, config.range_max)):
+            candidates[query].append(ranked)
+
+    rng = np.random.default_rng(0)
+    random_fills = 0
+    mined: list[TrainingExample] = []
+    positive_scores: list[float] = []
+    negative_scores: list[float] = []
+    for example in examples:
+        q = query_vectors[query_row[example.query]]
+        positive_score = float(q @ corpus_vectors[position[example.positive]])
+        ceiling = positive_score * (1.0 - config.relative_margin)
+        excluded = {position[p] for p in positives_of[example.query]}
+        chosen: list[int] = []
+        lists = [ranked[config.range_min :].tolist() for ranked in candidates[example.query]]
+        for index in _interleave(lists):
+            if len(chosen) == config.num_negatives:
+                break
+            if index in excluded or index in chosen:
+                continue
+            if float(q @ corpus_vectors[index]) < ceiling:
+                chosen.append(index)
+        # When the model ranks the positive low, every close candidate is above the margin; such examples still
+        # get negatives (random passages below the margin) so all rows keep the same shape for the trainer.
+        for index in rng.permutation(len(corpus))[: 20 * config.num_negatives].tolist():
+            if len(chosen) == config.num_negatives:
+                break
+            if index not in excluded and index not in chosen and float(q @ corpus_vectors[index]) < ceiling:
+                chosen.append(index)
+                random_fills += 1
+        positive_scores.append(positive_score)
+        negative_scores.extend(float(q @ corpus_vectors[i]) for i in chosen)
+        mined.append(TrainingExample(example.query, example.positive, tuple(corpus[i] for i in chosen)))
+    with_negatives = sum(1 for e in mined if e.negatives)
+    report = MiningReport(
+        examples=len(mined),
+        with_negatives=with_negatives,
+        negatives_per_example=sum(len(e.negatives) for e in mined) / max(1, len(mined)),
+        positive_score_mean=statistics.fmean(positive_scores) if positive_scores else 0.0,
+        negative_score_mean=statistics.fmean(negative_scores) if negative_scores else 0.0,
+        negative_score_max=max(negative_scores, default=0.0),
+        random_fills=random_fills,
+    )
+    return mined, report
+
+
+def _dense_ranked(query_vectors: np.ndarray, corpus_vectors: np.ndarray, depth: int) -> list[np.ndarray]:
+    import faiss
+
+    index = faiss.IndexFlatIP(corpus_vectors.shape[1])
+    index.add(np.ascontiguousarray(corpus_vectors, dtype=np.float32))
+    _, ids = index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), min(depth, len(corpus_vectors)))
+    return [row[row >= 0] for row in ids]
+
+
+def _bm25_ranked(queries: Sequence[str], corpus: Sequence[str], depth: int) -> list[np.ndarray]:
+    with tempfile.TemporaryDirectory(prefix="ragtune-mine-") as tmp:
+        path = Path(tmp) / "bm25"
+        build_tantivy_index(path, [(np.arange(len(corpus), dtype=np.int64), list(corpus))])
+        index = TantivyKeywordIndex(path)
+        return [np.array([i for i, _ in index.search(q, depth)], dtype=np.int64) for q in queries]
+
+
+def _interleave(lists: list[list[int]]) -> list[int]:
+    """Round-robin over candidate lists (dense, BM25) so `both` takes from each in rank order."""
+    out: list[int] = []
+    for rank in range(max((len(x) for x in lists), default=0)):
+        out.extend(x[rank] for x in lists if rank < len(x))
+    return out

@@ -1,0 +1,238 @@
+"""Training mechanics on a tiny randomly initialised BERT: losses learn, cached = plain, resume, merge, bad data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ragtune.errors import InputError
+from ragtune.training.examples import (
+    TrainingExample,
+    duplicate_stats,
+    examples_from_beir,
+    read_training_jsonl,
+    split_by_query,
+    write_training_jsonl,
+)
+from ragtune.training.finetune import FinetuneConfig, carve_dev_set, finetune, merge_with_base
+from ragtune.training.mining import CandidateSource, MiningConfig, mine_hard_negatives
+
+TOPICS = [
+    ("pump", "centrifugal pump impeller seal"), ("valve", "gate valve throttle flow"),
+    ("bread", "sourdough bread oven crust"), ("tomato", "tomato garden sun water"),
+    ("motor", "induction motor phase supply"), ("bearing", "ball bearing noise grease"),
+    ("boiler", "steam boiler pressure safety"), ("filter", "water filter cartridge change"),
+]  # fmt: skip
+
+
+def toy_examples(negatives: bool = True) -> list[TrainingExample]:
+    examples = []
+    for i, (key, text) in enumerate(TOPICS):
+        other = TOPICS[(i + 1) % len(TOPICS)][1]
+        examples.append(TrainingExample(f"question about {key}", f"{text} manual", (f"{other} manual",) if negatives else ()))
+    return examples
+
+
+def _tiny_config(tiny_model_dir: Path, **overrides) -> FinetuneConfig:  # type: ignore[no-untyped-def]
+    settings = dict(
+        base=str(tiny_model_dir), epochs=8, batch_size=4, learning_rate=5e-3, max_seq_length=32, eval_steps=4,
+        early_stopping_patience=100, dev_fraction=0.25, threads=2,
+    )  # fmt: skip
+    return FinetuneConfig(**(settings | overrides))
+
+
+def _losses(history: list[dict]) -> list[float]:
+    return [row["loss"] for row in history if "loss" in row]
+
+
+@pytest.mark.parametrize("loss", ["mnrl", "cached-mnrl", "gist", "triplet", "contrastive"])
+def test_each_loss_trains_and_decreases(tiny_model_dir: Path, tmp_path: Path, loss: str) -> None:
+    examples = toy_examples() * 2
+    config = _tiny_config(tiny_model_dir, loss=loss)
+    dev = carve_dev_set(toy_examples()[:2], [], 0, seed=0)
+    result = finetune(examples, tmp_path / "model", config, dev=dev)
+    history = _losses(result.log_history)
+    assert len(history) >= 2
+    assert history[-1] < history[0], history
+    from sentence_transformers import SentenceTransformer
+
+    reloaded = SentenceTransformer(str(tmp_path / "model"), device="cpu")
+    assert reloaded.encode(["pump"]).shape == (1, 32)
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "Fine-tuned with ragtune" in card and f"Loss: `{loss}`" in card
+    assert not (tmp_path / "model.partial").exists()
+
+
+def test_matryoshka_wraps_the_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = _tiny_config(tiny_model_dir, matryoshka_dims=(32, 16, 8), epochs=2)
+    dev = carve_dev_set(toy_examples()[:2], [], 0, seed=0)
+    result = finetune(toy_examples(), tmp_path / "model", config, dev=dev)
+    assert result.steps > 0
+    with pytest.raises(InputError, match="matryoshka"):
+        finetune(toy_examples(), tmp_path / "m2", _tiny_config(tiny_model_dir, matryoshka_dims=(64,)), dev=dev)
+
+
+def test_cached_mnrl_matches_mnrl_loss_and_gradients(tiny_model_dir: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import losses
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    model.max_seq_length = 32
+    examples = toy_examples()
+    features = [
+        model.preprocess([e.query for e in examples]),
+        model.preprocess([e.positive for e in examples]),
+        model.preprocess([e.negatives[0] for e in examples]),
+    ]
+
+    def loss_and_grads(loss_module):  # type: ignore[no-untyped-def]
+        model.zero_grad()
+        value = loss_module([{k: v.clone() if torch.is_tensor(v) else v for k, v in f.items()} for f in features], None)
+        value.backward()
+        return value.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    plain, plain_grads = loss_and_grads(losses.MultipleNegativesRankingLoss(model))
+    cached, cached_grads = loss_and_grads(losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=3))
+    assert cached == pytest.approx(plain, rel=1e-5)
+    assert len(plain_grads) == len(cached_grads)
+    for a, b in zip(plain_grads, cached_grads):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-3)
+
+
+def test_resume_continues_the_step_count(tiny_model_dir: Path, tmp_path: Path) -> None:
+    dev = carve_dev_set(toy_examples()[:2], [], 0, seed=0)
+    examples = toy_examples() * 2
+    first = finetune(examples, tmp_path / "model", _tiny_config(tiny_model_dir, epochs=2), dev=dev)
+    checkpoints = sorted((tmp_path / "model.checkpoints").glob("checkpoint-*"))
+    assert checkpoints
+    second = finetune(examples, tmp_path / "model", _tiny_config(tiny_model_dir, epochs=4), dev=dev)
+    assert first.steps == 8 and second.steps == 16
+    logged_steps = [row["step"] for row in second.log_history if "loss" in row]
+    assert min(logged_steps) <= first.steps < max(logged_steps)
+    assert len([row for row in second.log_history if "loss" in row and row["step"] <= first.steps]) > 0
+
+
+def test_merge_base_endpoints(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    dev = carve_dev_set(toy_examples()[:2], [], 0, seed=0)
+    finetune(toy_examples(), tmp_path / "tuned", _tiny_config(tiny_model_dir, epochs=2), dev=dev)
+    tuned = SentenceTransformer(str(tmp_path / "tuned"), device="cpu").state_dict()
+    base = SentenceTransformer(str(tiny_model_dir), device="cpu").state_dict()
+    at_zero = SentenceTransformer(str(merge_with_base(tmp_path / "tuned", str(tiny_model_dir), 0.0, tmp_path / "m0")))
+    at_one = SentenceTransformer(str(merge_with_base(tmp_path / "tuned", str(tiny_model_dir), 1.0, tmp_path / "m1")))
+    half = SentenceTransformer(str(merge_with_base(tmp_path / "tuned", str(tiny_model_dir), 0.5, tmp_path / "mh")))
+    name = next(n for n, t in tuned.items() if t.is_floating_point() and not torch.equal(t, base[n]))
+    assert torch.allclose(at_zero.state_dict()[name], tuned[name])
+    assert torch.allclose(at_one.state_dict()[name], base[name])
+    assert torch.allclose(half.state_dict()[name], (tuned[name] + base[name]) / 2)
+    with pytest.raises(InputError):
+        merge_with_base(tmp_path / "tuned", str(tiny_model_dir), 1.5, tmp_path / "bad")
+
+
+def test_bad_training_files(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text("")
+    with pytest.raises(InputError, match="holds no examples"):
+        read_training_jsonl(path)
+    path.write_text('{"query": "q", "positive": "p"}\n{"query": "q2"}\n')
+    with pytest.raises(InputError, match=r"train\.jsonl:2: missing or empty 'positive'"):
+        read_training_jsonl(path)
+    path.write_text('{"query": "q", "positive": "p", "negatives": "n"}\n')
+    with pytest.raises(InputError, match=r"train\.jsonl:1: 'negatives' must be a list"):
+        read_training_jsonl(path)
+    path.write_text('{"query": "q", "positive": "p"\n')
+    with pytest.raises(InputError, match=r"train\.jsonl:1: invalid JSON"):
+        read_training_jsonl(path)
+    with pytest.raises(InputError, match="does not exist"):
+        read_training_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_losses_that_need_negatives_say_so(tiny_model_dir: Path, tmp_path: Path) -> None:
+    dev = carve_dev_set(toy_examples()[:2], [], 0, seed=0)
+    with pytest.raises(InputError, match="needs negatives: run `ragtune mine`"):
+        finetune(toy_examples(negatives=False), tmp_path / "m", _tiny_config(tiny_model_dir, loss="triplet"), dev=dev)
+
+
+def test_jsonl_round_trip_duplicates_and_split(tmp_path: Path) -> None:
+    examples = toy_examples() + [toy_examples()[0], TrainingExample("question about pump", "another pump text")]
+    write_training_jsonl(tmp_path / "t.jsonl", examples)
+    assert read_training_jsonl(tmp_path / "t.jsonl") == examples
+    stats = duplicate_stats(examples)
+    assert stats["duplicate_pairs"] == 1 and stats["queries_with_several_positives"] == 1
+    train, dev = split_by_query(examples, 0.25, seed=1)
+    assert {e.query for e in train}.isdisjoint({e.query for e in dev})
+    assert len(train) + len(dev) == len(examples)
+
+
+def test_examples_from_beir(tmp_path: Path) -> None:
+    from test_evaluation import make_dataset
+
+    root = make_dataset(tmp_path / "d")
+    examples, corpus = examples_from_beir(root, "test")
+    assert len(examples) == 5 and len(corpus) == 6
+    assert TrainingExample("why is my impeller damaged", corpus["p1"]) in examples
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("source", list(CandidateSource))
+def test_mining_skips_positives_and_respects_margin(minilm, source: CandidateSource) -> None:  # type: ignore[no-untyped-def]
+    examples = [
+        TrainingExample("why is my impeller damaged", "Cavitation damages the pump impeller when inlet pressure drops."),
+        TrainingExample("why is my impeller damaged", "Impeller erosion comes from cavitation bubbles."),
+        TrainingExample("how to close a gate valve", "Turn the gate valve handwheel clockwise to close it."),
+    ]
+    corpus = [
+        "Pumps move water with a spinning impeller.", "Pump impellers wear out over time.",
+        "Gate valves are not for throttling.", "Bake bread at 230 degrees.", "Tomatoes need sun.",
+        "Valve handwheels turn clockwise to close.", "Motors need a balanced supply.",
+    ]  # fmt: skip
+    config = MiningConfig(num_negatives=2, range_min=0, range_max=10, relative_margin=0.05, source=source)
+    mined, report = mine_hard_negatives(examples, corpus, minilm, config)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(minilm.path), device="cpu")
+    positives = {e.positive for e in examples if e.query == examples[0].query}
+    for example in mined:
+        assert 1 <= len(example.negatives) <= 2
+        assert not positives & set(example.negatives) or example.query != examples[0].query
+        q, p, *negs = model.encode([example.query, example.positive, *example.negatives], normalize_embeddings=True)
+        for n in negs:
+            assert float(q @ n) < 0.95 * float(q @ p) + 1e-5
+    assert report.examples == 3 and report.with_negatives == 3
+
+
+@pytest.mark.integration
+def test_cli_mine_finetune_reindex(tiny_model_dir: Path, tmp_path: Path, docs_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+    from ragtune.store import index_sources
+
+    runner = CliRunner()
+    store = tmp_path / "store"
+    index_sources(store, [docs_dir], show_progress=False)
+    write_training_jsonl(tmp_path / "train.jsonl", toy_examples(negatives=False) * 2)
+    mined = runner.invoke(
+        app, ["mine", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "mined.jsonl"), "--store", str(store),
+              "--negatives", "1", "--range-min", "0"],
+    )  # fmt: skip
+    assert mined.exit_code == 0, mined.output
+    assert "with negatives" in mined.stdout
+    assert any(e.negatives for e in read_training_jsonl(tmp_path / "mined.jsonl"))
+    tuned = runner.invoke(
+        app, ["finetune", str(tmp_path / "mined.jsonl"), "--out", str(tmp_path / "model"), "--base",
+              str(tiny_model_dir), "--epochs", "1", "--batch-size", "4", "--max-seq-length", "32", "--threads", "2",
+              "--dev-fraction", "0.25", "--merge-base", "0.5"],
+    )  # fmt: skip
+    assert tuned.exit_code == 0, tuned.output
+    assert "dev nDCG@10" in tuned.stdout and (tmp_path / "model-merged" / "modules.json").exists()
+    record = json.loads((tmp_path / "model" / "ragtune_training.json").read_text())
+    assert record["config"]["loss"] == "mnrl" and record["data"]["dev_queries"] == 2
+    reindexed = runner.invoke(app, ["reindex", "--store", str(store), "--model", str(tmp_path / "model")])
+    assert reindexed.exit_code == 0, reindexed.output
+    bad = runner.invoke(app, ["finetune", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "m")])
+    assert bad.exit_code == 2 and "does not exist" in bad.stderr
