@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -331,6 +332,30 @@ def reindex(
         f"(encoded {report.encoded}, cache {report.cached}) in {report.seconds:.1f}s",
         highlight=False,
     )
+
+
+@app.command()
+@user_errors
+def serve(
+    store: StoreOption,
+    host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Require the X-API-Key header to equal this environment variable.")
+    ] = None,
+) -> None:
+    """Serve the HTTP API (/search, /info, /health, /openapi.json) and a web page at / ."""
+    import uvicorn
+
+    from ragtune.server import create_app
+
+    if api_key_env and not os.environ.get(api_key_env):
+        raise RagtuneError(f"--api-key-env {api_key_env}: that environment variable is not set")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/] binding to {host}: reachable from other machines", highlight=False)
+    application = create_app(store, api_key_env=api_key_env)
+    err.print(f"serving {store} on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
+    uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,6 @@ that is its identity for incremental updates and the `source` of its documents.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.errors import InputError
+from ragtune.jsonl import iter_json_objects
 from ragtune.types import Document
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
@@ -225,36 +225,24 @@ def _read_pdf(source: SourceFile) -> Document:
 
 def _read_beir_jsonl(source: SourceFile) -> Iterator[Document]:
     """BEIR corpus lines: {"_id", "title", "text", "metadata"?}. A malformed line stops the run with its number."""
-    seen_any = False
     with source.path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if number == 1 and b"\x00" in raw[:8192]:
-                raise SkippedFile("binary content")
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{source.path}:{number}: not UTF-8 text; re-save the file as UTF-8") from exc
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{source.path}:{number}: invalid JSON ({exc.msg}); fix or remove this line") from exc
-            if not isinstance(record, dict):
-                raise InputError(f"{source.path}:{number}: expected a JSON object with '_id' and 'text'")
-            doc_id = record.get("_id", record.get("id"))
-            if doc_id is None or str(doc_id).strip() == "":
-                raise InputError(f"{source.path}:{number}: missing '_id'; every BEIR corpus line needs an id")
-            text = record.get("text")
-            if not isinstance(text, str):
-                raise InputError(f"{source.path}:{number}: missing or non-string 'text' for document '{doc_id}'")
-            title = record.get("title") or ""
-            metadata = {k: v for k, v in record.items() if k not in ("_id", "id", "title", "text", "metadata")}
-            if isinstance(record.get("metadata"), dict):
-                metadata |= record["metadata"]
-            seen_any = True
-            if not (title.strip() or text.strip()):
-                continue
-            yield Document(id=str(doc_id), title=str(title), text=text, source=source.key, metadata=metadata)
+        if b"\x00" in handle.read(8192):
+            raise SkippedFile("binary content")
+    seen_any = False
+    for number, record in iter_json_objects(source.path, "'_id' and 'text'"):
+        doc_id = record.get("_id", record.get("id"))
+        if doc_id is None or str(doc_id).strip() == "":
+            raise InputError(f"{source.path}:{number}: missing '_id'; every BEIR corpus line needs an id")
+        text = record.get("text")
+        if not isinstance(text, str):
+            raise InputError(f"{source.path}:{number}: missing or non-string 'text' for document '{doc_id}'")
+        title = record.get("title") or ""
+        metadata = {k: v for k, v in record.items() if k not in ("_id", "id", "title", "text", "metadata")}
+        if isinstance(record.get("metadata"), dict):
+            metadata |= record["metadata"]
+        seen_any = True
+        if not (title.strip() or text.strip()):
+            continue
+        yield Document(id=str(doc_id), title=str(title), text=text, source=source.key, metadata=metadata)
     if not seen_any:
         raise SkippedFile("empty")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ragtune.errors import InputError
+from ragtune.jsonl import iter_json_objects
 
 Qrels = dict[str, dict[str, int]]
 
@@ -96,18 +98,11 @@ def load_beir(root: str | Path, split: str = "test") -> BeirDataset:
     )
 
 
-def _json_lines(path: Path):  # type: ignore[no-untyped-def]
-    with path.open("r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: invalid JSON ({exc.msg}); fix or remove this line") from exc
-            if not isinstance(record, dict) or "_id" not in record:
-                raise InputError(f"{path}:{number}: expected a JSON object with '_id'")
-            yield number, record
+def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, record in iter_json_objects(path, "'_id'"):
+        if "_id" not in record:
+            raise InputError(f"{path}:{number}: expected a JSON object with '_id'")
+        yield number, record
 
 
 def _scan_corpus(path: Path) -> tuple[set[str], bool]:

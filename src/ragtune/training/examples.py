@@ -12,6 +12,7 @@ from typing import Any
 
 from ragtune.errors import InputError
 from ragtune.evaluation.dataset import BeirDataset, load_beir
+from ragtune.jsonl import iter_json_objects
 from ragtune.store.fsutil import atomic_write_text
 
 
@@ -35,24 +36,15 @@ def read_training_jsonl(path: str | Path) -> list[TrainingExample]:
     if not path.is_file():
         raise InputError(f"training file '{path}' does not exist")
     examples: list[TrainingExample] = []
-    with path.open("r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: invalid JSON ({exc.msg}); fix or remove this line") from exc
-            if not isinstance(record, dict):
-                raise InputError(f"{where}: expected an object with 'query' and 'positive'")
-            for key in ("query", "positive"):
-                if not isinstance(record.get(key), str) or not record[key].strip():
-                    raise InputError(f"{where}: missing or empty '{key}' (each line needs 'query' and 'positive')")
-            negatives = record.get("negatives", [])
-            if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
-                raise InputError(f"{where}: 'negatives' must be a list of strings")
-            examples.append(TrainingExample(record["query"], record["positive"], tuple(negatives)))
+    for number, record in iter_json_objects(path, "'query' and 'positive'"):
+        where = f"{path}:{number}"
+        for key in ("query", "positive"):
+            if not isinstance(record.get(key), str) or not record[key].strip():
+                raise InputError(f"{where}: missing or empty '{key}' (each line needs 'query' and 'positive')")
+        negatives = record.get("negatives", [])
+        if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
+            raise InputError(f"{where}: 'negatives' must be a list of strings")
+        examples.append(TrainingExample(record["query"], record["positive"], tuple(negatives)))
     if not examples:
         raise InputError(f"training file '{path}' holds no examples")
     return examples
@@ -68,11 +60,8 @@ def write_training_jsonl(path: str | Path, examples: Iterable[TrainingExample]) 
 def beir_corpus(dataset: BeirDataset) -> dict[str, str]:
     """Document id → the text the embedder sees (title and text, as a store's passages are embedded)."""
     corpus: dict[str, str] = {}
-    with dataset.corpus_path.open("r", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                record = json.loads(line)
-                corpus[str(record["_id"])] = f"{record.get('title') or ''} {record.get('text') or ''}".strip()
+    for _, record in iter_json_objects(dataset.corpus_path, "'_id'"):
+        corpus[str(record["_id"])] = f"{record.get('title') or ''} {record.get('text') or ''}".strip()
     return corpus
 
 

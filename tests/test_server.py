@@ -1,0 +1,179 @@
+"""The HTTP API over a real uvicorn server on a loopback port, and the web page in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _Server:
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        import uvicorn
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import write_docs
+
+    from ragtune.store import index_sources
+
+    root = tmp_path_factory.mktemp("server")
+    index_sources(root / "store", [write_docs(root / "docs")], show_progress=False)
+    return root / "store"
+
+
+@pytest.fixture(scope="module")
+def server(store_dir: Path) -> Iterator[_Server]:
+    from ragtune.server import create_app
+
+    with _Server(create_app(store_dir)) as running:
+        yield running
+
+
+def test_health_info_openapi(server: _Server) -> None:
+    assert httpx.get(server.url + "/health").json() == {"ready": True}
+    info = httpx.get(server.url + "/info").json()
+    assert info["counts"]["passages"] == 4 and info["model"]["name"] == "minilm" and "torch" in info["versions"]
+    spec = httpx.get(server.url + "/openapi.json").json()
+    assert {"/search", "/info", "/health"} <= set(spec["paths"])
+
+
+def test_search_matches_cli_json(server: _Server, store_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+
+    body = {"query": "impeller cavitation", "k": 3, "mode": "hybrid"}
+    api = httpx.post(server.url + "/search", json=body).json()
+    cli = json.loads(
+        CliRunner().invoke(app, ["search", "impeller cavitation", "--store", str(store_dir), "--k", "3", "--json"]).stdout
+    )
+    assert api == cli
+    filtered = httpx.post(server.url + "/search", json={"query": "water", "filters": {"source": "docs/notes"}}).json()
+    assert filtered and all(hit["source"].startswith("docs/notes/") for hit in filtered)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"query": "   "}, {"query": "pump", "k": 0}, {"query": "pump", "k": 1000}, {"query": "pump", "mode": "magic"},
+        {"k": 3}, {"query": "pump", "filters": "source=docs"},
+    ],
+)  # fmt: skip
+def test_bad_requests_get_422(server: _Server, payload: dict) -> None:
+    response = httpx.post(server.url + "/search", json=payload)
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+def test_malformed_json_and_oversized_body(server: _Server) -> None:
+    broken = httpx.post(server.url + "/search", content=b'{"query": ', headers={"Content-Type": "application/json"})
+    assert broken.status_code == 422
+    huge = httpx.post(server.url + "/search", json={"query": "pump " * 40_000})
+    assert huge.status_code == 413
+
+
+def test_concurrent_searches_and_reload_after_index(server: _Server, store_dir: Path) -> None:
+    from ragtune.store import index_sources
+
+    errors: list[int] = []
+
+    def client() -> None:
+        for _ in range(10):
+            response = httpx.post(server.url + "/search", json={"query": "pump seal", "k": 2}, timeout=30)
+            if response.status_code != 200:
+                errors.append(response.status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    extra = store_dir.parent / "docs" / "guide" / "compressor.md"
+    extra.write_text("# Compressors\n\nScrew compressors deliver steady air flow.")
+    index_sources(store_dir, [store_dir.parent / "docs"], show_progress=False)
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    hits = httpx.post(server.url + "/search", json={"query": "screw compressor", "k": 1, "mode": "bm25"}).json()
+    assert hits[0]["doc_id"] == "docs/guide/compressor.md"
+
+
+def test_api_key(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragtune.server import create_app
+
+    monkeypatch.setenv("RAGTUNE_TEST_KEY", "s3cret")
+    with _Server(create_app(store_dir, api_key_env="RAGTUNE_TEST_KEY")) as secured:
+        assert httpx.post(secured.url + "/search", json={"query": "pump"}).status_code == 401
+        assert httpx.get(secured.url + "/info").status_code == 401
+        ok = httpx.post(secured.url + "/search", json={"query": "pump"}, headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 200
+        assert httpx.get(secured.url + "/health").status_code == 200
+
+
+def test_page_in_headless_chromium(server: _Server) -> None:
+    chromium = shutil.which("chromium")
+    driver_path = shutil.which("chromedriver")
+    assert chromium and driver_path, "Debian's chromium and chromium-driver are needed: run scripts/test.sh"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1100,900"):  # fmt: skip
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        browser.get(server.url + "/")
+        WebDriverWait(browser, 30).until(expected_conditions.text_to_be_present_in_element((By.ID, "info"), "passages"))
+        browser.find_element(By.ID, "query").send_keys("impeller cavitation")
+        browser.find_element(By.ID, "go").click()
+        WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#results .hit"))
+        first = browser.find_elements(By.CSS_SELECTOR, "#results .hit")[0]
+        assert first.get_attribute("data-id") == "docs/guide/pumps.md#0"
+        assert first.find_elements(By.TAG_NAME, "mark")
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "search-page.png"))
+    finally:
+        browser.quit()
