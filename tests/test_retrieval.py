@@ -86,3 +86,9 @@ def test_whitespace_query_is_refused(store: Store) -> None:
 def test_k_larger_than_store(store: Store) -> None:
     for mode in ("dense", "bm25", "hybrid"):
         assert len(Retriever(store).search("water pump valve bread tomato", k=50, mode=mode)) <= 4
+
+
+def test_query_words_joined_by_underscores_or_symbols(store: Store) -> None:
+    """Found by the load test: 'CRF01_1b2k' became a phrase query and failed on the index."""
+    hits = Retriever(store).search("gate_valve throttle-flow α2β1 CRF01_1b2k", k=2, mode="bm25")
+    assert hits[0].doc_id == "docs/guide/valves.txt"

@@ -16,7 +16,9 @@ from ragtune.errors import StoreError, missing_dependency
 
 _ROWID = "rowid"
 _TEXT = "text"
-_QUERY_SYNTAX = re.compile(r"[^\w]+")
+# tantivy splits tokens on anything not alphanumeric (underscore included); so does the query sanitiser, so a
+# query word never becomes a multi-token phrase
+_QUERY_SYNTAX = re.compile(r"[\W_]+")
 
 
 class KeywordIndex(Protocol):
@@ -37,7 +39,7 @@ def _schema():  # type: ignore[no-untyped-def]
     tantivy = _tantivy()
     builder = tantivy.SchemaBuilder()
     builder.add_unsigned_field(_ROWID, stored=True, indexed=True, fast=True)
-    builder.add_text_field(_TEXT, stored=False, tokenizer_name="en_stem", index_option="freq")
+    builder.add_text_field(_TEXT, stored=False, tokenizer_name="en_stem", index_option="position")
     return builder.build()
 
 
