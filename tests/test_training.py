@@ -229,7 +229,7 @@ def test_cli_mine_finetune_reindex(tiny_model_dir: Path, tmp_path: Path, docs_di
               "--dev-fraction", "0.25", "--merge-base", "0.5"],
     )  # fmt: skip
     assert tuned.exit_code == 0, tuned.output
-    assert "dev nDCG@10" in tuned.stdout and (tmp_path / "model-merged" / "modules.json").exists()
+    assert "dev nDCG@10" in tuned.stdout and "distinct queries" in tuned.stderr and (tmp_path / "model-merged" / "modules.json").exists()
     record = json.loads((tmp_path / "model" / "ragtune_training.json").read_text())
     assert record["config"]["loss"] == "mnrl" and record["data"]["dev_queries"] == 2
     reindexed = runner.invoke(app, ["reindex", "--store", str(store), "--model", str(tmp_path / "model")])

@@ -282,10 +282,17 @@ def finetune(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
     """Fine-tune the embedding model (resumes from the last checkpoint when re-run)."""
-    from ragtune.training.examples import beir_corpus, load_examples
+    from ragtune.training.examples import beir_corpus, duplicate_stats, load_examples
     from ragtune.training.finetune import DevSet, FinetuneConfig, finetune as run_finetune, merge_with_base
 
     examples, corpus = load_examples(train, split)
+    stats = duplicate_stats(examples)
+    err.print(
+        f"{stats['examples']} examples, {stats['unique_queries']} distinct queries · duplicates: "
+        f"{stats['duplicate_pairs']} repeated (query, positive) pairs, {stats['queries_with_several_positives']} queries "
+        f"with several positives, {stats['positives_shared_by_queries']} positives shared by several queries",
+        highlight=False,
+    )
     dims = tuple(int(d) for d in matryoshka.split(",")) if matryoshka else ()
     config = FinetuneConfig(
         base=base, loss=loss, epochs=epochs, batch_size=batch_size, learning_rate=lr, max_negatives=negatives,

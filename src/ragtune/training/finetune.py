@@ -90,24 +90,20 @@ def carve_dev_set(
 ) -> DevSet:
     """A held-out retrieval task from training data: dev queries against their positives, their negatives and
     `size` other passages (a sample keeps periodic evaluation cheap on a CPU)."""
-    texts: dict[str, str] = {}
-
-    def doc_id(text: str) -> str:
-        return texts.setdefault(text, f"d{len(texts)}") if text not in texts else texts[text]
-
-    queries: dict[str, str] = {}
+    texts: dict[str, str] = {}  # passage text -> doc id
+    query_ids: dict[str, str] = {}  # query text -> query id
     relevant: dict[str, set[str]] = {}
     for example in dev:
-        qid = next((k for k, v in queries.items() if v == example.query), None) or f"q{len(queries)}"
-        queries[qid] = example.query
-        relevant.setdefault(qid, set()).add(doc_id(example.positive))
+        qid = query_ids.setdefault(example.query, f"q{len(query_ids)}")
+        relevant.setdefault(qid, set()).add(texts.setdefault(example.positive, f"d{len(texts)}"))
         for negative in example.negatives:
-            doc_id(negative)
+            texts.setdefault(negative, f"d{len(texts)}")
     pool = [t for t in dict.fromkeys(distractor_pool) if t not in texts]
     random.Random(seed).shuffle(pool)
     for text in pool[:size]:
-        doc_id(text)
+        texts.setdefault(text, f"d{len(texts)}")
     corpus = {i: t for t, i in texts.items()}
+    queries = {qid: text for text, qid in query_ids.items()}
     return DevSet(queries, corpus, relevant, f"{len(queries)} held-out queries over {len(corpus)} passages")
 
 
@@ -251,7 +247,7 @@ def finetune(
 
     train_dataset = _dataset(train_examples, config.loss, config.max_negatives)
     steps_per_epoch = max(1, len(train_dataset) // config.batch_size)
-    eval_steps = config.eval_steps or max(1, steps_per_epoch // 2)
+    eval_steps = config.eval_steps or steps_per_epoch  # once per epoch: each evaluation costs ~40 s on 2 cores
     checkpoints = out_dir.with_name(out_dir.name + ".checkpoints")
     sampler = BatchSamplers.BATCH_SAMPLER if config.loss == "contrastive" else BatchSamplers.NO_DUPLICATES
     args = SentenceTransformerTrainingArguments(
