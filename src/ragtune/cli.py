@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ragtune.corpus import ChunkingConfig
 from ragtune.errors import RagtuneError
-from ragtune.retrieval import Fusion, Retriever, SearchMode, parse_filters
+from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, parse_filters
 from ragtune.store import Store, index_sources
 
 app = typer.Typer(
@@ -31,6 +31,13 @@ err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 StoreOption = Annotated[Path, typer.Option("--store", help="Store directory.")]
+RerankOption = Annotated[
+    Path | None, typer.Option("--rerank", help="Cross-encoder directory to re-rank the top candidates with.")
+]
+RerankDepthOption = Annotated[
+    int,
+    typer.Option(help="Candidates the cross-encoder re-scores: deeper finds more, each costs one forward pass."),
+]
 
 
 def user_errors(command: F) -> F:
@@ -103,12 +110,18 @@ def search(
     fusion: Annotated[Fusion, typer.Option(help="Hybrid fusion: rrf or convex.")] = Fusion.rrf,
     rrf_k: Annotated[int, typer.Option(help="RRF constant k.")] = 60,
     alpha: Annotated[float, typer.Option(help="Convex fusion: weight of dense (BM25 gets 1-alpha).")] = 0.5,
+    rerank: RerankOption = None,
+    rerank_depth: RerankDepthOption = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as a JSON list.")] = False,
 ) -> None:
     """Search a store."""
     parsed = parse_filters(filters or [])
+    reranker = Reranker(rerank) if rerank else None
     with Store.open(store) as opened:
-        hits = Retriever(opened, fusion=fusion, rrf_k=rrf_k, alpha=alpha).search(query, k=k, mode=mode, filters=parsed)
+        retriever = Retriever(
+            opened, fusion=fusion, rrf_k=rrf_k, alpha=alpha, reranker=reranker, rerank_depth=rerank_depth
+        )
+        hits = retriever.search(query, k=k, mode=mode, filters=parsed)
     if as_json:
         print_json([hit.to_json() for hit in hits])
         return
@@ -162,6 +175,8 @@ def eval_command(
     k: Annotated[int, typer.Option("--k", help="Documents retrieved per query.")] = 100,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write metrics.json, report.md, plots, runs.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Where evaluation stores are kept and reused.")] = None,
+    rerank: RerankOption = None,
+    rerank_depth: RerankDepthOption = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json to stdout.")] = False,
 ) -> None:
     """Score (model × mode) systems on a BEIR dataset, compare them with paired significance tests."""
@@ -179,6 +194,8 @@ def eval_command(
         modes=modes or [SearchMode.bm25, SearchMode.dense, SearchMode.hybrid],
         k=k,
         cache_dir=cache_dir,
+        reranker=rerank,
+        rerank_depth=rerank_depth,
     )
     result = write_report(evaluation, out_dir) if out_dir else evaluation_json(evaluation)
     if as_json:
@@ -363,6 +380,39 @@ def serve(
     application = create_app(store, api_key_env=api_key_env)
     err.print(f"serving {store} on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
     uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+@app.command("train-reranker")
+@user_errors
+def train_reranker_command(
+    train: Annotated[Path, typer.Argument(help="Training JSONL with negatives (ragtune mine) or a BEIR folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the cross-encoder.")],
+    base: Annotated[str, typer.Option(help="Checkpoint to start from (short name or directory).")] = "minilm",
+    split: Annotated[str, typer.Option(help="BEIR split (when TRAIN is a BEIR folder).")] = "train",
+    loss: Annotated[str, typer.Option(help="bce, mnrl or listwise.")] = "bce",
+    negatives: Annotated[int, typer.Option(help="Negatives per query used in training.")] = 3,
+    epochs: Annotated[float, typer.Option(help="Training epochs.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 16,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-5,
+    max_length: Annotated[int, typer.Option(help="Tokens of query + passage.")] = 320,
+    budget_minutes: Annotated[float | None, typer.Option(help="Stop training after this many minutes.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads.")] = None,
+) -> None:
+    """Train a cross-encoder reranker on the domain (resumes from the last checkpoint when re-run)."""
+    from ragtune.training.examples import load_examples
+    from ragtune.training.reranker import RerankerConfig, train_reranker
+
+    examples, _ = load_examples(train, split)
+    config = RerankerConfig(
+        base=base, loss=loss, negatives=negatives, epochs=epochs, batch_size=batch_size, learning_rate=lr,
+        max_length=max_length, time_budget_minutes=budget_minutes, threads=threads,
+    )  # fmt: skip
+    result = train_reranker(examples, out_dir, config, show_progress=err.is_terminal)
+    out.print(
+        f"reranker: {out_dir} · {result.steps} steps in {result.train_seconds:.0f}s · dev nDCG@10 "
+        f"{result.dev_before.get('ndcg@10', float('nan')):.4f} → {result.dev_after.get('ndcg@10', float('nan')):.4f}",
+        highlight=False,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

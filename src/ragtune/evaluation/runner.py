@@ -13,7 +13,7 @@ from ragtune.evaluation.dataset import BeirDataset
 from ragtune.evaluation.metrics import DEFAULT_METRICS, Run, mean_scores, per_query_scores
 from ragtune.evaluation.significance import PairedComparison, compare
 from ragtune.models import resolve_model
-from ragtune.retrieval import Retriever, SearchMode
+from ragtune.retrieval import Reranker, Retriever, SearchMode
 from ragtune.store import Store, index_sources
 from ragtune.types import Hit
 
@@ -74,11 +74,15 @@ def evaluate_systems(
     chunking: ChunkingConfig | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     show_progress: bool | None = None,
+    reranker: str | Path | None = None,
+    rerank_depth: int = 20,
 ) -> Evaluation:
     """Score each system; the first system is the baseline every other one is compared with.
 
-    BM25 does not depend on the embedding model, so it runs once (on the first model's store).
+    BM25 does not depend on the embedding model, so it runs once (on the first model's store). With a `reranker`,
+    each system is also scored with its top `rerank_depth` candidates re-ranked (label suffix `+rerank`).
     """
+    cross_encoder = Reranker(reranker) if reranker else None
     cache_dir = cache_dir or default_cache_dir()
     chunking = chunking or ChunkingConfig()
     modes = [SearchMode(m) for m in modes]
@@ -91,20 +95,24 @@ def evaluate_systems(
         store_dir = eval_store_dir(cache_dir, dataset, model.revision, chunking)
         index_sources(store_dir, [dataset.corpus_path], model=model_name, chunking=chunking, show_progress=show_progress)
         with Store.open(store_dir) as store:
-            retriever = Retriever(store, depth=max(k, 100))
+            retrievers = [("", Retriever(store, depth=max(k, 100)))]
+            if cross_encoder is not None:
+                retrievers.append(("+rerank", Retriever(store, depth=max(k, 100), reranker=cross_encoder,
+                                                        rerank_depth=rerank_depth)))  # fmt: skip
             for mode in modes:
                 if mode is SearchMode.bm25 and bm25_done:
                     continue
-                hits = retriever.search_many(query_texts, k=k, mode=mode)
-                run = documents_run(dict(zip(query_ids, hits)))
-                per_query = per_query_scores(dataset.qrels, run, metrics)
-                label = "bm25" if mode is SearchMode.bm25 else f"{_short(model_name)}:{mode.value}"
-                systems.append(
-                    SystemResult(
-                        label=label, model=model_name if mode is not SearchMode.bm25 else "-", mode=mode.value,
-                        metrics=mean_scores(per_query), per_query=per_query, run=run, store=str(store_dir),
-                    )
-                )  # fmt: skip
+                for suffix, retriever in retrievers:
+                    hits = retriever.search_many(query_texts, k=k, mode=mode)
+                    run = documents_run(dict(zip(query_ids, hits)))
+                    per_query = per_query_scores(dataset.qrels, run, metrics)
+                    label = ("bm25" if mode is SearchMode.bm25 else f"{_short(model_name)}:{mode.value}") + suffix
+                    systems.append(
+                        SystemResult(
+                            label=label, model=model_name if mode is not SearchMode.bm25 else "-", mode=mode.value,
+                            metrics=mean_scores(per_query), per_query=per_query, run=run, store=str(store_dir),
+                        )
+                    )  # fmt: skip
                 bm25_done = bm25_done or mode is SearchMode.bm25
     comparisons = {
         system.label: [compare(m, systems[0].per_query[m], system.per_query[m]) for m in metrics]
@@ -114,6 +122,7 @@ def evaluate_systems(
         "models": list(models), "modes": [m.value for m in modes], "k": k, "metrics": list(metrics),
         "chunking": chunking.to_json(), "scoring": "document = max over its passages", "fusion": "rrf k=60",
         "dataset_fingerprint": dataset.fingerprint(),
+        "reranker": str(reranker) if reranker else None, "rerank_depth": rerank_depth if reranker else None,
     }  # fmt: skip
     return Evaluation(
         dataset=str(dataset.root), split=dataset.split, queries=len(query_ids), k=k, systems=systems,

@@ -9,11 +9,13 @@ import numpy as np
 
 from ragtune.errors import InputError
 from ragtune.retrieval.fusion import convex_combination, reciprocal_rank_fusion
+from ragtune.retrieval.rerank import Reranker
 from ragtune.store import Store
 from ragtune.types import Hit
 
 DEFAULT_RRF_K = 60
 DEFAULT_DEPTH = 100
+DEFAULT_RERANK_DEPTH = 20
 
 
 class SearchMode(str, Enum):
@@ -30,7 +32,8 @@ class Fusion(str, Enum):
 class Retriever:
     """Runs queries against one opened store. Hybrid fuses the top `depth` of each list.
 
-    `alpha` is the dense weight of the convex combination (BM25 gets 1 − alpha); `rrf_k` the RRF constant.
+    `alpha` is the dense weight of the convex combination (BM25 gets 1 − alpha); `rrf_k` the RRF constant. With a
+    `reranker`, the top `rerank_depth` candidates are re-scored by the cross-encoder.
     """
 
     def __init__(
@@ -40,16 +43,20 @@ class Retriever:
         rrf_k: int = DEFAULT_RRF_K,
         alpha: float = 0.5,
         depth: int = DEFAULT_DEPTH,
+        reranker: Reranker | None = None,
+        rerank_depth: int = DEFAULT_RERANK_DEPTH,
     ) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise InputError(f"--alpha {alpha} must be within [0, 1]")
-        if rrf_k < 0 or depth < 1:
-            raise InputError("--rrf-k must be ≥ 0 and the fusion depth ≥ 1")
+        if rrf_k < 0 or depth < 1 or rerank_depth < 1:
+            raise InputError("--rrf-k must be ≥ 0, the fusion depth and --rerank-depth ≥ 1")
         self.store = store
         self.fusion = Fusion(fusion)
         self.rrf_k = rrf_k
         self.alpha = alpha
         self.depth = depth
+        self.reranker = reranker
+        self.rerank_depth = rerank_depth
 
     def search(
         self, query: str, k: int = 10, mode: SearchMode | str = SearchMode.hybrid, filters: Sequence[tuple[str, str]] = ()
@@ -71,6 +78,9 @@ class Retriever:
             if not query.strip():
                 raise InputError("the query is empty or only whitespace: give words to search for")
         allowed = self.store.passages.matching_rowids(filters) if filters else None
+        final_k = k
+        if self.reranker is not None:
+            k = max(k, self.rerank_depth)
         depth = max(self.depth, k)
         if mode is SearchMode.bm25:
             ranked = [self.store.keyword.search(q, k, allowed) for q in queries]
@@ -81,7 +91,10 @@ class Retriever:
             else:
                 keyword = [self.store.keyword.search(q, depth, allowed) for q in queries]
                 ranked = [self._fuse(d, b)[:k] for d, b in zip(dense, keyword, strict=True)]
-        return [self.store.passages.hits(r) for r in ranked]
+        results = [self.store.passages.hits(r) for r in ranked]
+        if self.reranker is not None:
+            results = [self.reranker.rerank(q, hits, self.rerank_depth) for q, hits in zip(queries, results)]
+        return [hits[:final_k] for hits in results]
 
     def _dense(self, queries: Sequence[str], k: int, allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:
         vectors = self.store.embedder.encode(list(queries))

@@ -1,0 +1,159 @@
+"""Training a cross-encoder reranker from a bi-encoder checkpoint (no pretrained cross-encoder can be had offline).
+
+sentence-transformers' `CrossEncoderTrainer` does the training; this module shapes the data for the chosen loss,
+holds out dev queries for best-checkpoint selection, and writes the model atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ragtune.errors import InputError
+from ragtune.models import quiet_transformers, resolve_model, set_threads
+from ragtune.training.examples import TrainingExample, split_by_query
+from ragtune.training.finetune import _time_budget_callback, replace_directory
+
+RERANKER_LOSSES = ("bce", "mnrl", "listwise")
+DEV_NAME = "dev"
+
+
+@dataclass(frozen=True)
+class RerankerConfig:
+    base: str = "minilm"
+    loss: str = "bce"
+    epochs: float = 1.0
+    batch_size: int = 16
+    learning_rate: float = 3e-5
+    warmup_ratio: float = 0.1
+    max_length: int = 320
+    negatives: int = 3
+    seed: int = 42
+    threads: int | None = None
+    dev_fraction: float = 0.1
+    eval_steps: int | None = None
+    time_budget_minutes: float | None = None
+
+    def check(self) -> None:
+        if self.loss not in RERANKER_LOSSES:
+            raise InputError(f"--loss {self.loss} is not one of: {', '.join(RERANKER_LOSSES)}")
+        if self.negatives < 1:
+            raise InputError("--negatives must be at least 1: a reranker learns from negatives")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RerankerResult:
+    model_dir: Path
+    dev_before: dict[str, float]
+    dev_after: dict[str, float]
+    train_seconds: float
+    steps: int
+    log_history: list[dict[str, Any]]
+
+
+def _dataset(examples: Sequence[TrainingExample], loss: str, negatives: int):  # type: ignore[no-untyped-def]
+    from datasets import Dataset
+
+    usable = [e for e in examples if e.negatives]
+    if not usable:
+        raise InputError("the reranker needs negatives: run `ragtune mine` on the training file first")
+    if loss == "bce":
+        rows: dict[str, list[Any]] = {"query": [], "passage": [], "label": []}
+        for e in usable:
+            for text, label in [(e.positive, 1.0), *((n, 0.0) for n in e.negatives[:negatives])]:
+                rows["query"].append(e.query)
+                rows["passage"].append(text)
+                rows["label"].append(label)
+        return Dataset.from_dict(rows)
+    if loss == "listwise":
+        return Dataset.from_dict(
+            {"query": [e.query for e in usable],
+             "docs": [[e.positive, *e.negatives[:negatives]] for e in usable],
+             "labels": [[1.0] + [0.0] * len(e.negatives[:negatives]) for e in usable]}
+        )  # fmt: skip
+    count = min(negatives, min(len(e.negatives) for e in usable))
+    columns: dict[str, list[str]] = {"query": [e.query for e in usable], "positive": [e.positive for e in usable]}
+    for i in range(count):
+        columns[f"negative_{i + 1}"] = [e.negatives[i] for e in usable]
+    return Dataset.from_dict(columns)
+
+
+def _loss(model, name: str):  # type: ignore[no-untyped-def]
+    from sentence_transformers.cross_encoder import losses
+
+    if name == "bce":
+        return losses.BinaryCrossEntropyLoss(model)
+    if name == "listwise":
+        return losses.ListNetLoss(model)
+    return losses.MultipleNegativesRankingLoss(model)
+
+
+def _evaluator(dev: Sequence[TrainingExample], batch_size: int):  # type: ignore[no-untyped-def]
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+
+    grouped: dict[str, dict[str, list[str]]] = {}
+    for e in dev:
+        sample = grouped.setdefault(e.query, {"positive": [], "documents": []})
+        sample["positive"].append(e.positive)
+        sample["documents"].extend([e.positive, *e.negatives])
+    samples = [
+        {"query": q, "positive": s["positive"], "documents": list(dict.fromkeys(s["documents"]))}
+        for q, s in grouped.items()
+    ]
+    return CrossEncoderRerankingEvaluator(samples, at_k=10, name=DEV_NAME, batch_size=batch_size, write_csv=False)
+
+
+def train_reranker(
+    examples: Sequence[TrainingExample], out_dir: str | Path, config: RerankerConfig = RerankerConfig(),
+    show_progress: bool = False,
+) -> RerankerResult:
+    """Train a cross-encoder on (query, positive, negatives) and write the best dev checkpoint to `out_dir`.
+    Re-running with the same `out_dir` resumes from `<out_dir>.checkpoints`."""
+    config.check()
+    quiet_transformers()
+    set_threads(config.threads)
+    import torch
+    from sentence_transformers import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    out_dir = Path(out_dir).expanduser()
+    train, dev = split_by_query(list(examples), config.dev_fraction, config.seed)
+    base = resolve_model(config.base)
+    model = CrossEncoder(str(base.path), num_labels=1, max_length=config.max_length, device=None, local_files_only=True)
+    evaluator = _evaluator(dev, config.batch_size)
+    prefix = f"{DEV_NAME}_"
+    dev_before = {k.removeprefix(prefix): float(v) for k, v in evaluator(model).items()}
+    dataset = _dataset(train, config.loss, config.negatives)
+    steps_per_epoch = max(1, len(dataset) // config.batch_size)
+    eval_steps = config.eval_steps or steps_per_epoch
+    checkpoints = out_dir.with_name(out_dir.name + ".checkpoints")
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(checkpoints), num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size, learning_rate=config.learning_rate,
+        warmup_steps=int(config.warmup_ratio * steps_per_epoch * config.epochs),
+        batch_sampler=BatchSamplers.NO_DUPLICATES if config.loss == "mnrl" else BatchSamplers.BATCH_SAMPLER,
+        eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
+        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model=f"eval_{DEV_NAME}_ndcg@10",
+        greater_is_better=True, logging_steps=max(1, min(20, eval_steps)), seed=config.seed, report_to="none",
+        dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=not show_progress,
+    )  # fmt: skip
+    callbacks = [_time_budget_callback(config.time_budget_minutes)] if config.time_budget_minutes else []
+    trainer = CrossEncoderTrainer(
+        model=model, args=args, train_dataset=dataset, loss=_loss(model, config.loss), evaluator=evaluator,
+        callbacks=callbacks,
+    )  # fmt: skip
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if any(checkpoints.glob("checkpoint-*")) else None)
+    train_seconds = time.perf_counter() - started
+    dev_after = {k.removeprefix(prefix): float(v) for k, v in evaluator(model).items()}
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    model.save_pretrained(str(partial))
+    replace_directory(partial, out_dir)
+    return RerankerResult(out_dir, dev_before, dev_after, train_seconds, int(trainer.state.global_step),
+                          list(trainer.state.log_history))  # fmt: skip
