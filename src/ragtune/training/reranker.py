@@ -6,6 +6,7 @@ holds out dev queries for best-checkpoint selection, and writes the model atomic
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -102,10 +103,12 @@ def _evaluator(dev: Sequence[TrainingExample], batch_size: int):  # type: ignore
         sample = grouped.setdefault(e.query, {"positive": [], "documents": []})
         sample["positive"].append(e.positive)
         sample["documents"].extend([e.positive, *e.negatives])
-    samples = [
-        {"query": q, "positive": s["positive"], "documents": list(dict.fromkeys(s["documents"]))}
-        for q, s in grouped.items()
-    ]
+    rng = random.Random(0)  # shuffled, so the evaluator's "base" order carries no hint of which is positive
+    samples = []
+    for query, sample in grouped.items():
+        documents = list(dict.fromkeys(sample["documents"]))
+        rng.shuffle(documents)
+        samples.append({"query": query, "positive": sample["positive"], "documents": documents})
     return CrossEncoderRerankingEvaluator(samples, at_k=10, name=DEV_NAME, batch_size=batch_size, write_csv=False)
 
 
