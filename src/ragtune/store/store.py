@@ -12,7 +12,8 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -130,17 +131,11 @@ def index_sources(
         if previous is not None:
             config = ChunkingConfig(**previous.chunking)
 
-        generation, partial, table = _start_generation(store_dir, previous)
-        cache = EmbeddingCache(store_dir / CACHE_FILE, model_ref.revision, embedder.dimension)
-        try:
+        building = _building_generation(store_dir, previous, model_ref, embedder.dimension)
+        with building as (generation, partial, table, cache):
             removed = sum(table.remove_source(key) for key in plan.modified + plan.deleted)
             added, skipped = _ingest(plan.changed, table, Chunker(embedder.tokenizer, config), embedder, cache, show_progress)
-            table.commit()
-            stats = table.stats()
-            dense_kind = _build_indexes(table, partial, embedder.dimension, stats["passages"])
-        finally:
-            table.close()
-            cache.close()
+            stats, dense_kind = _commit_and_build_indexes(table, partial, embedder.dimension)
         _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
         return IndexReport(
             files_seen=len(files), files_unchanged=plan.unchanged, files_added=plan.added,
@@ -161,21 +156,14 @@ def reindex_store(store_dir: str | Path, model: str, show_progress: bool | None 
         previous = read_manifest(store_dir)
         model_ref = resolve_model(model)
         embedder = Embedder(model_ref)
-        generation, partial, table = _start_generation(store_dir, previous)
-        cache = EmbeddingCache(store_dir / CACHE_FILE, model_ref.revision, embedder.dimension)
-        try:
-            total = table.count()
+        building = _building_generation(store_dir, previous, model_ref, embedder.dimension)
+        with building as (generation, partial, table, cache):
             with progress_bar(show_progress) as progress:
-                task = progress.add_task("re-embedding", total=total, unit="passages")
+                task = progress.add_task("re-embedding", total=table.count(), unit="passages")
                 for ids, texts, _ in table.iter_for_indexing(batch=_EMBED_BATCH):
                     table.set_embeddings(ids, cache.encode(texts, embedder.encode))
                     progress.advance(task, len(ids))
-            table.commit()
-            stats = table.stats()
-            dense_kind = _build_indexes(table, partial, embedder.dimension, stats["passages"])
-        finally:
-            table.close()
-            cache.close()
+            stats, dense_kind = _commit_and_build_indexes(table, partial, embedder.dimension)
         config = ChunkingConfig(**previous.chunking)
         _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
         return IndexReport(
@@ -185,15 +173,31 @@ def reindex_store(store_dir: str | Path, model: str, show_progress: bool | None 
         )  # fmt: skip
 
 
-def _start_generation(store_dir: Path, previous: Manifest | None) -> tuple[str, Path, PassageTable]:
-    """Open the next generation's passage table in `gen-N.partial/`, starting from a copy of the current one."""
+@contextmanager
+def _building_generation(
+    store_dir: Path, previous: Manifest | None, model_ref: ModelRef, dimension: int
+) -> Iterator[tuple[str, Path, PassageTable, EmbeddingCache]]:
+    """The next generation's passage table in `gen-N.partial/` (a copy of the current one) and the embedding cache;
+    both are closed however the block ends."""
     generation = _next_generation(store_dir)
     partial = store_dir / f"{generation}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     if previous is not None:
         _copy_sqlite(store_dir / previous.generation / PASSAGES_FILE, partial / PASSAGES_FILE)
-    return generation, partial, PassageTable(partial / PASSAGES_FILE)
+    table = PassageTable(partial / PASSAGES_FILE)
+    cache = EmbeddingCache(store_dir / CACHE_FILE, model_ref.revision, dimension)
+    try:
+        yield generation, partial, table, cache
+    finally:
+        table.close()
+        cache.close()
+
+
+def _commit_and_build_indexes(table: PassageTable, partial: Path, dimension: int) -> tuple[dict[str, int], str]:
+    table.commit()
+    stats = table.stats()
+    return stats, _build_indexes(table, partial, dimension, stats["passages"])
 
 
 def _publish_generation(
