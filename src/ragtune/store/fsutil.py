@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,3 +44,21 @@ def exclusive_lock(directory: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> Path:
+    """Let `write` fill a fresh sibling `<target>.partial`, then swap it in for `target`.
+
+    A leftover `.partial` from a crash is discarded first; an existing `target` is moved aside and removed only after
+    the swap, so at any moment `target` is either the old or the new complete directory.
+    """
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write(partial)
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(partial, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target

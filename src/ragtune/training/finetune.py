@@ -8,11 +8,9 @@ with a model card.
 from __future__ import annotations
 
 import json
-import os
-import warnings
 import random
-import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +18,8 @@ from typing import Any
 
 from ragtune.errors import InputError, RagtuneError
 from ragtune.models import ModelRef, quiet_transformers, resolve_model, set_threads
-from ragtune.store.fsutil import atomic_write_text
+from ragtune.store.fsutil import write_directory_atomically
+from ragtune.training.callbacks import time_budget_callback
 from ragtune.training.examples import TrainingExample, duplicate_stats, split_by_query
 
 LOSSES = ("mnrl", "cached-mnrl", "gist", "triplet", "contrastive")
@@ -161,37 +160,6 @@ def _loss(model, config: FinetuneConfig, base: ModelRef):  # type: ignore[no-unt
     return loss
 
 
-def _time_budget_callback(minutes: float):  # type: ignore[no-untyped-def]
-    """Stop so that training, including the final evaluation and save, ends within `minutes`.
-
-    It stops before the step that would not leave time for one more step plus the last evaluation's duration.
-    """
-    from transformers import TrainerCallback
-
-    class TimeBudget(TrainerCallback):
-        def __init__(self) -> None:
-            self.deadline = time.perf_counter() + 60.0 * minutes
-            self.last_step_end = time.perf_counter()
-            self.step_seconds = 0.0
-            self.eval_seconds = 0.0
-
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
-            self.eval_seconds = float((metrics or {}).get("eval_runtime", self.eval_seconds))
-            self.last_step_end = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-            now = time.perf_counter()
-            self.step_seconds = max(self.step_seconds, now - self.last_step_end)
-            self.last_step_end = now
-            if now + self.step_seconds + 1.2 * self.eval_seconds >= self.deadline and not control.should_training_stop:
-                control.should_training_stop = True
-                control.should_evaluate = True
-                control.should_save = True
-            return control
-
-    return TimeBudget()
-
-
 def _evaluator(dev: DevSet, batch_size: int):  # type: ignore[no-untyped-def]
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
@@ -282,7 +250,7 @@ def finetune(
         loss=_loss(model, config, base),
         evaluator=evaluator,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)]
-        + ([_time_budget_callback(config.time_budget_minutes)] if config.time_budget_minutes else []),
+        + ([time_budget_callback(config.time_budget_minutes)] if config.time_budget_minutes else []),
     )
     resume = any(checkpoints.glob("checkpoint-*"))
     started = time.perf_counter()
@@ -302,27 +270,18 @@ def save_model_atomically(
     model, out_dir: Path, config: FinetuneConfig, result: FinetuneResult, base: ModelRef, dev_description: str
 ) -> None:  # type: ignore[no-untyped-def]
     """Save into a sibling folder, then swap it in: a crash never leaves a half-written model at `out_dir`."""
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save(str(partial))
     record = {
         "config": config.to_json(), "base": base.to_json(), "data": result.data, "dev": dev_description,
         "base_dev": result.base_dev, "tuned_dev": result.tuned_dev, "train_seconds": result.train_seconds,
         "steps": result.steps, "log_history": result.log_history,
     }  # fmt: skip
-    (partial / TRAINING_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    (partial / "README.md").write_text(model_card(record), encoding="utf-8")
-    replace_directory(partial, out_dir)
 
+    def write(partial: Path) -> None:
+        model.save(str(partial))
+        (partial / TRAINING_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+        (partial / "README.md").write_text(model_card(record), encoding="utf-8")
 
-def replace_directory(new: Path, target: Path) -> None:
-    """Move `new` to `target`; an existing `target` is moved aside first and removed only after the swap."""
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+    write_directory_atomically(out_dir, write)
 
 
 def model_card(record: dict[str, Any]) -> str:
@@ -384,14 +343,13 @@ def merge_with_base(tuned_dir: str | Path, base: str, alpha: float, out_dir: str
             raise RagtuneError(f"cannot merge: '{name}' differs between the tuned model and the base '{base}'")
         merged[name] = (1.0 - alpha) * tensor + alpha * base_state[name] if tensor.is_floating_point() else tensor
     tuned.load_state_dict(merged)
-    out_dir = Path(out_dir).expanduser()
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    tuned.save(str(partial))
     record_path = Path(tuned_dir) / TRAINING_RECORD
-    if record_path.exists():
-        record = json.loads(record_path.read_text())
-        record["merge"] = {"base": base, "alpha": alpha}
-        atomic_write_text(partial / TRAINING_RECORD, json.dumps(record, indent=2) + "\n")
-    replace_directory(partial, out_dir)
-    return out_dir
+
+    def write(partial: Path) -> None:
+        tuned.save(str(partial))
+        if record_path.exists():
+            record = json.loads(record_path.read_text())
+            record["merge"] = {"base": base, "alpha": alpha}
+            (partial / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+    return write_directory_atomically(Path(out_dir).expanduser(), write)

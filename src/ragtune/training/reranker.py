@@ -16,7 +16,8 @@ from typing import Any
 from ragtune.errors import InputError
 from ragtune.models import quiet_transformers, resolve_model, set_threads
 from ragtune.training.examples import TrainingExample, split_by_query
-from ragtune.training.finetune import _time_budget_callback, replace_directory
+from ragtune.store.fsutil import write_directory_atomically
+from ragtune.training.callbacks import time_budget_callback
 
 RERANKER_LOSSES = ("bce", "mnrl", "listwise")
 DEV_NAME = "dev"
@@ -146,7 +147,7 @@ def train_reranker(
         greater_is_better=True, logging_steps=max(1, min(20, eval_steps)), seed=config.seed, report_to="none",
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=not show_progress,
     )  # fmt: skip
-    callbacks = [_time_budget_callback(config.time_budget_minutes)] if config.time_budget_minutes else []
+    callbacks = [time_budget_callback(config.time_budget_minutes)] if config.time_budget_minutes else []
     trainer = CrossEncoderTrainer(
         model=model, args=args, train_dataset=dataset, loss=_loss(model, config.loss), evaluator=evaluator,
         callbacks=callbacks,
@@ -155,8 +156,6 @@ def train_reranker(
     trainer.train(resume_from_checkpoint=True if any(checkpoints.glob("checkpoint-*")) else None)
     train_seconds = time.perf_counter() - started
     dev_after = {k.removeprefix(prefix): float(v) for k, v in evaluator(model).items()}
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    model.save_pretrained(str(partial))
-    replace_directory(partial, out_dir)
+    write_directory_atomically(out_dir, lambda partial: model.save_pretrained(str(partial)))
     return RerankerResult(out_dir, dev_before, dev_after, train_seconds, int(trainer.state.global_step),
                           list(trainer.state.log_history))  # fmt: skip

@@ -1,0 +1,36 @@
+"""Trainer callbacks shared by the embedding and reranker trainers."""
+
+from __future__ import annotations
+
+import time
+
+
+def time_budget_callback(minutes: float):  # type: ignore[no-untyped-def]
+    """Stop so that training, including the final evaluation and save, ends within `minutes`.
+
+    It stops before the step that would not leave time for one more step plus the last evaluation's duration.
+    """
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self) -> None:
+            self.deadline = time.perf_counter() + 60.0 * minutes
+            self.last_step_end = time.perf_counter()
+            self.step_seconds = 0.0
+            self.eval_seconds = 0.0
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
+            self.eval_seconds = float((metrics or {}).get("eval_runtime", self.eval_seconds))
+            self.last_step_end = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            now = time.perf_counter()
+            self.step_seconds = max(self.step_seconds, now - self.last_step_end)
+            self.last_step_end = now
+            if now + self.step_seconds + 1.2 * self.eval_seconds >= self.deadline and not control.should_training_stop:
+                control.should_training_stop = True
+                control.should_evaluate = True
+                control.should_save = True
+            return control
+
+    return TimeBudget()
