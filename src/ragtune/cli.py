@@ -137,6 +137,86 @@ def search(
     out.print(table)
 
 
+GeneratorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--generator",
+        help="smollm2 (default, local), a causal-LM directory, a .gguf file, llama-cpp:FILE.gguf, or an "
+        "OpenAI-compatible URL (http://host:port/v1; key from $RAGTUNE_GENERATOR_API_KEY).",
+    ),
+]
+GeneratorModelOption = Annotated[
+    str | None, typer.Option("--generator-model", help="Model name on the server (default: the first it lists).")
+]
+
+
+@app.command()
+@user_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer from the store.")],
+    store: StoreOption,
+    mode: Annotated[SearchMode, typer.Option(help="Retrieval mode.")] = SearchMode.hybrid,
+    k: Annotated[int, typer.Option("--k", help="Passages retrieved (packed into the prompt best first).")] = 5,
+    rerank: RerankOption = None,
+    rerank_depth: RerankDepthOption = 20,
+    generator: GeneratorOption = None,
+    generator_model: GeneratorModelOption = None,
+    generator_timeout: Annotated[float, typer.Option(help="Seconds to wait on an HTTP generator.")] = 60.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+    min_relevance: Annotated[
+        float,
+        typer.Option(help="Abstain when the best passage's cosine similarity to the question is below this (0: never)."),
+    ] = 0.2,
+    system_prompt: Annotated[
+        Path | None, typer.Option(help="File with a system prompt to use instead of the default ({abstain} allowed).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print answer, citations and hits as JSON.")] = False,
+) -> None:
+    """Answer a question from the store's passages, citing them as [n]; streams the answer as it is written."""
+    from ragtune.generation import Answerer, load_generator
+
+    template = _read_text_option(system_prompt, "--system-prompt") if system_prompt else None
+    reranker = Reranker(rerank) if rerank else None
+    backend = load_generator(generator, model=generator_model, timeout=generator_timeout)
+    with Store.open(store) as opened:
+        retriever = Retriever(opened, reranker=reranker, rerank_depth=rerank_depth)
+        answerer = Answerer(
+            retriever, backend, k=k, mode=mode, min_relevance=min_relevance, max_new_tokens=max_new_tokens,
+            system_prompt=template,
+        )  # fmt: skip
+        stream = answerer.stream(question)
+        for piece in stream:
+            if not as_json:
+                out.print(piece, end="", highlight=False, markup=False)
+        answer = stream.answer
+    assert answer is not None
+    if as_json:
+        print_json(answer.to_json())
+        return
+    out.print()
+    if answer.abstained:
+        err.print(f"[yellow]abstained:[/] {answer.abstain_reason}", highlight=False)
+    for citation in answer.citations:
+        out.print(f"[bold][{citation.number}][/] {citation.passage_id} · {citation.title} · [dim]{citation.source}[/]",
+                  highlight=False)  # fmt: skip
+    if answer.invalid_citations:
+        err.print(f"[yellow]{answer.invalid_citations} citation(s) of passages not given were removed[/]")
+    if "tokens_per_s" in answer.timings:
+        t = answer.timings
+        err.print(
+            f"[dim]retrieval {t['retrieval_s'] * 1000:.0f} ms · first token {t['first_token_s']:.2f} s · "
+            f"{t['completion_tokens']:.0f} tokens at {t['tokens_per_s']:.1f}/s · {backend.name}[/]",
+            highlight=False,
+        )
+
+
+def _read_text_option(path: Path, option: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RagtuneError(f"{option} {path}: cannot read it as UTF-8 text ({exc})") from exc
+
+
 @app.command()
 @user_errors
 def info(
@@ -236,6 +316,54 @@ def _corpus_for_mining(corpus: Path | None, store: Path | None, beir_corpus: dic
     if beir_corpus is not None:
         return list(beir_corpus.values())
     raise RagtuneError("mining needs a corpus: pass --store DIR or --corpus BEIR_DIR (or a BEIR folder as TRAIN)")
+
+
+@app.command()
+@user_errors
+def pairs(
+    store: StoreOption,
+    out_file: Annotated[Path, typer.Option("--out", help="JSONL to append pairs to (resumes if it exists).")],
+    method: Annotated[str, typer.Option(help="llm (generated questions), ict (inverse cloze) or heading.")] = "llm",
+    per_passage: Annotated[int, typer.Option(help="Queries per passage.")] = 1,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N passages.")] = None,
+    generator: GeneratorOption = None,
+    generator_model: GeneratorModelOption = None,
+    round_trip: Annotated[
+        bool | None,
+        typer.Option(help="Keep a query only if its passage ranks in the top --round-trip-k (default: on for llm)."),
+    ] = None,
+    round_trip_k: Annotated[int, typer.Option(help="Rank the source passage must reach.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Passages per generation batch.")] = 8,
+    seed: Annotated[int, typer.Option(help="Random seed (ict sentence choice).")] = 13,
+    progress: Annotated[bool | None, typer.Option(help="Show progress (default: when on a terminal).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Create training pairs from a store's passages, without labels (feeds `ragtune mine` and `finetune`)."""
+    from ragtune.generation import load_generator
+    from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs
+
+    try:
+        chosen = PairMethod(method)
+    except ValueError:
+        raise RagtuneError(f"--method {method}: choose llm, ict or heading") from None
+    config = PairsConfig(
+        method=chosen, per_passage=per_passage, limit=limit, round_trip=round_trip, round_trip_k=round_trip_k,
+        batch_size=batch_size, seed=seed,
+    )  # fmt: skip
+    Store.open(store).close()  # a missing or broken store fails before a model loads
+    backend = load_generator(generator, model=generator_model) if chosen is PairMethod.llm else None
+    report = build_pairs(store, out_file, config, backend, show_progress=progress)
+    if as_json:
+        print_json(report.to_json())
+        return
+    filtered = f", {report.rejected_round_trip} failed the round trip" if config.filtering else ""
+    out.print(
+        f"{out_file}: +{report.kept} pairs ({chosen.value}) from {report.passages_seen} passages "
+        f"({report.passages_skipped_done} already done) · {report.candidates} candidates, "
+        f"{report.rejected_cleaning} unusable, {report.duplicates} duplicates{filtered} · {report.seconds:.1f}s"
+        + (f" · {report.queries_per_second:.1f} queries/s" if report.queries_per_second else ""),
+        highlight=False,
+    )
 
 
 @app.command()
@@ -364,11 +492,19 @@ def serve(
     store: StoreOption,
     host: Annotated[str, typer.Option(help="Interface to bind; loopback unless you mean otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    rerank: RerankOption = None,
+    generator: Annotated[
+        str,
+        typer.Option(
+            "--generator",
+            help="Generator for /ask (as for `ragtune ask`), or 'none' to serve search only.",
+        ),
+    ] = "smollm2",
     api_key_env: Annotated[
         str | None, typer.Option(help="Require the X-API-Key header to equal this environment variable.")
     ] = None,
 ) -> None:
-    """Serve the HTTP API (/search, /info, /health, /openapi.json) and a web page at / ."""
+    """Serve the HTTP API (/search, /ask, /ask/stream, /info, /health, /openapi.json) and a web page at / ."""
     import uvicorn
 
     from ragtune.server import create_app
@@ -377,7 +513,10 @@ def serve(
         raise RagtuneError(f"--api-key-env {api_key_env}: that environment variable is not set")
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"[yellow]warning:[/] binding to {host}: reachable from other machines", highlight=False)
-    application = create_app(store, api_key_env=api_key_env)
+    spec = None if generator.strip().lower() == "none" else generator
+    if rerank is not None:
+        Reranker(rerank)  # refuse a wrong path before binding the port
+    application = create_app(store, api_key_env=api_key_env, generator=spec, reranker=rerank)
     err.print(f"serving {store} on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
@@ -413,6 +552,56 @@ def train_reranker_command(
         f"{result.dev_before.get('ndcg@10', float('nan')):.4f} → {result.dev_after.get('ndcg@10', float('nan')):.4f}",
         highlight=False,
     )
+
+
+@app.command()
+@user_errors
+def quickstart(
+    dataset: Annotated[
+        Path | None, typer.Option(help="BEIR folder (train qrels to learn from, test qrels to score); default: shipped SciFact.")
+    ] = None,
+    docs: Annotated[Path | None, typer.Option(help="A folder of your documents instead (no labels needed).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the stores, model and report go.")] = Path("quickstart"),
+    budget_minutes: Annotated[float, typer.Option(help="Wall-clock budget for the whole run.")] = 18.0,
+    base: Annotated[str, typer.Option(help="Embedding model to start from (short name or directory).")] = "minilm",
+    generator: Annotated[
+        str, typer.Option("--generator", help="Generator for the sample answers, or 'none' to skip them.")
+    ] = "smollm2",
+    threads: Annotated[int | None, typer.Option(help="Torch threads (default: one per core).")] = None,
+) -> None:
+    """The whole loop: index → baseline → training data → fine-tune → re-index → evaluate → answer, with a report.
+
+    Run the same command again after an interruption: finished steps are skipped.
+    """
+    from ragtune.models import set_threads
+    from ragtune.quickstart import Quickstart, QuickstartConfig, reproduce_command
+    from ragtune.quickstart.report import TABLE_METRICS, before_after
+
+    set_threads(threads)
+    config = QuickstartConfig(
+        dataset=dataset, docs=docs, out=out_dir, budget_minutes=budget_minutes, base=base,
+        generator=None if generator.lower() == "none" else generator, threads=threads,
+    )  # fmt: skip
+    command = reproduce_command(config)
+    err.print(f"[bold]ragtune quickstart[/] → {out_dir}  (resume: run the same command again)", highlight=False)
+    result = Quickstart(config, command, say=lambda line: err.print(line, highlight=False)).run()
+    metrics = json.loads(Path(result["evaluation"]["metrics_file"]).read_text(encoding="utf-8"))
+    table = Table(title=f"before / after · {Path(metrics['dataset']).name} · {metrics['queries']} test queries")
+    for column in ("mode", "metric", "base", "tuned", "Δ", "p (t-test)"):
+        table.add_column(column, justify="left" if column in ("mode", "metric") else "right")
+    for row in before_after(metrics):
+        if row.metric not in TABLE_METRICS[:2]:
+            continue
+        if row.t_test_p is None:
+            table.add_row(row.mode, row.metric, f"{row.before:.4f}", f"{row.after:.4f}", "reference", "–")
+        else:
+            colour = "green" if row.delta > 0 else "red"
+            star = "*" if row.significant else ""
+            table.add_row(row.mode, row.metric, f"{row.before:.4f}", f"{row.after:.4f}",
+                          f"[{colour}]{row.delta:+.4f}{star}[/]", f"{row.t_test_p:.2g}")  # fmt: skip
+    out.print(table)
+    out.print(f"report: {result['report']['html']} (and report.md) · tuned model: {out_dir / 'tuned-model'}")
+    out.print("next, on your documents: ragtune quickstart --docs PATH/TO/DOCS --out my-run", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,4 @@
-"""The FastAPI app: search and store info over HTTP, and a web page to try it.
+"""The FastAPI app: search, grounded answers (plain and streamed as server-sent events), store info, and a web page.
 
 Loopback by default; optional API key from an environment variable; bounded request size and `k`; no endpoint reads
 a path from the request. The store is opened read-only; a newer generation written by `ragtune index` is picked up
@@ -7,21 +7,23 @@ between requests (never half-way through one).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, field_validator
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from ragtune.errors import RagtuneError
-from ragtune.retrieval import Retriever, SearchMode
+from ragtune.generation import Answerer, Generator, load_generator
+from ragtune.retrieval import Reranker, Retriever, SearchMode
 from ragtune.store import Store
 from ragtune.store.manifest import manifest_path
 
@@ -44,20 +46,51 @@ class SearchRequest(BaseModel):
         return value
 
 
-class StoreHolder:
-    """Owns the opened store; swaps in a new generation when the manifest changes, between requests."""
+class AskRequest(BaseModel):
+    question: str = Field(min_length=1, max_length=2000, description="The question to answer from the store.")
+    k: int = Field(5, ge=1, le=20, description="Passages retrieved and packed into the prompt.")
+    mode: SearchMode = Field(SearchMode.hybrid, description="dense, bm25 or hybrid.")
 
-    def __init__(self, directory: Path) -> None:
+    @field_validator("question")
+    @classmethod
+    def not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the question is empty or only whitespace")
+        return value
+
+
+class StoreHolder:
+    """Owns the opened store and models; swaps in a new generation when the manifest changes, between requests.
+
+    `generator_spec` None disables /ask. Retrieval and generation are serialised separately, so a long answer
+    does not hold up searches.
+    """
+
+    def __init__(self, directory: Path, generator_spec: str | None = None, reranker: Path | None = None) -> None:
         self.directory = directory
+        self.generator_spec = generator_spec
+        self.reranker_path = reranker
         self._lock = threading.Lock()
         self._search_lock = threading.Lock()
+        self._generate_lock = threading.Lock()
         self._store: Store | None = None
         self._manifest_stamp: tuple[int, int] = (0, 0)
+        self.reranker: Reranker | None = None
+        self.generator: Generator | None = None
         self.ready = False
+        self.load_error: str | None = None
 
     def load(self) -> None:
-        store = self.current()
-        store.embedder.encode_query("warm-up")  # load the model before reporting ready
+        try:
+            store = self.current()
+            store.embedder.encode_query("warm-up")  # load the model before reporting ready
+            if self.reranker_path is not None:
+                self.reranker = Reranker(self.reranker_path)
+            if self.generator_spec is not None:
+                self.generator = load_generator(self.generator_spec)
+        except RagtuneError as exc:
+            self.load_error = str(exc)
+            return
         self.ready = True
 
     def current(self) -> Store:
@@ -74,8 +107,32 @@ class StoreHolder:
     def search(self, request: SearchRequest) -> list[dict[str, Any]]:
         store = self.current()
         with self._search_lock:  # one search at a time: 2 cores, torch and SQLite are happier serialised
-            hits = Retriever(store).search(request.query, k=request.k, mode=request.mode, filters=list(request.filters.items()))
+            hits = self.retriever(store).search(
+                request.query, k=request.k, mode=request.mode, filters=list(request.filters.items())
+            )
         return [hit.to_json() for hit in hits]
+
+    def retriever(self, store: Store) -> Retriever:
+        return Retriever(store, reranker=self.reranker)
+
+    def answer_events(self, request: AskRequest) -> Iterator[tuple[str, Any]]:
+        """(event, data) pairs: `passages` once, `token` per piece of text, then `answer` (or `error`)."""
+        if self.generator is None:
+            raise HTTPException(503, "this server has no generator; start it with --generator to enable /ask")
+        store = self.current()
+        answerer = Answerer(self.retriever(store), self.generator, k=request.k, mode=request.mode)
+        with self._search_lock:
+            stream = answerer.stream(request.question)
+        yield "passages", [dict(p.hit.to_json(), number=p.number) for p in stream.passages]
+        with self._generate_lock:
+            try:
+                for piece in stream:
+                    yield "token", piece
+            except RagtuneError as exc:
+                yield "error", {"detail": str(exc)}
+                return
+        assert stream.answer is not None
+        yield "answer", stream.answer.to_json()
 
 
 def _same_model(a: Store, b: Store) -> bool:
@@ -90,8 +147,19 @@ class BodySizeLimit(BaseHTTPMiddleware):
         return await call_next(request)
 
 
-def create_app(store_dir: str | Path, api_key_env: str | None = None) -> FastAPI:
-    holder = StoreHolder(Path(store_dir).expanduser())
+def _sse(events: Iterator[tuple[str, Any]]) -> Iterator[str]:
+    for event, data in events:
+        yield f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def create_app(
+    store_dir: str | Path,
+    api_key_env: str | None = None,
+    generator: str | None = None,
+    reranker: str | Path | None = None,
+) -> FastAPI:
+    """`generator`: a `--generator` spec (loaded at start-up, /ask disabled when None); `reranker`: a directory."""
+    holder = StoreHolder(Path(store_dir).expanduser(), generator, Path(reranker) if reranker else None)
     holder.current()  # fail fast on a missing or corrupt store
 
     @asynccontextmanager
@@ -124,19 +192,59 @@ def create_app(store_dir: str | Path, api_key_env: str | None = None) -> FastAPI
 
     @app.get("/health")
     def health() -> JSONResponse:
-        status = {"ready": holder.ready}
+        status: dict[str, Any] = {"ready": holder.ready, "ask": holder.generator_spec is not None}
+        if holder.load_error:
+            status["error"] = holder.load_error
         return JSONResponse(status, status_code=200 if holder.ready else 503)
 
     @app.get("/info", dependencies=authorised)
     def info() -> dict[str, Any]:
         from ragtune.evaluation.report import versions
 
-        return holder.current().info() | {"versions": versions(), "api_key_required": bool(api_key_env)}
+        generator_name = holder.generator.name if holder.generator else None
+        return holder.current().info() | {
+            "versions": versions(),
+            "api_key_required": bool(api_key_env),
+            "generator": generator_name,
+            "reranker": str(holder.reranker_path) if holder.reranker_path else None,
+        }
+
+    def check_ready() -> None:
+        if not holder.ready:
+            raise HTTPException(503, holder.load_error or "models are still loading; retry when /health says ready")
 
     @app.post("/search", dependencies=authorised)
     def search(request: SearchRequest) -> list[dict[str, Any]]:
-        if not holder.ready:
-            raise HTTPException(503, "models are still loading; retry when /health says ready")
+        check_ready()
         return holder.search(request)
 
+    @app.post("/ask", dependencies=authorised)
+    def ask(request: AskRequest) -> dict[str, Any]:
+        """Answer with citations (the whole answer at once)."""
+        check_ready()
+        final: dict[str, Any] = {}
+        for event, data in holder.answer_events(request):
+            if event == "error":
+                raise HTTPException(502, data["detail"])
+            if event == "answer":
+                final = data
+        return final
+
+    @app.post("/ask/stream", dependencies=authorised)
+    def ask_stream(request: AskRequest) -> StreamingResponse:
+        """The same answer as server-sent events: `passages`, then `token`s, then `answer` (or `error`)."""
+        check_ready()
+        events = holder.answer_events(request)
+        first = next(events)  # a missing generator or a bad store fails here, as a plain HTTP error
+        return StreamingResponse(
+            _sse(_chain(first, events)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
     return app
+
+
+def _chain(first: tuple[str, Any], rest: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+    yield first
+    yield from rest

@@ -128,6 +128,18 @@ class PassageTable:
             vectors = np.vstack([np.frombuffer(r[3], dtype=np.float32) for r in rows])
             yield ids, texts, vectors
 
+    def iter_passages(self, batch: int = 2048) -> Iterator[Passage]:
+        """Every passage in document order (keyset paging, as `iter_for_indexing`)."""
+        last = -1
+        while rows := self._db.execute(
+            "SELECT rowid, id, doc_id, ordinal, title, text, source, metadata FROM passages WHERE rowid > ? "
+            "ORDER BY rowid LIMIT ?",
+            (last, batch),
+        ).fetchall():
+            last = rows[-1][0]
+            for row in rows:
+                yield Passage(row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]))
+
     def hits(self, scored: Iterable[tuple[int, float]]) -> list[Hit]:
         """Row ids with scores → `Hit`s, in the order given."""
         scored = list(scored)

@@ -1,6 +1,6 @@
 """Hard-negative mining: for each (query, positive), passages the model ranks high that are not positives.
 
-Dense candidates come from `sentence_transformers.util.mine_hard_negatives`; BM25 candidates from a temporary tantivy
+Dense candidates come from exact inner products over the corpus vectors; BM25 candidates from a temporary tantivy
 index, filtered with the same rule. The rule: skip the top `range_min` candidates, and keep a candidate only if its
 similarity to the query is below `(1 − relative_margin)` × the positive's (likely false negatives are dropped).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ragtune.errors import InputError
-from ragtune.models import ModelRef, load_sentence_transformer
+from ragtune.embedding import Embedder
+from ragtune.models import ModelRef
 from ragtune.store.keyword import TantivyKeywordIndex, build_tantivy_index
 from ragtune.training.examples import TrainingExample
 
@@ -50,22 +51,30 @@ class MiningReport:
 
 
 def mine_hard_negatives(
-    examples: Sequence[TrainingExample], corpus: Sequence[str], model: ModelRef, config: MiningConfig = MiningConfig()
+    examples: Sequence[TrainingExample],
+    corpus: Sequence[str],
+    model: ModelRef,
+    config: MiningConfig = MiningConfig(),
+    corpus_encoder: Callable[[list[str]], np.ndarray] | None = None,
 ) -> tuple[list[TrainingExample], MiningReport]:
-    """Return the examples with `negatives` filled in (up to `num_negatives` each), and score statistics."""
+    """Return the examples with `negatives` filled in (up to `num_negatives` each), and score statistics.
+
+    `corpus_encoder` (texts → unit vectors of `model`) lets a caller supply vectors it already has, e.g. a store's
+    embedding cache, instead of encoding the corpus again.
+    """
     if config.num_negatives < 1 or config.range_min < 0 or config.range_max <= config.range_min:
         raise InputError("need --negatives ≥ 1 and 0 ≤ --range-min < range-max")
     if not 0.0 <= config.relative_margin < 1.0:
         raise InputError("--relative-margin must be within [0, 1)")
     corpus = list(dict.fromkeys([*corpus, *(e.positive for e in examples)]))
-    encoder = load_sentence_transformer(model.path)
+    embedder = Embedder(model, batch_size=config.batch_size)
     queries = list(dict.fromkeys(e.query for e in examples))
     positives_of: dict[str, set[str]] = {}
     for e in examples:
         positives_of.setdefault(e.query, set()).add(e.positive)
 
-    corpus_vectors = encoder.encode(corpus, batch_size=config.batch_size, normalize_embeddings=True, convert_to_numpy=True)
-    query_vectors = encoder.encode(queries, batch_size=config.batch_size, normalize_embeddings=True, convert_to_numpy=True)
+    corpus_vectors = (corpus_encoder or embedder.encode)(corpus)
+    query_vectors = embedder.encode(queries)
     position = {text: i for i, text in enumerate(corpus)}
     query_row = {q: i for i, q in enumerate(queries)}
 

@@ -1,0 +1,117 @@
+"""Encoding speed against the CPU's ceiling and plain sentence-transformers, with the quality each path keeps.
+
+Usage: python bench/bench_encode.py [--data ../shared/data/scifact] [--limit N] [--threads 2]
+Peer (same run, same texts): `SentenceTransformer(path).encode(texts)` with its defaults (fp32, batch 32).
+Quality: SciFact test nDCG@10 of exact search over each path's document vectors (documents truncated at 256 tokens,
+as BEIR evaluates them), so the paths differ only in how they encode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ragtune.embedding import Embedder
+from ragtune.evaluation import load_beir, per_query_scores
+from ragtune.evaluation.metrics import mean_scores
+from ragtune.models import resolve_model
+
+HIDDEN, LAYERS, FFN = 384, 6, 1536
+
+
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 20) -> float:
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    for _ in range(3):
+        a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+def flops_per_token(length: int) -> float:
+    """Multiply-adds ×2 per token: Q, K, V, output projections 4·H², FFN 2·H·FFN, attention 2·L·H; × layers."""
+    projections = 2 * (4 * HIDDEN * HIDDEN)
+    ffn = 2 * (2 * HIDDEN * FFN)
+    attention = 2 * (2 * length * HIDDEN)
+    return LAYERS * (projections + ffn + attention)
+
+
+def ndcg(vectors: np.ndarray, doc_ids: list[str], queries: np.ndarray, query_ids: list[str], qrels: dict) -> float:
+    scores = queries @ vectors.T
+    top = np.argsort(-scores, axis=1)[:, :100]
+    run = {qid: {doc_ids[j]: float(scores[i, j]) for j in top[i]} for i, qid in enumerate(query_ids)}
+    return mean_scores(per_query_scores(qrels, run, ["ndcg@10"]))["ndcg@10"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/scifact"))
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/encode.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    dataset = load_beir(args.data, "test")
+    corpus = {}
+    for line in (args.data / "corpus.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        corpus[row["_id"]] = f"{row.get('title', '')} {row['text']}".strip()
+    doc_ids = list(corpus)[: args.limit]
+    texts = [corpus[d] for d in doc_ids]
+    query_ids = sorted(dataset.queries)
+    query_texts = [dataset.queries[q] for q in query_ids]
+    model = resolve_model("minilm")
+
+    result: dict = {
+        "texts": len(texts),
+        "threads": args.threads,
+        "ceiling_gflops": {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)},
+    }
+    from sentence_transformers import SentenceTransformer
+
+    plain = SentenceTransformer(str(model.path), device="cpu")
+    lengths = [min(len(ids), plain.max_seq_length) for ids in plain.tokenizer(texts)["input_ids"]]
+    total_flops = sum(n * flops_per_token(n) for n in lengths)
+    result["tokens"] = sum(lengths)
+    result["tflop"] = total_flops / 1e12
+    result["flops_per_token_at_256"] = flops_per_token(256)
+    result["floor_seconds"] = {k: total_flops / (v * 1e9) for k, v in result["ceiling_gflops"].items()}
+
+    paths = {
+        "plain sentence-transformers (fp32, batch 32)": lambda t: plain.encode(t, normalize_embeddings=True),
+        "ragtune fp32": Embedder(model, precision="fp32").encode,
+        "ragtune bf16 (default here)": Embedder(model, precision="bf16").encode,
+    }
+    result["paths"] = {}
+    for name, encode in paths.items():
+        encode(texts[:64])  # warm-up
+        started = time.perf_counter()
+        vectors = np.asarray(encode(texts), dtype=np.float32)
+        seconds = time.perf_counter() - started
+        quality = ndcg(vectors, doc_ids, np.asarray(encode(query_texts), dtype=np.float32), query_ids, dataset.qrels)
+        result["paths"][name] = {
+            "seconds": seconds,
+            "texts_per_s": len(texts) / seconds,
+            "ndcg@10": quality,
+            "fraction_of_fp32_floor": result["floor_seconds"]["fp32"] / seconds,
+            "fraction_of_bf16_floor": result["floor_seconds"]["bf16"] / seconds,
+        }
+        print(name, json.dumps(result["paths"][name]), flush=True)
+    base = result["paths"]["plain sentence-transformers (fp32, batch 32)"]
+    for entry in result["paths"].values():
+        entry["speedup_vs_plain"] = base["seconds"] / entry["seconds"]
+        entry["ndcg_delta_vs_plain"] = entry["ndcg@10"] - base["ndcg@10"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

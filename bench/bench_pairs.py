@@ -1,0 +1,99 @@
+"""SciFact without labels: pairs from the corpus alone → mine → fine-tune → score base vs tuned on SciFact test.
+
+No train qrels and no train queries are read: the pairs come from the passages of a store built from corpus.jsonl.
+Dev for best-checkpoint selection: 10 % of the synthetic pairs (by query), never test.
+Usage: python bench/bench_pairs.py --methods heading ict [--llm-limit 800] [--budget-minutes 10] [--name NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ragtune.corpus import ChunkingConfig
+from ragtune.embedding import Embedder
+from ragtune.evaluation import evaluate_systems, load_beir, write_report
+from ragtune.evaluation.runner import default_cache_dir, eval_store_dir
+from ragtune.generation import load_generator
+from ragtune.models import resolve_model
+from ragtune.store import Store, index_sources
+from ragtune.store.embedding_cache import EmbeddingCache
+from ragtune.store.store import CACHE_FILE
+from ragtune.training.examples import read_training_jsonl, write_training_jsonl
+from ragtune.training.finetune import FinetuneConfig, finetune
+from ragtune.training.mining import MiningConfig, mine_hard_negatives
+from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/scifact"))
+    parser.add_argument("--methods", nargs="+", default=["heading", "ict"])
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--llm-limit", type=int, default=800)
+    parser.add_argument("--per-passage", type=int, default=1)
+    parser.add_argument("--budget-minutes", type=float, default=10.0)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    args = parser.parse_args()
+    name = args.name or "+".join(args.methods)
+    work, out = Path("runs/pairs") / name, Path("bench/results") / f"pairs-{name}"
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    test = load_beir(args.data, "test")
+    model = resolve_model("minilm")
+    store_dir = eval_store_dir(default_cache_dir(), test, model.revision, ChunkingConfig())
+    index_sources(store_dir, [test.corpus_path], model="minilm", show_progress=False)  # corpus only
+
+    timings: dict[str, float] = {}
+    reports = {}
+    generator = None
+    for method in args.methods:
+        pairs_file = Path("runs/pairs") / f"{method}.jsonl"  # shared across runs: generation is the slow part
+        if method == "llm" and generator is None:
+            generator = load_generator("smollm2")
+        config = PairsConfig(method=PairMethod(method), per_passage=args.per_passage,
+                             limit=args.llm_limit if method == "llm" else None)  # fmt: skip
+        started = time.perf_counter()
+        reports[method] = build_pairs(store_dir, pairs_file, config, generator, show_progress=False).to_json()
+        reports[method]["pairs_in_file"] = len(read_training_jsonl(pairs_file))
+        timings[f"pairs_{method}_s"] = time.perf_counter() - started
+        print(method, json.dumps(reports[method]), flush=True)
+    examples = [e for method in args.methods for e in read_training_jsonl(Path("runs/pairs") / f"{method}.jsonl")]
+
+    started = time.perf_counter()
+    with Store.open(store_dir) as store:
+        corpus = [text for _, texts, _ in store.passages.iter_for_indexing() for text in texts]
+    embedder = Embedder(model)
+    cache = EmbeddingCache(store_dir / CACHE_FILE, model.revision, embedder.dimension)
+    mined, mining = mine_hard_negatives(examples, corpus, model, MiningConfig(num_negatives=1),
+                                        corpus_encoder=lambda texts: cache.encode(texts, embedder.encode))  # fmt: skip
+    cache.close()
+    timings["mining_s"] = time.perf_counter() - started
+    write_training_jsonl(work / "train-mined.jsonl", mined)
+
+    config = FinetuneConfig(
+        base="minilm", epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, threads=2,
+        time_budget_minutes=args.budget_minutes,
+    )  # fmt: skip
+    result = finetune(mined, work / "tuned", config, distractor_pool=corpus, show_progress=False)
+    timings["train_s"] = result.train_seconds
+    started = time.perf_counter()
+    evaluation = evaluate_systems(test, models=["minilm", str(work / "tuned")], modes=["dense", "hybrid"], k=100)
+    timings["eval_s"] = time.perf_counter() - started
+    data = write_report(evaluation, out)
+    summary = {
+        "args": vars(args) | {"data": str(args.data)}, "pairs": reports, "examples": len(mined),
+        "mining": mining.__dict__, "timings": timings, "steps": result.steps,
+        "dev_base": result.base_dev, "dev_tuned": result.tuned_dev,
+        "test": {s["label"]: s["metrics"] for s in data["systems"]}, "comparisons": data["comparisons"],
+    }  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(json.dumps({k: summary[k] for k in ("timings", "test", "comparisons")}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

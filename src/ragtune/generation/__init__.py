@@ -1,0 +1,23 @@
+"""Generation: backends (local transformers/GGUF, OpenAI-compatible HTTP, llama.cpp), prompts, grounded answers."""
+
+from ragtune.generation.answer import DEFAULT_MIN_RELEVANCE, Answer, Answerer, AnswerStream, Citation
+from ragtune.generation.base import Generator, Message
+from ragtune.generation.loading import DEFAULT_GENERATOR, load_generator, packaged_smollm2
+from ragtune.generation.prompts import ABSTAIN_MESSAGE, DEFAULT_SYSTEM_PROMPT, PackedPrompt, pack_prompt
+
+__all__ = [
+    "ABSTAIN_MESSAGE",
+    "DEFAULT_GENERATOR",
+    "DEFAULT_MIN_RELEVANCE",
+    "DEFAULT_SYSTEM_PROMPT",
+    "Answer",
+    "AnswerStream",
+    "Answerer",
+    "Citation",
+    "Generator",
+    "Message",
+    "PackedPrompt",
+    "load_generator",
+    "pack_prompt",
+    "packaged_smollm2",
+]

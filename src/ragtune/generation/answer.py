@@ -1,0 +1,237 @@
+"""Retrieve, pack, generate, cite: the answer step of RAG, streamed or batched, abstaining rather than guessing."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ragtune.errors import InputError
+from ragtune.generation.base import Generator
+from ragtune.generation.citations import StreamingCitationFilter, cited_span, clean_citations
+from ragtune.generation.prompts import ABSTAIN_MESSAGE, PackedPrompt, PromptPassage, pack_prompt
+from ragtune.retrieval import Retriever, SearchMode
+from ragtune.types import Hit
+
+DEFAULT_MIN_RELEVANCE = 0.2
+"""Cosine similarity (store embedder) between the question and the best passage below which ragtune abstains."""
+DEFAULT_MAX_NEW_TOKENS = 256
+_NO_ANSWER = re.compile(
+    r"(does not|doesn't|do not|don't) (contain|provide|include|mention)|cannot (be )?answer|can't answer|"
+    r"unable to answer|not enough information|no information|i (do not|don't) know|not possible to (answer|determine)",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Citation:
+    number: int
+    passage_id: str
+    doc_id: str
+    title: str
+    source: str
+    span: tuple[int, int] | None
+    """Character offsets, in the passage text, of the sentence that best matches the citing claim."""
+
+    def to_json(self, passage_text: str) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "passage_id": self.passage_id,
+            "doc_id": self.doc_id,
+            "title": self.title,
+            "source": self.source,
+            "span": list(self.span) if self.span else None,
+            "span_text": passage_text[self.span[0] : self.span[1]].strip() if self.span else None,
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    text: str
+    citations: list[Citation]
+    passages: list[PromptPassage]
+    abstained: bool
+    abstain_reason: str | None = None
+    invalid_citations: int = 0
+    relevance: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        texts = {p.number: p.hit.text for p in self.passages}
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "abstained": self.abstained,
+            "abstain_reason": self.abstain_reason,
+            "citations": [c.to_json(texts[c.number]) for c in self.citations],
+            "invalid_citations_removed": self.invalid_citations,
+            "relevance": self.relevance,
+            "hits": [dict(p.hit.to_json(), number=p.number, truncated=p.truncated) for p in self.passages],
+            "timings": self.timings,
+        }
+
+
+class AnswerStream:
+    """Iterate for the answer's text as it is generated; `answer` is set once the iteration ends.
+
+    `passages` (what the generator was shown) is known before the first token.
+    """
+
+    def __init__(self, tokens: Iterator[str], passages: list[PromptPassage]) -> None:
+        self._tokens = tokens
+        self.passages = passages
+        self.answer: Answer | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        return self._tokens
+
+
+class Answerer:
+    """Answers questions from one store with one generator. `min_relevance` ≤ 0 disables retrieval abstention."""
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        generator: Generator,
+        k: int = 5,
+        mode: SearchMode | str = SearchMode.hybrid,
+        min_relevance: float = DEFAULT_MIN_RELEVANCE,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        system_prompt: str | None = None,
+        instruction: str | None = None,
+    ) -> None:
+        if max_new_tokens < 1 or max_new_tokens >= generator.context_window:
+            raise InputError(f"--max-new-tokens must be between 1 and the context window ({generator.context_window})")
+        self.retriever = retriever
+        self.generator = generator
+        self.k = k
+        self.mode = SearchMode(mode)
+        self.min_relevance = min_relevance
+        self.max_new_tokens = max_new_tokens
+        self.system_prompt = system_prompt
+        self.instruction = instruction
+
+    def relevance(self, question: str, hit: Hit) -> float:
+        """How close the best passage is to the question, on one scale whatever the search mode or reranker."""
+        embedder = self.retriever.store.embedder
+        query = embedder.encode_query(question)
+        passage = embedder.encode([f"{hit.title} {hit.text}".strip()])[0]
+        return float(np.dot(query, passage))
+
+    def _retrieve(self, question: str, filters: Sequence[tuple[str, str]]) -> tuple[list[Hit], float | None, str | None]:
+        hits = self.retriever.search(question, k=self.k, mode=self.mode, filters=filters)
+        if not hits:
+            return hits, None, "no passage matched the question"
+        if self.min_relevance <= 0:
+            return hits, None, None
+        relevance = self.relevance(question, hits[0])
+        if relevance < self.min_relevance:
+            return hits, relevance, f"best passage relevance {relevance:.3f} is below --min-relevance {self.min_relevance}"
+        return hits, relevance, None
+
+    def stream(self, question: str, filters: Sequence[tuple[str, str]] = ()) -> AnswerStream:
+        if not question.strip():
+            raise InputError("the question is empty: ask something")
+        started = time.perf_counter()
+        hits, relevance, reason = self._retrieve(question, filters)
+        retrieval_s = time.perf_counter() - started
+        if reason is not None:
+            answer = _abstention(question, hits, reason, relevance, {"retrieval_s": retrieval_s})
+            stream = AnswerStream(iter([ABSTAIN_MESSAGE]), answer.passages)
+            stream.answer = answer
+            return stream
+        packed = self._pack(question, hits)
+        citation_filter = StreamingCitationFilter(len(packed.passages))
+        holder: list[AnswerStream] = []
+
+        def tokens() -> Iterator[str]:
+            raw: list[str] = []
+            generation_started = time.perf_counter()
+            first_token_s: float | None = None
+            for piece in self.generator.stream(packed.messages, self.max_new_tokens):
+                if first_token_s is None:
+                    first_token_s = time.perf_counter() - generation_started
+                raw.append(piece)
+                shown = citation_filter.feed(piece)
+                if shown:
+                    yield shown
+            tail = citation_filter.flush()
+            if tail:
+                yield tail
+            generation_s = time.perf_counter() - generation_started
+            text = "".join(raw)
+            completion_tokens = self.generator.count_tokens(text)
+            timings = {
+                "retrieval_s": retrieval_s,
+                "first_token_s": first_token_s or generation_s,
+                "generation_s": generation_s,
+                "completion_tokens": float(completion_tokens),
+                "tokens_per_s": completion_tokens / generation_s if generation_s > 0 else 0.0,
+            }
+            holder[0].answer = self._finish(question, text, packed.passages, relevance, timings)
+
+        stream = AnswerStream(tokens(), packed.passages)
+        holder.append(stream)
+        return stream
+
+    def ask(self, question: str, filters: Sequence[tuple[str, str]] = ()) -> Answer:
+        stream = self.stream(question, filters)
+        for _ in stream:
+            pass
+        assert stream.answer is not None
+        return stream.answer
+
+    def ask_many(self, questions: Sequence[str], batch_size: int = 8) -> list[Answer]:
+        """Batched generation (no streaming): the fast path for evaluation and sample answers."""
+        answers: list[Answer | None] = [None] * len(questions)
+        pending: list[tuple[int, PackedPrompt, float | None]] = []
+        for index, question in enumerate(questions):
+            hits, relevance, reason = self._retrieve(question, ())
+            if reason is not None:
+                answers[index] = _abstention(question, hits, reason, relevance, {})
+            else:
+                packed = self._pack(question, hits)
+                pending.append((index, packed, relevance))
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            texts = self.generator.generate_batch([p.messages for _, p, _ in batch], self.max_new_tokens)
+            for (index, packed, relevance), text in zip(batch, texts, strict=True):
+                answers[index] = self._finish(questions[index], text, packed.passages, relevance, {})
+        return [a for a in answers if a is not None]
+
+    def _pack(self, question: str, hits: list[Hit]) -> PackedPrompt:
+        return pack_prompt(question, hits, self.generator, self.max_new_tokens, self.system_prompt, self.instruction)
+
+    def _finish(
+        self, question: str, raw: str, passages: list[PromptPassage], relevance: float | None, timings: dict[str, float]
+    ) -> Answer:
+        cleaned = clean_citations(raw, len(passages))
+        first_sentence = re.split(r"(?<=[.!?])\s", cleaned.text, maxsplit=1)[0]
+        if not cleaned.text or _NO_ANSWER.search(first_sentence):
+            reason = "the generator produced no answer" if not cleaned.text else "the generator said it cannot answer"
+            return Answer(question, ABSTAIN_MESSAGE, [], passages, True, reason, cleaned.invalid, relevance, timings)
+        by_number = {p.number: p for p in passages}
+        citations = [
+            Citation(
+                number,
+                by_number[number].hit.id,
+                by_number[number].hit.doc_id,
+                by_number[number].hit.title,
+                by_number[number].hit.source,
+                cited_span(cleaned.text, number, by_number[number].hit.text),
+            )
+            for number in cleaned.cited
+        ]
+        return Answer(question, cleaned.text, citations, passages, False, None, cleaned.invalid, relevance, timings)
+
+
+def _abstention(
+    question: str, hits: list[Hit], reason: str, relevance: float | None, timings: dict[str, float]
+) -> Answer:
+    passages = [PromptPassage(n, h, h.text, False) for n, h in enumerate(hits, start=1)]
+    return Answer(question, ABSTAIN_MESSAGE, [], passages, True, reason, 0, relevance, timings)

@@ -1,0 +1,146 @@
+"""Causal language models run in-process through transformers: a local directory or a GGUF file (dequantised on load)."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ragtune.errors import RagtuneError
+from ragtune.generation.base import Message
+from ragtune.models import quiet_transformers
+
+
+REPETITION_PENALTY = 1.1
+"""Small models loop under greedy decoding (SmolLM2-135M repeats whole sentences); a mild penalty stops it."""
+
+
+class TransformersGenerator:
+    """Greedy (or sampled) chat generation with a transformers causal LM on CPU or GPU.
+
+    Conversations are rendered with the tokenizer's chat template; a model without one gets a plain
+    `role: content` transcript, so any local causal-LM directory works.
+    """
+
+    def __init__(self, path: str | Path, gguf_file: str | None = None, name: str | None = None, device: str | None = None):
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        if not path.is_dir():
+            raise RagtuneError(f"generator '{path}' does not exist; pass a local causal-LM directory or a .gguf file")
+        options: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+        quiet_transformers()
+        try:
+            config = AutoConfig.from_pretrained(path, **options)
+        except (OSError, ValueError) as exc:
+            raise RagtuneError(f"'{path}' is not a transformers model directory (no usable config): {exc}") from exc
+        if not _is_causal_lm(config):
+            raise RagtuneError(
+                f"'{path}' holds a {config.model_type} model, which is not a causal language model; "
+                "pass a generative (decoder) model such as SmolLM2, Qwen or Llama"
+            )
+        self.tokenizer = AutoTokenizer.from_pretrained(path, **options)
+        with _silent_gguf_conversion():
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **options)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device).eval()
+        self.name = name or (f"{path}/{gguf_file}" if gguf_file else str(path))
+        self.context_window = int(getattr(config, "max_position_embeddings", 2048) or 2048)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left so every row ends at its prompt
+
+    def render(self, messages: Sequence[Message]) -> str:
+        if self.tokenizer.chat_template:
+            return str(self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+        lines = [f"{m['role']}: {m['content']}" for m in messages]
+        return "\n\n".join(lines) + "\n\nassistant:"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> int:
+        return self.count_tokens(self.render(messages))
+
+    def _inputs(self, prompts: list[str]) -> Any:
+        return self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+
+    def _options(self, max_new_tokens: int, temperature: float) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "repetition_penalty": REPETITION_PENALTY,
+        }
+        if temperature > 0:
+            options.update(do_sample=True, temperature=temperature, top_p=0.95)
+        else:
+            options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return options
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        inputs = self._inputs([self.render(messages)])
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**inputs, streamer=streamer, **self._options(max_new_tokens, temperature))
+            except BaseException as exc:  # re-raised in the caller's thread below
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        for piece in streamer:
+            if piece:
+                yield piece
+        worker.join()
+        if failure:
+            raise failure[0]
+
+    def generate_batch(
+        self, conversations: Sequence[Sequence[Message]], max_new_tokens: int, temperature: float = 0.0
+    ) -> list[str]:
+        import torch
+
+        if not conversations:
+            return []
+        inputs = self._inputs([self.render(c) for c in conversations])
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **self._options(max_new_tokens, temperature))
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+_CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+def _is_causal_lm(config: Any) -> bool:
+    """Decoder checkpoints name a generation head; an encoder (e.g. a BertModel embedder) does not."""
+    from transformers import AutoModelForCausalLM
+
+    architectures = getattr(config, "architectures", None) or []
+    if architectures:
+        return any(name.endswith(_CAUSAL_HEADS) for name in architectures)
+    return type(config) in AutoModelForCausalLM._model_mapping and not getattr(config, "is_encoder_decoder", False)
+
+
+@contextmanager
+def _silent_gguf_conversion() -> Iterator[None]:
+    """transformers draws a tqdm bar per GGUF load that its progress switch does not reach; ragtune shows its own."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original

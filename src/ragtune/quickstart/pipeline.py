@@ -1,0 +1,268 @@
+"""The whole loop in one call: index → baseline → training data → fine-tune → (reranker) → re-index → evaluate → answer.
+
+Two paths. Labelled (a BEIR dataset; the default is the SciFact copy shipped in the repository): train qrels give the
+pairs, test qrels the evaluation. Unlabelled (`docs`): inverse-cloze and heading pairs are made from the passages,
+and a held-out share of them (never trained on) is written as a BEIR folder to evaluate on.
+
+Each finished step is recorded in `out/state.json`; running the same command again skips what is done, and an
+interrupted fine-tune resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragtune.corpus import ChunkingConfig
+from ragtune.errors import InputError
+from ragtune.evaluation import evaluate_systems, load_beir, write_report
+from ragtune.evaluation.dataset import BeirDataset
+from ragtune.evaluation.runner import Evaluation, eval_store_dir
+from ragtune.models import resolve_model
+from ragtune.quickstart.state import StepState
+from ragtune.retrieval import SearchMode
+from ragtune.store import Store, index_sources
+from ragtune.store.embedding_cache import EmbeddingCache
+from ragtune.store.store import CACHE_FILE
+from ragtune.training.examples import TrainingExample, examples_from_beir, read_training_jsonl, write_training_jsonl
+
+SHIPPED_DATASET = Path(__file__).resolve().parents[3] / "data" / "scifact"
+MODES = (SearchMode.bm25, SearchMode.dense, SearchMode.hybrid)
+HELD_OUT_QUERIES = 200
+SAMPLE_QUESTIONS = 3
+
+
+@dataclass(frozen=True)
+class QuickstartConfig:
+    dataset: Path | None = None
+    docs: Path | None = None
+    out: Path = Path("quickstart")
+    budget_minutes: float = 18.0
+    base: str = "minilm"
+    generator: str | None = "smollm2"
+    batch_size: int = 32
+    threads: int | None = None
+    seed: int = 42
+
+    def source_label(self) -> str:
+        return f"--docs {self.docs}" if self.docs else f"--dataset {self.dataset or SHIPPED_DATASET}"
+
+
+Say = Callable[[str], None]
+
+
+class Quickstart:
+    """Runs the steps in order; `say` receives one line per step (the CLI prints them)."""
+
+    def __init__(self, config: QuickstartConfig, command: str, say: Say, show_progress: bool | None = None) -> None:
+        if config.dataset and config.docs:
+            raise InputError("give --dataset or --docs, not both")
+        if config.budget_minutes <= 0:
+            raise InputError("--budget-minutes must be positive")
+        self.config = config
+        self.out = config.out
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.state = StepState(self.out / "state.json", command)
+        self.say = say
+        self.show_progress = show_progress
+        self.started = time.monotonic()
+        self.spent_before = sum(step["seconds"] for step in self.state.steps.values())
+        self.stores = self.out / "stores"
+        self.model_dir = self.out / "tuned-model"
+
+    # -- bookkeeping ----------------------------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        return self.spent_before + time.monotonic() - self.started
+
+    def step(self, name: str, work: Callable[[], tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        if self.state.done(name):
+            saved = self.state.get(name)
+            self.say(f"[done before] {name}: {saved['summary']}")
+            return saved["data"]
+        self.say(f"{name} …")
+        started = time.monotonic()
+        summary, data = work()
+        seconds = time.monotonic() - started
+        self.state.record(name, seconds, summary, data)
+        self.say(f"✓ {name}: {summary} ({seconds:.0f} s)")
+        return data
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        dataset_root = self.step("dataset", self._dataset)["root"]
+        test = load_beir(Path(dataset_root), "test")
+        store_dir = eval_store_dir(self.stores, test, resolve_model(self.config.base).revision, ChunkingConfig())
+        self.step("store", lambda: self._index(test))
+        self.step("baseline", lambda: self._evaluate(test, [self.config.base], "baseline"))
+        self.step("training data", lambda: self._training_data(Path(dataset_root), store_dir))
+        self.step("fine-tune", self._finetune)
+        models = [self.config.base, str(self.model_dir)]
+        after = self.step("re-index and evaluate", lambda: self._evaluate(test, models, "evaluation"))
+        answers: dict[str, Any] = {}
+        if self.config.generator:
+            tuned_store = Path(after["stores"][-1])
+            answers = self.step("answers", lambda: self._answers(test, tuned_store))
+        from ragtune.quickstart.report import write_quickstart_report
+
+        paths = write_quickstart_report(self.out, self.state, self.model_dir, self.config, self.state.command)
+        return {"evaluation": after, "answers": answers, "report": paths}
+
+    # -- steps ----------------------------------------------------------------------------------------------------
+
+    def _dataset(self) -> tuple[str, dict[str, Any]]:
+        if self.config.docs is None:
+            root = (self.config.dataset or SHIPPED_DATASET).resolve()
+            if not (root / "corpus.jsonl").exists():
+                raise InputError(
+                    f"no BEIR dataset at '{root}' (corpus.jsonl missing); pass --dataset DIR or --docs DIR"
+                )
+            train = load_beir(root, "train")
+            return f"{root.name}: labelled, {len(train.queries)} train queries", {"root": str(root), "labelled": True}
+        return self._heldout_from_docs()
+
+    def _heldout_from_docs(self) -> tuple[str, dict[str, Any]]:
+        """Index the documents, make pairs, hold some out as a BEIR test set; the rest are the training pairs."""
+        from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs
+
+        docs = self.config.docs
+        assert docs is not None
+        if not docs.is_dir():
+            raise InputError(f"--docs '{docs}' is not a folder")
+        source_store = self.out / "docs-store"
+        index_sources(source_store, [docs], model=self.config.base, show_progress=self.show_progress)
+        pairs_file = self.out / "pairs.jsonl"
+        for method in (PairMethod.ict, PairMethod.heading):
+            build_pairs(source_store, pairs_file, PairsConfig(method=method), show_progress=self.show_progress)
+        rows = [json.loads(line) for line in pairs_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(rows) < 10:
+            raise InputError(
+                f"only {len(rows)} training pairs could be made from '{docs}': the documents are too few or too short "
+                "(inverse cloze needs passages of three or more sentences)"
+            )
+        rng = random.Random(self.config.seed)
+        passages = sorted({row["passage_id"] for row in rows})
+        rng.shuffle(passages)
+        held = set(passages[: min(HELD_OUT_QUERIES, max(1, len(passages) // 5))])
+        root = self.out / "heldout"
+        (root / "qrels").mkdir(parents=True, exist_ok=True)
+        with Store.open(source_store) as store:
+            corpus = [{"_id": p.id, "title": p.title, "text": p.text} for p in store.passages.iter_passages()]
+        held_rows = [row for row in rows if row["passage_id"] in held]
+        train_rows = [row for row in rows if row["passage_id"] not in held]
+        _write_jsonl(root / "corpus.jsonl", corpus)
+        _write_jsonl(root / "queries.jsonl", [{"_id": f"q{i}", "text": r["query"]} for i, r in enumerate(held_rows)])
+        judged = "".join(f"q{i}\t{r['passage_id']}\t1\n" for i, r in enumerate(held_rows))
+        qrels = "query-id\tcorpus-id\tscore\n" + judged
+        (root / "qrels" / "test.tsv").write_text(qrels, encoding="utf-8")
+        train = [TrainingExample(r["query"], r["positive"]) for r in train_rows]
+        write_training_jsonl(self.out / "train-pairs.jsonl", train)
+        summary = f"{len(rows)} synthetic pairs (ict + heading): {len(train_rows)} to train, {len(held_rows)} held out"
+        return summary, {"root": str(root), "labelled": False, "pairs": len(rows), "held_out": len(held_rows)}
+
+    def _index(self, test: BeirDataset) -> tuple[str, dict[str, Any]]:
+        model = resolve_model(self.config.base)
+        store_dir = eval_store_dir(self.stores, test, model.revision, ChunkingConfig())
+        report = index_sources(store_dir, [test.corpus_path], model=self.config.base, show_progress=self.show_progress)
+        summary = f"{report.passages_total:,} passages from {test.corpus_path.name}, encoded {report.encoded:,}"
+        return summary, {"store": str(store_dir), "passages": report.passages_total, "seconds": report.seconds}
+
+    def _evaluate(self, test: BeirDataset, models: list[str], name: str) -> tuple[str, dict[str, Any]]:
+        evaluation = evaluate_systems(
+            test, models=models, modes=MODES, cache_dir=self.stores, show_progress=self.show_progress
+        )
+        write_report(evaluation, self.out / name)
+        stores = [str(eval_store_dir(self.stores, test, resolve_model(m).revision, ChunkingConfig())) for m in models]
+        return _headline(evaluation), {"metrics_file": str(self.out / name / "metrics.json"), "stores": stores}
+
+    def _training_data(self, root: Path, store_dir: Path) -> tuple[str, dict[str, Any]]:
+        from ragtune.embedding import Embedder
+        from ragtune.training.mining import MiningConfig, mine_hard_negatives
+
+        if self.state.get("dataset")["data"]["labelled"]:
+            examples, _ = examples_from_beir(root, "train")
+        else:
+            examples = read_training_jsonl(self.out / "train-pairs.jsonl")
+        model = resolve_model(self.config.base)
+        with Store.open(store_dir) as store:
+            corpus = [text for _, texts, _ in store.passages.iter_for_indexing() for text in texts]
+            embedder = Embedder(model)
+            cache = EmbeddingCache(store_dir / CACHE_FILE, model.revision, embedder.dimension)
+            try:
+                mined, report = mine_hard_negatives(
+                    examples, corpus, model, MiningConfig(num_negatives=1),
+                    corpus_encoder=lambda texts: cache.encode(texts, embedder.encode),
+                )  # fmt: skip
+            finally:
+                cache.close()
+        write_training_jsonl(self.out / "train-mined.jsonl", mined)
+        summary = f"{len(mined)} pairs, {report.with_negatives} with a mined hard negative"
+        return summary, {"examples": len(mined), "with_negatives": report.with_negatives}
+
+    def _finetune(self) -> tuple[str, dict[str, Any]]:
+        from ragtune.training.finetune import FinetuneConfig, finetune
+
+        examples = read_training_jsonl(self.out / "train-mined.jsonl")
+        index_seconds = self.state.get("store")["seconds"]
+        # keep back what is left to do: re-encoding the corpus with the tuned model, evaluation, the answers
+        reserve = 1.15 * index_seconds + 60 + (90 if self.config.generator else 0)
+        minutes = (self.config.budget_minutes * 60 - self.elapsed() - reserve) / 60
+        if minutes < 1:
+            raise InputError(
+                f"--budget-minutes {self.config.budget_minutes:g} leaves {minutes:.1f} min for fine-tuning after indexing "
+                f"took {index_seconds / 60:.1f} min; raise the budget"
+            )
+        config = FinetuneConfig(
+            base=self.config.base, epochs=1.0, batch_size=self.config.batch_size, time_budget_minutes=minutes,
+            threads=self.config.threads, seed=self.config.seed,
+            eval_steps=max(5, len(examples) // self.config.batch_size // 4),
+        )  # fmt: skip
+        result = finetune(examples, self.model_dir, config, show_progress=bool(self.show_progress))
+        before, after = result.base_dev.get("ndcg@10", float("nan")), result.tuned_dev.get("ndcg@10", float("nan"))
+        summary = (
+            f"{result.steps} steps in {result.train_seconds / 60:.1f} min (budget {minutes:.1f}); "
+            f"dev nDCG@10 {before:.4f} → {after:.4f}"
+        )
+        return summary, {"steps": result.steps, "train_seconds": result.train_seconds, "budget_minutes": minutes}
+
+    def _answers(self, test: BeirDataset, store_dir: Path) -> tuple[str, dict[str, Any]]:
+        from ragtune.generation import Answerer, load_generator
+        from ragtune.retrieval import Retriever
+
+        generator = load_generator(self.config.generator)
+        questions = [test.queries[q] for q in list(test.queries)[:SAMPLE_QUESTIONS]]
+        with Store.open(store_dir) as store:
+            answers = Answerer(Retriever(store), generator, k=3, max_new_tokens=96).ask_many(questions)
+        data = [a.to_json() for a in answers]
+        cited = sum(bool(a.citations) for a in answers)
+        return f"{len(answers)} questions answered with {generator.name}, {cited} with citations", {"answers": data}
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def _headline(evaluation: Evaluation) -> str:
+    parts = [f"{s.label} {s.metrics['ndcg@10']:.4f}" for s in evaluation.systems]
+    return "nDCG@10 " + " · ".join(parts)
+
+
+def reproduce_command(config: QuickstartConfig) -> str:
+    parts = ["ragtune", "quickstart"]
+    if config.docs:
+        parts += ["--docs", str(config.docs)]
+    elif config.dataset:
+        parts += ["--dataset", str(config.dataset)]
+    parts += ["--out", str(config.out), "--budget-minutes", f"{config.budget_minutes:g}"]
+    if config.base != "minilm":
+        parts += ["--base", config.base]
+    if config.generator != "smollm2":
+        parts += ["--generator", config.generator or "none"]
+    return shlex.join(parts)

@@ -1,0 +1,227 @@
+"""The quickstart's report: before/after with significance, plots, training curves, timings, sample answers.
+
+`report.md` (images beside it) and `report.html` (self-contained: images embedded as data URIs).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragtune.evaluation.significance import compare
+from ragtune.quickstart.state import StepState
+
+if TYPE_CHECKING:
+    from ragtune.quickstart.pipeline import QuickstartConfig
+
+TABLE_METRICS = ("ndcg@10", "recall@100", "mrr@10")
+
+
+@dataclass(frozen=True)
+class BeforeAfter:
+    mode: str
+    metric: str
+    before: float
+    after: float
+    t_test_p: float | None
+    randomization_p: float | None
+
+    @property
+    def delta(self) -> float:
+        return self.after - self.before
+
+    @property
+    def significant(self) -> bool:
+        return self.t_test_p is not None and self.t_test_p < 0.05
+
+
+def before_after(metrics: dict[str, Any]) -> list[BeforeAfter]:
+    """Base vs tuned per mode (BM25 does not change with the embedder: shown once, as the reference)."""
+    systems = {s["label"]: s for s in metrics["systems"]}
+    per_query = metrics["per_query"]
+    rows: list[BeforeAfter] = []
+    base_labels = [s["label"] for s in metrics["systems"] if s["model"] == metrics["settings"]["models"][0]]
+    tuned_labels = [s["label"] for s in metrics["systems"] if s["model"] == metrics["settings"]["models"][1]]
+    for metric in TABLE_METRICS:
+        if "bm25" in systems:
+            value = systems["bm25"]["metrics"][metric]
+            rows.append(BeforeAfter("bm25", metric, value, value, None, None))
+        for base, tuned in zip(base_labels, tuned_labels, strict=True):
+            comparison = compare(metric, per_query[base][metric], per_query[tuned][metric])
+            rows.append(
+                BeforeAfter(
+                    systems[base]["mode"], metric, systems[base]["metrics"][metric], systems[tuned]["metrics"][metric],
+                    comparison.t_test_p, comparison.randomization_p,
+                )
+            )  # fmt: skip
+    return rows
+
+
+def training_curves(model_dir: Path, path: Path) -> Path | None:
+    """Loss and dev nDCG@10 over steps, from the training record saved with the tuned model."""
+    record_file = model_dir / "ragtune_training.json"
+    if not record_file.exists():
+        return None
+    history = json.loads(record_file.read_text(encoding="utf-8")).get("log_history", [])
+    loss = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
+    dev_key = next((k for h in history for k in h if k.endswith("ndcg@10") and k.startswith("eval_")), None)
+    dev = [(h["step"], h[dev_key]) for h in history if dev_key and dev_key in h]
+    if not loss and not dev:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, left = plt.subplots(figsize=(7, 3.6))
+    if loss:
+        left.plot(*zip(*loss), color="#0b57d0", label="training loss")
+    left.set_xlabel("step")
+    left.set_ylabel("loss", color="#0b57d0")
+    if dev:
+        right = left.twinx()
+        right.plot(*zip(*dev), color="#c5221f", marker="o", label="dev nDCG@10")
+        right.set_ylabel("dev nDCG@10", color="#c5221f")
+    left.set_title("fine-tuning")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _p(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2g}"
+
+
+def markdown_table(rows: list[BeforeAfter]) -> str:
+    lines = ["| mode | metric | base | tuned | Δ | t-test p | randomisation p |", "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        star = "*" if r.significant else ""
+        delta = "(reference)" if r.t_test_p is None else f"{r.delta:+.4f}{star}"
+        lines.append(
+            f"| {r.mode} | {r.metric} | {r.before:.4f} | {r.after:.4f} | {delta} | {_p(r.t_test_p)} | {_p(r.randomization_p)} |"
+        )
+    return "\n".join(lines)
+
+
+def write_quickstart_report(
+    out: Path, state: StepState, model_dir: Path, config: QuickstartConfig, command: str
+) -> dict[str, str]:
+    evaluation = state.get("re-index and evaluate")["data"]
+    metrics = json.loads(Path(evaluation["metrics_file"]).read_text(encoding="utf-8"))
+    rows = before_after(metrics)
+    images = {
+        "before/after, every metric": out / "evaluation" / "metrics.png",
+        "per-query nDCG@10 change (dense)": next(iter(sorted((out / "evaluation").glob("delta_*dense*.png"))), None),
+        "per-query nDCG@10 change (hybrid)": next(iter(sorted((out / "evaluation").glob("delta_*hybrid*.png"))), None),
+        "training curves": training_curves(model_dir, out / "training.png"),
+    }
+    images = {title: path for title, path in images.items() if path is not None and Path(path).exists()}
+    timings = [(name, step["seconds"], step["summary"]) for name, step in state.steps.items()]
+    answers = state.steps.get("answers", {}).get("data", {}).get("answers", [])
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    reproduce = f"{command}"
+
+    md = [
+        f"# ragtune quickstart: {Path(metrics['dataset']).name}",
+        "",
+        f"{metrics['queries']} test queries · {date} · base `{config.base}` vs the model tuned here "
+        f"(`{model_dir}`, model card in its README.md)",
+        "",
+        "## Before / after",
+        "",
+        markdown_table(rows),
+        "",
+        "Δ = tuned − base on the same queries; * = p < 0.05 (two-sided paired t-test); randomisation = paired sign-flip "
+        "test. BM25 does not depend on the embedder and is shown as the reference.",
+        "",
+        "## Plots",
+        "",
+        *[f"![{title}]({Path(path).relative_to(out)})" for title, path in images.items()],
+        "",
+        "## Steps",
+        "",
+        "| step | seconds | result |",
+        "|---|---:|---|",
+        *[f"| {name} | {seconds:.0f} | {summary} |" for name, seconds, summary in timings],
+        f"| **total** | {sum(s for _, s, _ in timings):.0f} | |",
+        "",
+    ]
+    if answers:
+        md += ["## Sample answers (tuned retrieval, hybrid)", ""]
+        for answer in answers:
+            md += [f"**Q:** {answer['question']}", "", f"**A:** {answer['answer']}", ""]
+            md += [f"- [{c['number']}] {c['passage_id']} — {c['title']}" for c in answer["citations"]] or ["- (no citation)"]
+            md.append("")
+    md += ["## Reproduce", "", "```", reproduce, "```", ""]
+    (out / "report.md").write_text("\n".join(md), encoding="utf-8")
+    (out / "report.html").write_text(_html(md, images, out), encoding="utf-8")
+    return {"markdown": str(out / "report.md"), "html": str(out / "report.html")}
+
+
+def _html(md_lines: list[str], images: dict[str, Path], out: Path) -> str:
+    """A small Markdown subset → HTML (headings, tables, lists, code, images inlined); enough for this report."""
+    body: list[str] = []
+    table: list[list[str]] = []
+    in_code = False
+
+    def flush_table() -> None:
+        if not table:
+            return
+        head, *rest = table
+        body.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr>")
+        body.extend("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in rest)
+        body.append("</table>")
+        table.clear()
+
+    by_relative = {str(Path(p).relative_to(out)): p for p in images.values()}
+    for line in "\n".join(md_lines).splitlines():
+        if line.startswith("```"):
+            flush_table()
+            body.append("</pre>" if in_code else "<pre>")
+            in_code = not in_code
+            continue
+        if in_code:
+            body.append(html.escape(line))
+            continue
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-:") for c in cells):
+                table.append(cells)
+            continue
+        flush_table()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("![") and "](" in line:
+            title, relative = line[2:].split("](", 1)
+            path = by_relative.get(relative.rstrip(")"))
+            if path is not None:
+                data = base64.b64encode(Path(path).read_bytes()).decode()
+                body.append(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+                            f"<figcaption>{html.escape(title)}</figcaption></figure>")  # fmt: skip
+        elif line.startswith("- "):
+            body.append(f"<li>{_inline(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+    flush_table()
+    style = (
+        "body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem;color:#1d1d1f}"
+        "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.3rem .6rem;text-align:right}"
+        "td:first-child,th:first-child,td:nth-child(2){text-align:left}img{max-width:100%}"
+        "pre{background:#f6f8fc;padding:.6rem;overflow:auto}figure{margin:1rem 0}"
+    )
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>ragtune quickstart</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def _inline(text: str) -> str:
+    import re
+
+    escaped = html.escape(text)
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", escaped)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", escaped)

@@ -1,0 +1,326 @@
+"""Training pairs from an unlabelled store: LLM-written questions, inverse cloze, and heading → section.
+
+Output rows are `{"query", "positive", "passage_id", "method"}` JSONL, which `ragtune mine` and `ragtune finetune` read
+as they are. The file is appended batch by batch and a sidecar `<out>.done` lists the passages finished, so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ragtune.errors import InputError
+from ragtune.generation.base import Generator, Message
+from ragtune.progress import progress_bar
+from ragtune.retrieval import Retriever, SearchMode
+from ragtune.store import Store
+from ragtune.types import Passage
+
+
+class PairMethod(str, Enum):
+    llm = "llm"
+    ict = "ict"
+    heading = "heading"
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    """`round_trip=None` means: on for `llm` (generated text can be off-topic), off for the extractive methods."""
+
+    method: PairMethod = PairMethod.llm
+    per_passage: int = 1
+    limit: int | None = None
+    round_trip: bool | None = None
+    round_trip_k: int = 10
+    round_trip_mode: SearchMode = SearchMode.hybrid
+    batch_size: int = 8
+    max_new_tokens: int = 48
+    min_query_words: int = 3
+    max_query_words: int = 40
+    seed: int = 13
+
+    @property
+    def filtering(self) -> bool:
+        return self.method is PairMethod.llm if self.round_trip is None else self.round_trip
+
+
+@dataclass
+class PairsReport:
+    method: str
+    passages_seen: int = 0
+    passages_skipped_done: int = 0
+    candidates: int = 0
+    rejected_cleaning: int = 0
+    duplicates: int = 0
+    rejected_round_trip: int = 0
+    kept: int = 0
+    seconds: float = 0.0
+    generation_seconds: float = 0.0
+
+    @property
+    def queries_per_second(self) -> float:
+        return self.candidates / self.generation_seconds if self.generation_seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "queries_per_second": self.queries_per_second}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    query: str
+    positive: str
+    passage_id: str
+
+
+# ---- inverse cloze -------------------------------------------------------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text.replace("\n", " ")) if s.strip()]
+
+
+def ict_candidates(passage: Passage, count: int, rng: random.Random, min_words: int, max_words: int) -> list[Candidate]:
+    """Inverse cloze (Lee et al., 2019): a sentence is the query, the passage without it the positive.
+
+    Only passages of three or more sentences qualify, so the positive keeps context beyond the sentence.
+    """
+    parts = sentences(passage.text)
+    if len(parts) < 3:
+        return []
+    usable = [i for i, s in enumerate(parts) if min_words <= len(s.split()) <= max_words]
+    rng.shuffle(usable)
+    found = []
+    for index in usable[:count]:
+        rest = " ".join(parts[:index] + parts[index + 1 :])
+        positive = f"{passage.title} {rest}".strip() if passage.title else rest
+        found.append(Candidate(parts[index], positive, passage.id))
+    return found
+
+
+# ---- heading → section ---------------------------------------------------------------------------------------------
+
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+
+
+def heading_candidates(passage: Passage, min_words: int) -> list[Candidate]:
+    """Markdown headings inside the passage → the section under them; a document title → its first passage.
+
+    The positive never contains its own heading or title, or the pair would be a string match.
+    """
+    found = []
+    matches = list(_HEADING.finditer(passage.text))
+    for index, match in enumerate(matches):
+        end = matches[index + 1].start() if index + 1 < len(matches) else len(passage.text)
+        section = passage.text[match.end() : end].strip()
+        heading = match.group(1).strip()
+        if len(heading.split()) < min_words and passage.title:
+            heading = f"{passage.title}: {heading}"
+        if len(section.split()) >= 8 and len(heading.split()) >= min_words:
+            found.append(Candidate(heading, section, passage.id))
+    if passage.ordinal == 0 and passage.title and len(passage.title.split()) >= min_words:
+        body = _HEADING.sub("", passage.text).strip()
+        if len(body.split()) >= 8:
+            found.append(Candidate(passage.title.strip(), body, passage.id))
+    return found
+
+
+# ---- LLM-written questions ------------------------------------------------------------------------------------------
+
+QUESTION_PROMPT = (
+    "Passage: {passage}\n\n"
+    "Write one specific question that this passage answers, as a person would type it into a search engine. "
+    "Use the passage's own terms. Do not mention 'the passage', 'the study' or 'the text'. Reply with the question only."
+)
+QUESTION_EXAMPLE: list[Message] = [  # one worked example: a 135M model follows a shown format far better than a described one
+    {
+        "role": "user",
+        "content": QUESTION_PROMPT.format(
+            passage="Centrifugal pumps lose efficiency when cavitation occurs: vapour bubbles form where the inlet "
+            "pressure falls below the vapour pressure and collapse against the impeller, pitting its surface."
+        ),
+    },
+    {"role": "assistant", "content": "What causes cavitation damage to a centrifugal pump impeller?"},
+]
+_PREAMBLE = re.compile(r"^\s*(?:[-*\d.)\s]+|question\s*\d*\s*[:.-]|q\s*[:.-]|here is (?:a|the|one) question\s*:)\s*", re.I)
+
+
+def question_messages(passage: Passage, max_words: int = 220) -> list[Message]:
+    words = passage.embedding_text().split()
+    text = " ".join(words[:max_words])
+    return [
+        {"role": "system", "content": "You write realistic search questions."},
+        *QUESTION_EXAMPLE,
+        {"role": "user", "content": QUESTION_PROMPT.format(passage=text)},
+    ]
+
+
+def clean_question(raw: str, min_words: int, max_words: int) -> str | None:
+    """One question from a model's reply: first line with content, preamble and quotes stripped, length-bounded."""
+    for line in raw.strip().splitlines():
+        line = _PREAMBLE.sub("", line).strip().strip("\"'“”*` ").strip()
+        if not line:
+            continue
+        if "?" not in line:
+            return None  # a statement or a restated passage, not a question
+        line = line[: line.index("?") + 1]
+        words = line.split()
+        if min_words <= len(words) <= max_words and any(c.isalpha() for c in line):
+            return line
+        return None
+    return None
+
+
+# ---- the driver ----------------------------------------------------------------------------------------------------
+
+
+def build_pairs(
+    store_dir: str | Path,
+    out_path: str | Path,
+    config: PairsConfig,
+    generator: Generator | None = None,
+    show_progress: bool | None = None,
+) -> PairsReport:
+    """Write pairs for the store's passages to `out_path`, skipping passages a previous run finished."""
+    out_path = Path(out_path)
+    done_path = out_path.with_name(out_path.name + ".done")
+    if config.method is PairMethod.llm and generator is None:
+        raise InputError("--method llm needs a generator (--generator smollm2, a model directory or a URL)")
+    if config.per_passage < 1:
+        raise InputError("--per-passage must be at least 1")
+    report = PairsReport(config.method.value)
+    started = time.perf_counter()
+    done = set(_read_lines(done_path))
+    seen_queries = {_normal(row["query"]) for row in _read_rows(out_path)}
+    rng = random.Random(config.seed)
+    with Store.open(store_dir) as store:
+        total = store.passages.count()
+        if total == 0:
+            raise InputError(f"store '{store_dir}' holds no passages: index documents first (ragtune index)")
+        planned = min(total, config.limit) if config.limit else total
+        retriever = Retriever(store) if config.filtering else None
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            progress_bar(show_progress) as progress,
+            out_path.open("a", encoding="utf-8") as out,
+            done_path.open("a", encoding="utf-8") as finished,
+        ):
+            task = progress.add_task(f"pairs ({config.method.value})", total=planned, unit="passages")
+            for batch in _batches(store.passages.iter_passages(), planned, config.batch_size):
+                todo = [p for p in batch if p.id not in done]
+                report.passages_skipped_done += len(batch) - len(todo)
+                report.passages_seen += len(todo)
+                if todo:
+                    candidates = _candidates(todo, config, generator, rng, report)
+                    kept = _filter(candidates, config, retriever, seen_queries, report)
+                    for candidate in kept:
+                        row = {"query": candidate.query, "positive": candidate.positive,
+                               "passage_id": candidate.passage_id, "method": config.method.value}  # fmt: skip
+                        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    out.flush()
+                    finished.write("".join(f"{p.id}\n" for p in todo))  # only after the rows are written
+                    finished.flush()
+                    report.kept += len(kept)
+                rate = report.queries_per_second
+                progress.update(task, advance=len(batch), description=(
+                    f"pairs ({config.method.value}): {report.kept} kept" + (f", {rate:.1f} queries/s" if rate else "")
+                ))  # fmt: skip
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _batches(passages: Iterator[Passage], limit: int, size: int) -> Iterator[list[Passage]]:
+    batch: list[Passage] = []
+    for count, passage in enumerate(passages):
+        if count >= limit:
+            break
+        batch.append(passage)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _candidates(
+    passages: Sequence[Passage], config: PairsConfig, generator: Generator | None, rng: random.Random, report: PairsReport
+) -> list[Candidate]:
+    lo, hi = config.min_query_words, config.max_query_words
+    if config.method is PairMethod.ict:
+        found = [c for p in passages for c in ict_candidates(p, config.per_passage, random.Random(p.id), lo, hi)]
+    elif config.method is PairMethod.heading:
+        found = [c for p in passages for c in heading_candidates(p, lo)]
+    else:
+        assert generator is not None
+        found = []
+        started = time.perf_counter()
+        for round_number in range(config.per_passage):
+            temperature = 0.0 if round_number == 0 else 0.8  # the first is greedy; more per passage need sampling
+            replies = generator.generate_batch(
+                [question_messages(p) for p in passages], config.max_new_tokens, temperature=temperature
+            )
+            for passage, reply in zip(passages, replies, strict=True):
+                question = clean_question(reply, lo, hi)
+                if question is None:
+                    report.rejected_cleaning += 1
+                else:
+                    found.append(Candidate(question, passage.embedding_text(), passage.id))
+        report.generation_seconds += time.perf_counter() - started
+    report.candidates += len(found)
+    return found
+
+
+def _filter(
+    candidates: list[Candidate],
+    config: PairsConfig,
+    retriever: Retriever | None,
+    seen_queries: set[str],
+    report: PairsReport,
+) -> list[Candidate]:
+    unique = []
+    for candidate in candidates:
+        key = _normal(candidate.query)
+        if key in seen_queries:
+            report.duplicates += 1
+            continue
+        seen_queries.add(key)
+        unique.append(candidate)
+    if retriever is None or not unique:
+        return unique
+    results = retriever.search_many([c.query for c in unique], k=config.round_trip_k, mode=config.round_trip_mode)
+    kept = [c for c, hits in zip(unique, results, strict=True) if any(h.id == c.passage_id for h in hits)]
+    report.rejected_round_trip += len(unique) - len(kept)
+    return kept
+
+
+def _normal(query: str) -> str:
+    return " ".join(re.findall(r"\w+", query.lower()))
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of an earlier run; a last line cut by a crash is dropped from the file (its passage is not in .done)."""
+    lines = _read_lines(path)
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines):
+                raise InputError(f"{path}:{number}: not JSON; this file was not written by ragtune pairs") from None
+            path.write_text("".join(f"{kept}\n" for kept in lines[:-1]), encoding="utf-8")
+    return rows

@@ -1,0 +1,236 @@
+"""Generator backends, prompt packing, citations and abstention."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from chat_server import ChatServer, running
+from ragtune.errors import InputError, RagtuneError
+from ragtune.generation import ABSTAIN_MESSAGE, Answerer, load_generator, pack_prompt
+from ragtune.generation.citations import StreamingCitationFilter, clean_citations, cited_span
+from ragtune.generation.http import OpenAICompatibleGenerator
+from ragtune.generation.base import Message
+from ragtune.retrieval import Retriever
+from ragtune.store import Store, index_sources
+from ragtune.types import Hit
+
+
+class WordGenerator:
+    """A fake backend: one token per whitespace-separated word; answers with a scripted text."""
+
+    def __init__(self, reply: str = "", context_window: int = 2000) -> None:
+        self.name = "words"
+        self.context_window = context_window
+        self.reply = reply
+        self.seen: list[Sequence[Message]] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> int:
+        return sum(self.count_tokens(m["content"]) + 2 for m in messages)
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
+        self.seen.append(messages)
+        for word in self.reply.split(" "):
+            yield word + " "
+
+    def generate_batch(self, conversations, max_new_tokens, temperature=0.0):  # type: ignore[no-untyped-def]
+        return [self.reply for _ in conversations]
+
+
+def hit(number: int, words: int, title: str = "") -> Hit:
+    text = " ".join(f"w{number}x{i}" for i in range(words))
+    return Hit(f"d{number}#0", f"d{number}", 1.0 / number, text, title, f"src/{number}.txt")
+
+
+def test_packing_keeps_the_instruction_and_cuts_the_last_passage() -> None:
+    generator = WordGenerator(context_window=200)
+    packed = pack_prompt("what is it?", [hit(1, 40), hit(2, 40), hit(3, 400)], generator, max_new_tokens=50)
+    assert packed.prompt_tokens <= 150 == packed.budget
+    assert [p.number for p in packed.passages][:2] == [1, 2]
+    assert packed.passages[-1].truncated and packed.passages[-1].text.endswith("…")
+    assert "never outside knowledge" in packed.messages[0]["content"]
+    assert packed.messages[1]["content"].rstrip().endswith("Question: what is it?")
+
+
+def test_packing_refuses_a_question_that_leaves_no_room() -> None:
+    with pytest.raises(InputError, match="shorten the question"):
+        pack_prompt("word " * 150, [hit(1, 10)], WordGenerator(context_window=200), max_new_tokens=50)
+
+
+def test_invalid_citations_are_removed_and_counted() -> None:
+    cleaned = clean_citations("Pumps spin [1]. Seals wear [2, 7]. Valves [9] close.", passage_count=2)
+    assert cleaned.text == "Pumps spin [1]. Seals wear [2]. Valves close."
+    assert cleaned.cited == [1, 2] and cleaned.invalid == 2
+
+
+def test_streaming_filter_matches_the_batch_cleaner_across_piece_boundaries() -> None:
+    text = "Pumps spin [1]. Seals wear [2, 7] and [12] valves [3]."
+    citation_filter = StreamingCitationFilter(passage_count=3)
+    streamed = "".join(citation_filter.feed(text[i : i + 3]) for i in range(0, len(text), 3)) + citation_filter.flush()
+    assert streamed == "Pumps spin [1]. Seals wear [2] and  valves [3]."
+    assert citation_filter.invalid == 2
+
+
+def test_cited_span_points_at_the_supporting_sentence() -> None:
+    passage = "Gate valves are fully open or closed. Replace the mechanical seal every two years. Bearings hum."
+    start, end = cited_span("You should replace the seal every two years [1].", 1, passage)  # type: ignore[misc]
+    assert passage[start:end].strip() == "Replace the mechanical seal every two years."
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    from conftest import write_docs
+
+    root = tmp_path_factory.mktemp("answer")
+    index_sources(root / "store", [write_docs(root / "docs")], model="minilm", show_progress=False)
+    with Store.open(root / "store") as opened:
+        yield opened
+
+
+@pytest.mark.integration
+def test_answer_cites_given_passages_and_strips_others(store: Store) -> None:
+    generator = WordGenerator(reply="Cavitation damages the impeller [1] at low inlet pressure [8].")
+    answer = Answerer(Retriever(store), generator, k=3).ask("What damages a pump impeller?")
+    assert not answer.abstained
+    assert answer.text == "Cavitation damages the impeller [1] at low inlet pressure."
+    assert answer.invalid_citations == 1
+    assert [c.number for c in answer.citations] == [1]
+    assert answer.citations[0].doc_id == answer.passages[0].hit.doc_id
+    assert "Passages:" in generator.seen[0][1]["content"]
+
+
+@pytest.mark.integration
+def test_abstains_on_irrelevant_retrieval_without_calling_the_generator(store: Store) -> None:
+    generator = WordGenerator(reply="Made up [1].")
+    answer = Answerer(Retriever(store), generator, min_relevance=0.5).ask("Who won the 1998 chess olympiad?")
+    assert answer.abstained and answer.text == ABSTAIN_MESSAGE and "below --min-relevance" in str(answer.abstain_reason)
+    assert generator.seen == []
+
+
+@pytest.mark.integration
+def test_abstains_when_the_model_says_it_cannot_answer(store: Store) -> None:
+    generator = WordGenerator(reply="The passages do not contain information about that.")
+    answer = Answerer(Retriever(store), generator, min_relevance=0).ask("How do I maintain a centrifugal pump?")
+    assert answer.abstained and answer.abstain_reason == "the generator said it cannot answer"
+
+
+@pytest.mark.integration
+def test_streams_end_to_end_with_the_local_smollm2(tmp_path: Path) -> None:
+    from conftest import write_docs
+
+    write_docs(tmp_path / "docs", {"pumps.txt": "Cavitation damages the impeller of a centrifugal pump."})
+    index_sources(tmp_path / "store", [tmp_path / "docs"], model="minilm", show_progress=False)
+    generator = load_generator("smollm2")
+    with Store.open(tmp_path / "store") as opened:
+        stream = Answerer(Retriever(opened), generator, k=1, max_new_tokens=24, min_relevance=0).stream(
+            "What damages the impeller?"
+        )
+        assert [p.hit.text for p in stream.passages] == ["Cavitation damages the impeller of a centrifugal pump."]
+        pieces = list(stream)
+    assert len(pieces) > 1 and stream.answer is not None
+    assert stream.answer.timings["completion_tokens"] > 0 and stream.answer.timings["first_token_s"] > 0
+    assert stream.answer.abstained or stream.answer.text
+
+
+def test_a_model_that_is_not_a_causal_lm_is_refused(tiny_model_dir: Path) -> None:
+    with pytest.raises(RagtuneError, match="not a causal language model"):
+        load_generator(str(tiny_model_dir))
+
+
+def test_a_missing_generator_is_named(tmp_path: Path) -> None:
+    with pytest.raises(RagtuneError, match="is not 'smollm2', a model directory"):
+        load_generator(str(tmp_path / "nowhere"))
+
+
+def test_llama_cpp_missing_says_how_to_install() -> None:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        with pytest.raises(RagtuneError, match="pip install llama-cpp-python"):
+            load_generator("llama-cpp:/tmp/x.gguf")
+    else:
+        pytest.skip("llama-cpp-python is installed here")
+
+
+def echo(body: dict) -> str:
+    return "You asked: " + body["messages"][-1]["content"]
+
+
+def test_http_backend_streams_and_lists_its_model() -> None:
+    with running(ChatServer(echo)) as server:
+        generator = load_generator(server.url)
+        assert generator.name.endswith("(test-model)")
+        pieces = list(generator.stream([{"role": "user", "content": "pump seals"}], max_new_tokens=20))
+    assert len(pieces) == 4 and "".join(pieces) == "You asked: pump seals"
+    assert server.requests[0]["stream"] is True and server.requests[0]["model"] == "test-model"
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_http_backend_retries_transient_errors(status: int) -> None:
+    with running(ChatServer(echo, failures=[status, status])) as server:
+        generator = OpenAICompatibleGenerator(server.url, model="m", backoff=0.01)
+        assert generator.generate_batch([[{"role": "user", "content": "hi"}]], 10) == ["You asked: hi"]
+        assert "".join(generator.stream([{"role": "user", "content": "yo"}], 10)) == "You asked: yo"
+    assert len(server.requests) == 4
+
+
+def test_http_backend_gives_up_with_a_clear_error() -> None:
+    with running(ChatServer(echo, failures=[503] * 5)) as server:
+        generator = OpenAICompatibleGenerator(server.url, model="m", retries=2, backoff=0.01)
+        with pytest.raises(RagtuneError, match="HTTP 503.*after 3 attempts"):
+            generator.complete([{"role": "user", "content": "hi"}], 10)
+
+
+def test_http_backend_times_out() -> None:
+    with running(ChatServer(echo, failures=["slow", "slow"])) as server:
+        generator = OpenAICompatibleGenerator(server.url, model="m", timeout=0.3, retries=1, backoff=0.01)
+        with pytest.raises(RagtuneError, match="no answer within 0.3 s"):
+            generator.complete([{"role": "user", "content": "hi"}], 10)
+
+
+def test_http_backend_unreachable_url() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(RagtuneError, match="cannot connect"):
+        OpenAICompatibleGenerator(f"http://127.0.0.1:{port}/v1", retries=1, backoff=0.01)
+
+
+@pytest.mark.integration
+def test_answer_streams_through_the_http_backend(store: Store) -> None:
+    with running(ChatServer(lambda body: "Replace the mechanical seal every two years [1] [4].")) as server:
+        generator = load_generator(server.url, context_window=2048)
+        stream = Answerer(Retriever(store), generator, k=2, min_relevance=0).stream("How often to replace the seal?")
+        text = "".join(stream)
+    assert text.strip() == "Replace the mechanical seal every two years [1] ."
+    assert stream.answer is not None and stream.answer.invalid_citations == 1
+    assert stream.answer.citations[0].span is not None
+
+
+@pytest.mark.integration
+def test_ask_cli_json_and_errors(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from conftest import write_docs
+    from ragtune.cli import app
+
+    write_docs(tmp_path / "docs")
+    index_sources(tmp_path / "store", [tmp_path / "docs"], model="minilm", show_progress=False)
+    runner = CliRunner()
+    with running(ChatServer(lambda body: "Replace the seal every two years [1].")) as server:
+        result = runner.invoke(app, ["ask", "How often is the seal replaced?", "--store", str(tmp_path / "store"),
+                                     "--generator", server.url, "--json", "--k", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["answer"] == "Replace the seal every two years [1]." and len(answer["hits"]) == 2
+    assert answer["citations"][0]["passage_id"] == answer["hits"][0]["id"]
+    missing = runner.invoke(app, ["ask", "q", "--store", str(tmp_path / "store"), "--generator", str(tmp_path / "no")])
+    assert missing.exit_code == 2 and "is not 'smollm2', a model directory" in missing.stderr

@@ -1,0 +1,135 @@
+"""Training pairs without labels: inverse cloze, heading → section, LLM questions with the round-trip filter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chat_server import ChatServer, running
+from conftest import write_docs
+from ragtune.errors import InputError
+from ragtune.generation import load_generator
+from ragtune.store import index_sources
+from ragtune.training.examples import read_training_jsonl
+from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs, clean_question
+
+pytestmark = pytest.mark.integration
+
+DOCS = {
+    "pumps.md": (
+        "# Centrifugal pumps\n\nA centrifugal pump moves water by spinning an impeller. Cavitation damages the "
+        "impeller when the inlet pressure drops too low. Bubbles collapse against the metal and pit it.\n\n"
+        "## Seal maintenance\n\nReplace the mechanical seal every two years and check the bearings for noise."
+    ),
+    "bread.txt": (
+        "Bake the sourdough bread at 230 degrees for forty minutes. Let the dough rise overnight in the fridge. "
+        "Score the top with a razor before it goes into the oven."
+    ),
+    "valves.txt": "Gate valves are fully open or fully closed. Do not use a gate valve to throttle flow.",
+}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pairs")
+    index_sources(root / "store", [write_docs(root / "docs", DOCS)], model="minilm", show_progress=False)
+    return root / "store"
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_inverse_cloze_takes_a_sentence_out_of_its_passage(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ict.jsonl"
+    report = build_pairs(store, out, PairsConfig(method=PairMethod.ict, per_passage=2), show_progress=False)
+    found = rows(out)
+    assert report.kept == len(found) >= 2
+    for row in found:
+        assert row["method"] == "ict" and row["query"] not in row["positive"]
+    assert all(not r["passage_id"].startswith("docs/valves") for r in found)  # two sentences: too short for ict
+    assert len(read_training_jsonl(out)) == len(found)  # feeds mine/finetune as it is
+
+
+def test_headings_and_titles_become_queries_for_their_sections(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "heading.jsonl"
+    build_pairs(store, out, PairsConfig(method=PairMethod.heading, min_query_words=1), show_progress=False)
+    by_query = {row["query"]: row["positive"] for row in rows(out)}
+    assert by_query["Seal maintenance"].startswith("Replace the mechanical seal")
+    assert "Seal maintenance" not in by_query["Seal maintenance"]
+
+
+def question_for(body: dict) -> str:
+    prompt = body["messages"][-1]["content"]
+    if "sourdough" in prompt:
+        return "Question: How do I maintain the seal of a centrifugal pump?"  # wrong passage: the filter drops it
+    if "impeller" in prompt or "seal" in prompt:
+        return "1. What damages the impeller of a centrifugal pump?\nSome extra chatter."
+    return "Can a gate valve throttle flow?"
+
+
+def test_llm_questions_are_cleaned_and_round_trip_filtered(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "llm.jsonl"
+    with running(ChatServer(question_for)) as server:
+        generator = load_generator(server.url)
+        config = PairsConfig(method=PairMethod.llm, round_trip_k=1, batch_size=2)
+        report = build_pairs(store, out, config, generator, show_progress=False)
+    queries = [row["query"] for row in rows(out)]
+    assert "Can a gate valve throttle flow?" in queries
+    assert "How do I maintain the seal of a centrifugal pump?" not in queries
+    assert report.rejected_round_trip >= 1 and report.kept == len(queries)
+
+
+def test_resume_skips_finished_passages(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resume.jsonl"
+    with running(ChatServer(question_for)) as server:
+        generator = load_generator(server.url)
+        config = PairsConfig(method=PairMethod.llm, round_trip=False, batch_size=1)
+        first = build_pairs(store, out, PairsConfig(**{**config.__dict__, "limit": 2}), generator, show_progress=False)
+        calls_after_first = len(server.requests)
+        second = build_pairs(store, out, config, generator, show_progress=False)
+    assert first.passages_seen == 2 and second.passages_skipped_done == 2
+    assert len(server.requests) - calls_after_first == second.passages_seen
+    assert len({row["query"] for row in rows(out)}) == len(rows(out))
+
+
+def test_a_line_cut_by_a_crash_is_dropped_on_resume(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cut.jsonl"
+    out.write_text('{"query": "old question?", "positive": "x", "passage_id": "p", "method": "ict"}\n{"query": "cu')
+    build_pairs(store, out, PairsConfig(method=PairMethod.ict), show_progress=False)
+    assert rows(out)[0]["query"] == "old question?"
+
+
+def test_clean_question() -> None:
+    assert clean_question('Question: "What damages pumps?" It is cavitation.', 3, 40) == "What damages pumps?"
+    assert clean_question("Here is a question: How hot is the oven?", 3, 40) == "How hot is the oven?"
+    assert clean_question("Pumps are machines that move water.", 3, 40) is None
+    assert clean_question("Why?", 3, 40) is None
+
+
+def test_bad_input(store: Path, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="needs a generator"):
+        build_pairs(store, tmp_path / "x.jsonl", PairsConfig(method=PairMethod.llm))
+    empty = tmp_path / "empty"
+    (empty / "docs").mkdir(parents=True)
+    (empty / "docs" / "blank.txt").write_text("   ")
+    index_sources(empty / "store", [empty / "docs"], model="minilm", show_progress=False)
+    with pytest.raises(InputError, match="holds no passages"):
+        build_pairs(empty / "store", tmp_path / "y.jsonl", PairsConfig(method=PairMethod.ict))
+
+
+def test_pairs_cli(store: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["pairs", "--store", str(store), "--out", str(tmp_path / "p.jsonl"), "--method", "ict"])
+    assert result.exit_code == 0, result.output
+    assert "pairs (ict)" in result.stdout and rows(tmp_path / "p.jsonl")
+    wrong = runner.invoke(app, ["pairs", "--store", str(store), "--out", str(tmp_path / "q.jsonl"), "--method", "x"])
+    assert wrong.exit_code == 2 and "choose llm, ict or heading" in wrong.stderr
+    nowhere = runner.invoke(app, ["pairs", "--store", str(tmp_path / "none"), "--out", str(tmp_path / "r.jsonl")])
+    assert nowhere.exit_code == 2 and "does not exist" in nowhere.stderr
