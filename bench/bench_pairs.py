@@ -17,7 +17,7 @@ from ragtune.embedding import Embedder
 from ragtune.evaluation import evaluate_systems, load_beir, write_report
 from ragtune.evaluation.runner import default_cache_dir, eval_store_dir
 from ragtune.generation import load_generator
-from ragtune.models import resolve_model
+from ragtune.models import inference_precision, resolve_model
 from ragtune.store import Store, index_sources
 from ragtune.store.embedding_cache import EmbeddingCache
 from ragtune.store.store import CACHE_FILE
@@ -77,7 +77,7 @@ def main() -> None:
 
     config = FinetuneConfig(
         base="minilm", epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, threads=2,
-        time_budget_minutes=args.budget_minutes,
+        time_budget_minutes=args.budget_minutes, bf16=inference_precision() == "bf16", dev_distractors=300,
     )  # fmt: skip
     result = finetune(mined, work / "tuned", config, distractor_pool=corpus, show_progress=False)
     timings["train_s"] = result.train_seconds

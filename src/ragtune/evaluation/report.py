@@ -117,28 +117,35 @@ def plot_metrics(evaluation: Evaluation, path: Path, metrics: list[str]) -> None
 
 
 def plot_deltas(evaluation: Evaluation, directory: Path, metric: str = "ndcg@10") -> list[Path]:
+    """One bar chart per system: its per-query change against the baseline system."""
+    baseline = evaluation.systems[0]
+    written = []
+    for system in evaluation.systems[1:]:
+        path = directory / f"delta_{_safe(system.label)}.png"
+        plot_delta(baseline.per_query[metric], system.per_query[metric], f"{system.label} − {baseline.label}", path, metric)
+        written.append(path)
+    return written
+
+
+def plot_delta(before: dict[str, float], after: dict[str, float], title: str, path: Path, metric: str) -> Path:
+    """Per-query `after − before`, sorted: how many queries gained, lost, stayed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
-    baseline = evaluation.systems[0]
-    for system in evaluation.systems[1:]:
-        deltas = sorted(system.per_query[metric][q] - baseline.per_query[metric][q] for q in baseline.per_query[metric])
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        colours = ["tab:green" if d > 0 else "tab:red" if d < 0 else "tab:gray" for d in deltas]
-        ax.bar(range(len(deltas)), deltas, color=colours, width=1.0)
-        ax.axhline(0, color="black", linewidth=0.6)
-        ax.set_xlabel("queries, sorted by Δ")
-        ax.set_ylabel(f"Δ {metric}")
-        ax.set_title(f"{system.label} − {baseline.label}: per-query {metric}")
-        fig.tight_layout()
-        path = directory / f"delta_{_safe(system.label)}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
-    return written
+    deltas = sorted(after[q] - before[q] for q in before)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    colours = ["tab:green" if d > 0 else "tab:red" if d < 0 else "tab:gray" for d in deltas]
+    ax.bar(range(len(deltas)), deltas, color=colours, width=1.0)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("queries, sorted by Δ")
+    ax.set_ylabel(f"Δ {metric}")
+    ax.set_title(f"{title}: per-query {metric}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _safe(label: str) -> str:

@@ -24,7 +24,7 @@ from ragtune.errors import InputError
 from ragtune.evaluation import evaluate_systems, load_beir, write_report
 from ragtune.evaluation.dataset import BeirDataset
 from ragtune.evaluation.runner import Evaluation, eval_store_dir
-from ragtune.models import resolve_model
+from ragtune.models import inference_precision, resolve_model
 from ragtune.quickstart.state import StepState
 from ragtune.retrieval import SearchMode
 from ragtune.store import Store, index_sources
@@ -35,6 +35,8 @@ from ragtune.training.examples import TrainingExample, examples_from_beir, read_
 SHIPPED_DATASET = Path(__file__).resolve().parents[3] / "data" / "scifact"
 MODES = (SearchMode.bm25, SearchMode.dense, SearchMode.hybrid)
 HELD_OUT_QUERIES = 200
+DEV_DISTRACTORS = 300
+"""Passages besides the dev queries' own in the periodic dev evaluation: enough to rank against, cheap to encode."""
 SAMPLE_QUESTIONS = 3
 
 
@@ -219,10 +221,11 @@ class Quickstart:
                 f"--budget-minutes {self.config.budget_minutes:g} leaves {minutes:.1f} min for fine-tuning after indexing "
                 f"took {index_seconds / 60:.1f} min; raise the budget"
             )
+        steps_per_epoch = max(1, len(examples) // self.config.batch_size)
         config = FinetuneConfig(
-            base=self.config.base, epochs=1.0, batch_size=self.config.batch_size, time_budget_minutes=minutes,
-            threads=self.config.threads, seed=self.config.seed,
-            eval_steps=max(5, len(examples) // self.config.batch_size // 4),
+            base=self.config.base, epochs=2.0, batch_size=self.config.batch_size, time_budget_minutes=minutes,
+            threads=self.config.threads, seed=self.config.seed, eval_steps=max(5, steps_per_epoch // 2),
+            dev_distractors=DEV_DISTRACTORS, bf16=inference_precision() == "bf16",
         )  # fmt: skip
         result = finetune(examples, self.model_dir, config, show_progress=bool(self.show_progress))
         before, after = result.base_dev.get("ndcg@10", float("nan")), result.tuned_dev.get("ndcg@10", float("nan"))

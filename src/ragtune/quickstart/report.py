@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragtune.evaluation.report import plot_delta
 from ragtune.evaluation.significance import compare
 from ragtune.quickstart.state import StepState
 
@@ -45,13 +46,11 @@ def before_after(metrics: dict[str, Any]) -> list[BeforeAfter]:
     systems = {s["label"]: s for s in metrics["systems"]}
     per_query = metrics["per_query"]
     rows: list[BeforeAfter] = []
-    base_labels = [s["label"] for s in metrics["systems"] if s["model"] == metrics["settings"]["models"][0]]
-    tuned_labels = [s["label"] for s in metrics["systems"] if s["model"] == metrics["settings"]["models"][1]]
     for metric in TABLE_METRICS:
         if "bm25" in systems:
             value = systems["bm25"]["metrics"][metric]
             rows.append(BeforeAfter("bm25", metric, value, value, None, None))
-        for base, tuned in zip(base_labels, tuned_labels, strict=True):
+        for base, tuned in _base_and_tuned_labels(metrics).values():
             comparison = compare(metric, per_query[base][metric], per_query[tuned][metric])
             rows.append(
                 BeforeAfter(
@@ -60,6 +59,16 @@ def before_after(metrics: dict[str, Any]) -> list[BeforeAfter]:
                 )
             )  # fmt: skip
     return rows
+
+
+def _base_and_tuned_labels(metrics: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """mode → (label of the base model's system, label of the tuned model's system)."""
+    base_model, tuned_model = metrics["settings"]["models"][:2]
+    by_mode: dict[str, dict[str, str]] = {}
+    for system in metrics["systems"]:
+        if system["model"] in (base_model, tuned_model):
+            by_mode.setdefault(system["mode"], {})[system["model"]] = system["label"]
+    return {mode: (labels[base_model], labels[tuned_model]) for mode, labels in by_mode.items() if len(labels) == 2}
 
 
 def training_curves(model_dir: Path, path: Path) -> Path | None:
@@ -115,12 +124,13 @@ def write_quickstart_report(
     evaluation = state.get("re-index and evaluate")["data"]
     metrics = json.loads(Path(evaluation["metrics_file"]).read_text(encoding="utf-8"))
     rows = before_after(metrics)
-    images = {
-        "before/after, every metric": out / "evaluation" / "metrics.png",
-        "per-query nDCG@10 change (dense)": next(iter(sorted((out / "evaluation").glob("delta_*dense*.png"))), None),
-        "per-query nDCG@10 change (hybrid)": next(iter(sorted((out / "evaluation").glob("delta_*hybrid*.png"))), None),
-        "training curves": training_curves(model_dir, out / "training.png"),
-    }
+    images: dict[str, Path | None] = {"every system, every metric": out / "evaluation" / "metrics.png"}
+    for mode, (base, tuned) in _base_and_tuned_labels(metrics).items():
+        images[f"per-query nDCG@10, tuned − base ({mode})"] = plot_delta(
+            metrics["per_query"][base]["ndcg@10"], metrics["per_query"][tuned]["ndcg@10"], f"{tuned} − {base}",
+            out / f"delta_tuned_vs_base_{mode}.png", "ndcg@10",
+        )  # fmt: skip
+    images["training curves"] = training_curves(model_dir, out / "training.png")
     images = {title: path for title, path in images.items() if path is not None and Path(path).exists()}
     timings = [(name, step["seconds"], step["summary"]) for name, step in state.steps.items()]
     answers = state.steps.get("answers", {}).get("data", {}).get("answers", [])

@@ -34,3 +34,10 @@ def time_budget_callback(minutes: float):  # type: ignore[no-untyped-def]
             return control
 
     return TimeBudget()
+
+
+def silence_log_printing(trainer) -> None:  # type: ignore[no-untyped-def]
+    """Without progress bars, transformers prints every log dict to stdout; ragtune reports its own summary."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)

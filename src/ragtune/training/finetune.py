@@ -19,7 +19,7 @@ from typing import Any
 from ragtune.errors import InputError, RagtuneError
 from ragtune.models import ModelRef, quiet_transformers, resolve_model, set_threads
 from ragtune.store.fsutil import write_directory_atomically
-from ragtune.training.callbacks import time_budget_callback
+from ragtune.training.callbacks import silence_log_printing, time_budget_callback
 from ragtune.training.examples import TrainingExample, duplicate_stats, split_by_query
 
 LOSSES = ("mnrl", "cached-mnrl", "gist", "triplet", "contrastive")
@@ -238,6 +238,7 @@ def finetune(
         seed=config.seed,
         data_seed=config.seed,
         bf16=config.bf16,
+        use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on CPU unless told the device
         report_to="none",
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -252,6 +253,8 @@ def finetune(
         callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)]
         + ([time_budget_callback(config.time_budget_minutes)] if config.time_budget_minutes else []),
     )
+    if not show_progress:
+        silence_log_printing(trainer)
     resume = any(checkpoints.glob("checkpoint-*"))
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=True if resume else None)

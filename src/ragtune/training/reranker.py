@@ -17,7 +17,7 @@ from ragtune.errors import InputError
 from ragtune.models import quiet_transformers, resolve_model, set_threads
 from ragtune.training.examples import TrainingExample, split_by_query
 from ragtune.store.fsutil import write_directory_atomically
-from ragtune.training.callbacks import time_budget_callback
+from ragtune.training.callbacks import silence_log_printing, time_budget_callback
 
 RERANKER_LOSSES = ("bce", "mnrl", "listwise")
 DEV_NAME = "dev"
@@ -152,6 +152,8 @@ def train_reranker(
         model=model, args=args, train_dataset=dataset, loss=_loss(model, config.loss), evaluator=evaluator,
         callbacks=callbacks,
     )  # fmt: skip
+    if not show_progress:
+        silence_log_printing(trainer)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=True if any(checkpoints.glob("checkpoint-*")) else None)
     train_seconds = time.perf_counter() - started
