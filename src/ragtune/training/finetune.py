@@ -106,6 +106,10 @@ def carve_dev_set(
     return DevSet(queries, corpus, relevant, f"{len(queries)} held-out queries over {len(corpus)} passages")
 
 
+MAX_SHORT_SHARE = 0.1
+"""Up to this share of examples may be dropped for lacking negatives; beyond it, every row uses fewer negatives."""
+
+
 def _dataset(examples: Sequence[TrainingExample], loss: str, max_negatives: int):  # type: ignore[no-untyped-def]
     from datasets import Dataset
 
@@ -125,12 +129,16 @@ def _dataset(examples: Sequence[TrainingExample], loss: str, max_negatives: int)
             {"anchor": [e.query for e in usable], "positive": [e.positive for e in usable],
              "negative": [e.negatives[0] for e in usable]}
         )  # fmt: skip
-    # MNRL family: (anchor, positive, negative_1..n); every row needs the same columns, so the count is the
-    # smallest any example has (mining fills every example up to its count)
-    count = min(max_negatives, min(len(e.negatives) for e in examples))
-    if count < max_negatives and any(e.negatives for e in examples):
-        short = sum(1 for e in examples if len(e.negatives) < max_negatives)
-        warnings.warn(f"{short} examples have fewer than {max_negatives} negatives: training uses {count} per example")
+    # MNRL family: (anchor, positive, negative_1..n); every row needs the same columns. A few examples short of
+    # negatives (mining found none under the margin) are left out rather than costing every row its negatives.
+    count = min(max_negatives, max((len(e.negatives) for e in examples), default=0))
+    short = [e for e in examples if len(e.negatives) < count]
+    if short and len(short) <= MAX_SHORT_SHARE * len(examples):
+        warnings.warn(f"{len(short)} of {len(examples)} examples have fewer than {count} negatives: left out")
+        examples = [e for e in examples if len(e.negatives) >= count]
+    elif short:
+        count = min(len(e.negatives) for e in examples)
+        warnings.warn(f"{len(short)} examples have fewer than {max_negatives} negatives: training uses {count} per example")
     columns: dict[str, list[str]] = {"anchor": [e.query for e in examples], "positive": [e.positive for e in examples]}
     for i in range(count):
         columns[f"negative_{i + 1}"] = [e.negatives[i] for e in examples]
