@@ -90,3 +90,18 @@ def test_interrupted_quickstart_resumes_after_the_finished_steps(
         "[done before] dataset", "[done before] store", "[done before] baseline", "[done before] training data",
     ]
     assert any(line.startswith("✓ fine-tune") for line in lines)
+
+
+def test_quickstart_cli_prints_the_table_and_marks_finished_steps(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+
+    dataset = tiny_beir(tmp_path / "tiny")
+    command = ["quickstart", "--dataset", str(dataset), "--out", str(tmp_path / "out"), "--budget-minutes", "4",
+               "--base", str(tiny_model_dir), "--generator", "none"]  # fmt: skip
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    assert "before / after" in first.stdout and "report.html" in first.stdout
+    second = CliRunner().invoke(app, command)
+    assert second.exit_code == 0 and "[done before] fine-tune:" in second.stderr

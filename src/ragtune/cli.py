@@ -584,7 +584,7 @@ def quickstart(
     )  # fmt: skip
     command = reproduce_command(config)
     err.print(f"[bold]ragtune quickstart[/] → {out_dir}  (resume: run the same command again)", highlight=False)
-    result = Quickstart(config, command, say=lambda line: err.print(line, highlight=False)).run()
+    result = Quickstart(config, command, say=lambda line: err.print(line, highlight=False, markup=False)).run()
     metrics = json.loads(Path(result["evaluation"]["metrics_file"]).read_text(encoding="utf-8"))
     table = Table(title=f"before / after · {Path(metrics['dataset']).name} · {metrics['queries']} test queries")
     for column in ("mode", "metric", "base", "tuned", "Δ", "p (t-test)"):

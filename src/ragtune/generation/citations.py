@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 CITATION = re.compile(r"\[(\s*\d+\s*(?:[,;]\s*\d+\s*)*)\]")
@@ -85,7 +84,7 @@ def cited_span(answer: str, number: int, passage_text: str) -> tuple[int, int] |
     if not claim_words:
         return None
     best: tuple[float, int, int] | None = None
-    for match in _sentences(passage_text):
+    for match in _SENTENCE.finditer(passage_text):
         words = set(_WORD.findall(match.group(0).lower()))
         if not words:
             continue
@@ -93,7 +92,3 @@ def cited_span(answer: str, number: int, passage_text: str) -> tuple[int, int] |
         if overlap > 0 and (best is None or overlap > best[0]):
             best = (overlap, match.start(), match.end())
     return (best[1], best[2]) if best else None
-
-
-def _sentences(text: str) -> Iterator[re.Match[str]]:
-    return _SENTENCE.finditer(text)

@@ -52,9 +52,6 @@ class QuickstartConfig:
     threads: int | None = None
     seed: int = 42
 
-    def source_label(self) -> str:
-        return f"--docs {self.docs}" if self.docs else f"--dataset {self.dataset or SHIPPED_DATASET}"
-
 
 Say = Callable[[str], None]
 

@@ -32,18 +32,19 @@ MAX_K = 100
 API_KEY_HEADER = "X-API-Key"
 
 
+def _not_blank(value: str, name: str) -> str:
+    if not value.strip():
+        raise ValueError(f"the {name} is empty or only whitespace")
+    return value
+
+
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=2000, description="What to search for.")
     k: int = Field(10, ge=1, le=MAX_K, description="Number of hits.")
     mode: SearchMode = Field(SearchMode.hybrid, description="dense, bm25 or hybrid.")
     filters: dict[str, str] = Field(default_factory=dict, description="source=PREFIX, or a field's exact value.")
 
-    @field_validator("query")
-    @classmethod
-    def not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the query is empty or only whitespace")
-        return value
+    _not_blank = field_validator("query")(lambda cls, value: _not_blank(value, "query"))
 
 
 class AskRequest(BaseModel):
@@ -51,12 +52,7 @@ class AskRequest(BaseModel):
     k: int = Field(5, ge=1, le=20, description="Passages retrieved and packed into the prompt.")
     mode: SearchMode = Field(SearchMode.hybrid, description="dense, bm25 or hybrid.")
 
-    @field_validator("question")
-    @classmethod
-    def not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the question is empty or only whitespace")
-        return value
+    _not_blank = field_validator("question")(lambda cls, value: _not_blank(value, "question"))
 
 
 class StoreHolder:
