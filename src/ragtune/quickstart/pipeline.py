@@ -99,7 +99,7 @@ class Quickstart:
         dataset_root = self.step("dataset", self._dataset)["root"]
         test = load_beir(Path(dataset_root), "test")
         store_dir = eval_store_dir(self.stores, test, resolve_model(self.config.base).revision, ChunkingConfig())
-        self.step("store", lambda: self._index(test))
+        self.step("store", lambda: self._index(test, store_dir))
         self.step("baseline", lambda: self._evaluate(test, [self.config.base], "baseline"))
         self.step("training data", lambda: self._training_data(Path(dataset_root), store_dir))
         self.step("fine-tune", self._finetune)
@@ -166,9 +166,7 @@ class Quickstart:
         summary = f"{len(rows)} synthetic pairs (ict + heading): {len(train_rows)} to train, {len(held_rows)} held out"
         return summary, {"root": str(root), "labelled": False, "pairs": len(rows), "held_out": len(held_rows)}
 
-    def _index(self, test: BeirDataset) -> tuple[str, dict[str, Any]]:
-        model = resolve_model(self.config.base)
-        store_dir = eval_store_dir(self.stores, test, model.revision, ChunkingConfig())
+    def _index(self, test: BeirDataset, store_dir: Path) -> tuple[str, dict[str, Any]]:
         report = index_sources(store_dir, [test.corpus_path], model=self.config.base, show_progress=self.show_progress)
         summary = f"{report.passages_total:,} passages from {test.corpus_path.name}, encoded {report.encoded:,}"
         return summary, {"store": str(store_dir), "passages": report.passages_total, "seconds": report.seconds}

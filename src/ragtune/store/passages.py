@@ -128,6 +128,13 @@ class PassageTable:
             vectors = np.vstack([np.frombuffer(r[3], dtype=np.float32) for r in rows])
             yield ids, texts, vectors
 
+    def embedding(self, passage_id: str) -> np.ndarray:
+        """The stored vector of one passage (the one the dense index holds)."""
+        row = self._db.execute("SELECT embedding FROM passages WHERE id = ?", (passage_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"passage '{passage_id}' is not in the store")
+        return np.frombuffer(row[0], dtype=np.float32)
+
     def iter_passages(self, batch: int = 2048) -> Iterator[Passage]:
         """Every passage in document order (keyset paging, as `iter_for_indexing`)."""
         last = -1
