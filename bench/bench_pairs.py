@@ -24,7 +24,7 @@ from ragtune.store.store import CACHE_FILE
 from ragtune.training.examples import read_training_jsonl, write_training_jsonl
 from ragtune.training.finetune import FinetuneConfig, finetune
 from ragtune.training.mining import MiningConfig, mine_hard_negatives
-from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs
+from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs, same_document_texts
 
 
 def main() -> None:
@@ -38,6 +38,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--salient", action="store_true", help="ict: salient sentences instead of random ones")
+    parser.add_argument("--round-trip", action="store_true", help="keep a pair only if hybrid finds its passage")
+    parser.add_argument("--keep-siblings", action="store_true",
+                        help="allow other passages of the pair's document as negatives (the old behaviour)")
     args = parser.parse_args()
     name = args.name or "+".join(args.methods)
     work, out = Path("runs/pairs") / name, Path("bench/results") / f"pairs-{name}"
@@ -50,27 +54,35 @@ def main() -> None:
 
     timings: dict[str, float] = {}
     reports = {}
+    pair_files: list[Path] = []
     generator = None
     for method in args.methods:
-        pairs_file = Path("runs/pairs") / f"{method}.jsonl"  # shared across runs: generation is the slow part
+        variant = method + ("-salient" if method == "ict" and args.salient else "") + ("-rt" if args.round_trip else "")
+        pairs_file = Path("runs/pairs") / f"{variant}.jsonl"  # shared across runs: generation is the slow part
         if method == "llm" and generator is None:
             generator = load_generator("smollm2")
         config = PairsConfig(method=PairMethod(method), per_passage=args.per_passage,
-                             limit=args.llm_limit if method == "llm" else None)  # fmt: skip
+                             limit=args.llm_limit if method == "llm" else None, salient_sentences=args.salient,
+                             round_trip=True if args.round_trip else None)  # fmt: skip
         started = time.perf_counter()
         reports[method] = build_pairs(store_dir, pairs_file, config, generator, show_progress=False).to_json()
         reports[method]["pairs_in_file"] = len(read_training_jsonl(pairs_file))
+        pair_files.append(pairs_file)
         timings[f"pairs_{method}_s"] = time.perf_counter() - started
         print(method, json.dumps(reports[method]), flush=True)
-    examples = [e for method in args.methods for e in read_training_jsonl(Path("runs/pairs") / f"{method}.jsonl")]
+    examples = [e for pairs_file in pair_files for e in read_training_jsonl(pairs_file)]
 
     started = time.perf_counter()
     with Store.open(store_dir) as store:
         corpus = [text for _, texts, _ in store.passages.iter_for_indexing() for text in texts]
+        never_negative = {} if args.keep_siblings else {
+            q: texts for f in pair_files for q, texts in same_document_texts(store, f).items()
+        }  # fmt: skip
     embedder = Embedder(model)
     cache = EmbeddingCache(store_dir / CACHE_FILE, model.revision, embedder.dimension)
     mined, mining = mine_hard_negatives(examples, corpus, model, MiningConfig(num_negatives=1),
-                                        corpus_encoder=lambda texts: cache.encode(texts, embedder.encode))  # fmt: skip
+                                        corpus_encoder=lambda texts: cache.encode(texts, embedder.encode),
+                                        never_negative=never_negative)  # fmt: skip
     cache.close()
     timings["mining_s"] = time.perf_counter() - started
     write_training_jsonl(work / "train-mined.jsonl", mined)

@@ -53,6 +53,37 @@ def test_inverse_cloze_takes_a_sentence_out_of_its_passage(store: Path, tmp_path
     assert len(read_training_jsonl(out)) == len(found)  # feeds mine/finetune as it is
 
 
+def test_salient_inverse_cloze_prefers_the_sentence_that_restates_the_passage() -> None:
+    import random
+
+    from ragtune.training.pairs import ict_candidates
+    from ragtune.types import Passage
+
+    text = (
+        "Cavitation damages centrifugal pump impellers. The trial ran for 14 weeks in 2019 at three sites. "
+        "Impellers of centrifugal pumps showed cavitation pitting after low inlet pressure. Funding came from a grant."
+    )
+    passage = Passage(id="p#0", doc_id="p", ordinal=0, source="p.txt", title="Pump impeller cavitation", text=text)
+    chosen = ict_candidates(passage, 2, random.Random(0), 3, 40, salient=True)
+    assert [c.query for c in chosen] == [
+        "Cavitation damages centrifugal pump impellers.",
+        "Impellers of centrifugal pumps showed cavitation pitting after low inlet pressure.",
+    ]  # the trial's dates and the funding restate nothing
+    assert all(c.query not in c.positive for c in chosen)
+
+
+def test_pairs_know_their_documents_siblings(store: Path, tmp_path: Path) -> None:
+    from ragtune.store import Store
+    from ragtune.training.pairs import same_document_texts
+
+    out = tmp_path / "heading.jsonl"
+    build_pairs(store, out, PairsConfig(method=PairMethod.heading, min_query_words=1), show_progress=False)
+    with Store.open(store) as opened:
+        siblings = same_document_texts(opened, out)
+        pump_passages = [p for p in opened.passages.iter_passages() if p.doc_id == "docs/pumps.md"]
+    assert set(siblings["Seal maintenance"]) == {p.embedding_text() for p in pump_passages}
+
+
 def test_headings_and_titles_become_queries_for_their_sections(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "heading.jsonl"
     build_pairs(store, out, PairsConfig(method=PairMethod.heading, min_query_words=1), show_progress=False)

@@ -206,6 +206,19 @@ def test_mining_skips_positives_and_respects_margin(minilm, source: CandidateSou
 
 
 @pytest.mark.integration
+def test_mining_never_picks_texts_marked_never_negative(minilm) -> None:  # type: ignore[no-untyped-def]
+    query = "why is my impeller damaged"
+    examples = [TrainingExample(query, "Cavitation damages the pump impeller when inlet pressure drops.")]
+    sibling = "Pumps move water with a spinning impeller."  # cosine 0.43 to the query, the positive 0.54
+    corpus = [sibling, "Bake bread at 230 degrees.", "Tomatoes need sun."]
+    config = MiningConfig(num_negatives=1, range_min=0, range_max=10, relative_margin=0.0)
+    plain, _ = mine_hard_negatives(examples, corpus, minilm, config)
+    assert plain[0].negatives == (sibling,)  # the closest non-positive, unless told otherwise
+    guarded, _ = mine_hard_negatives(examples, corpus, minilm, config, never_negative={query: [sibling]})
+    assert len(guarded[0].negatives) == 1 and sibling not in guarded[0].negatives
+
+
+@pytest.mark.integration
 def test_cli_mine_finetune_reindex(tiny_model_dir: Path, tmp_path: Path, docs_dir: Path) -> None:
     from typer.testing import CliRunner
 

@@ -76,13 +76,15 @@ def evaluate_systems(
     show_progress: bool | None = None,
     reranker: str | Path | None = None,
     rerank_depth: int = 20,
+    rerank_weight: float = 1.0,
 ) -> Evaluation:
     """Score each system; the first system is the baseline every other one is compared with.
 
     BM25 does not depend on the embedding model, so it runs once (on the first model's store). With a `reranker`,
-    each system is also scored with its top `rerank_depth` candidates re-ranked (label suffix `+rerank`).
+    each system is also scored with its top `rerank_depth` candidates re-ranked (label suffix `+rerank`), the
+    cross-encoder's score weighted by `rerank_weight` (see `Reranker`).
     """
-    cross_encoder = Reranker(reranker) if reranker else None
+    cross_encoder = Reranker(reranker, weight=rerank_weight) if reranker else None
     cache_dir = cache_dir or default_cache_dir()
     chunking = chunking or ChunkingConfig()
     modes = [SearchMode(m) for m in modes]
@@ -123,6 +125,7 @@ def evaluate_systems(
         "chunking": chunking.to_json(), "scoring": "document = max over its passages", "fusion": "rrf k=60",
         "dataset_fingerprint": dataset.fingerprint(),
         "reranker": str(reranker) if reranker else None, "rerank_depth": rerank_depth if reranker else None,
+        "rerank_weight": rerank_weight if reranker else None,
     }  # fmt: skip
     return Evaluation(
         dataset=str(dataset.root), split=dataset.split, queries=len(query_ids), k=k, systems=systems,

@@ -183,10 +183,15 @@ class Quickstart:
         from ragtune.embedding import Embedder
         from ragtune.training.mining import MiningConfig, mine_hard_negatives
 
+        never_negative = None
         if self.state.get("dataset")["data"]["labelled"]:
             examples, _ = examples_from_beir(root, "train")
         else:
+            from ragtune.training.pairs import same_document_texts
+
             examples = read_training_jsonl(self.out / "train-pairs.jsonl")
+            with Store.open(self.out / "docs-store") as source_store:  # a pair's sibling passages are no negatives
+                never_negative = same_document_texts(source_store, self.out / "pairs.jsonl")
         model = resolve_model(self.config.base)
         with Store.open(store_dir) as store:
             corpus = [text for _, texts, _ in store.passages.iter_for_indexing() for text in texts]
@@ -195,7 +200,7 @@ class Quickstart:
             try:
                 mined, report = mine_hard_negatives(
                     examples, corpus, model, MiningConfig(num_negatives=1),
-                    corpus_encoder=lambda texts: cache.encode(texts, embedder.encode),
+                    corpus_encoder=lambda texts: cache.encode(texts, embedder.encode), never_negative=never_negative,
                 )  # fmt: skip
             finally:
                 cache.close()

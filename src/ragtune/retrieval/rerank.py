@@ -6,11 +6,12 @@ Depth trades speed for quality: every reranked candidate costs one cross-encoder
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from ragtune.errors import RagtuneError
-from ragtune.models import quiet_transformers
+from ragtune.models import inference_precision, quiet_transformers
 from ragtune.types import Hit
 
 
@@ -23,11 +24,27 @@ def _is_cross_encoder(path: Path) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in architectures)
 
 
-class Reranker:
-    """A trained cross-encoder directory (`ragtune train-reranker` writes one)."""
+def _min_max(values: Sequence[float]) -> list[float]:
+    low, high = min(values), max(values)
+    span = high - low
+    return [(v - low) / span if span > 0 else 0.0 for v in values]
 
-    def __init__(self, path: str | Path, batch_size: int = 32) -> None:
+
+class Reranker:
+    """A trained cross-encoder directory (`ragtune train-reranker` writes one).
+
+    `weight` is the cross-encoder's share of the final score: 1.0 orders the head by the cross-encoder alone; below
+    that, both the cross-encoder's and the first stage's scores are min-max normalised within the head and mixed
+    (weight · cross-encoder + (1 − weight) · first stage), the usual interpolation when a reranker is strong on some
+    queries and weak on others. `precision` as for embedding (bf16 where the CPU has it).
+    """
+
+    def __init__(
+        self, path: str | Path, batch_size: int = 32, weight: float = 1.0, precision: str | None = None
+    ) -> None:
         self.path = Path(path).expanduser()
+        if not 0.0 < weight <= 1.0:
+            raise RagtuneError(f"--rerank-weight {weight} must be in (0, 1]: 1 is the cross-encoder alone")
         if not self.path.is_dir():
             raise RagtuneError(f"--rerank '{path}' is not a directory")
         if not _is_cross_encoder(self.path):
@@ -36,20 +53,54 @@ class Reranker:
                 "train one with ragtune train-reranker"
             )
         quiet_transformers()
+        import torch
         from sentence_transformers import CrossEncoder
 
         self.batch_size = batch_size
+        self.weight = weight
         self.model = CrossEncoder(str(self.path), device="cpu", local_files_only=True)
+        if inference_precision(precision) == "bf16":
+            self.model.to(torch.bfloat16)
 
     def rerank(self, query: str, hits: list[Hit], depth: int) -> list[Hit]:
-        """Re-score the first `depth` hits; the rest keep their order below them (scores shifted under the minimum)."""
-        head, tail = hits[:depth], hits[depth:]
-        if not head:
-            return hits
-        pairs = [(query, f"{h.title} {h.text}".strip() if h.title else h.text) for h in head]
-        scores = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
-        ranked = sorted(zip(head, (float(s) for s in scores)), key=lambda item: -item[1])
-        floor = ranked[-1][1]
-        return [replace(hit, score=score) for hit, score in ranked] + [
-            replace(hit, score=floor - 1.0 - i) for i, hit in enumerate(tail)
-        ]
+        return self.rerank_many([query], [hits], depth)[0]
+
+    def rerank_many(self, queries: Sequence[str], results: Sequence[list[Hit]], depth: int) -> list[list[Hit]]:
+        """Re-score the first `depth` hits of each list in one batched pass; the rest keep their order below them
+        (scores shifted under the minimum)."""
+        return self.apply(results, self.score(queries, results, depth))
+
+    def score(self, queries: Sequence[str], results: Sequence[list[Hit]], depth: int) -> list[list[float]]:
+        """Cross-encoder scores of the first `depth` hits of each list (all pairs batched together)."""
+        heads = [hits[:depth] for hits in results]
+        pairs = [(q, f"{h.title} {h.text}".strip() if h.title else h.text) for q, head in zip(queries, heads)
+                 for h in head]  # fmt: skip
+        flat = (
+            [float(s) for s in self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)]
+            if pairs else []
+        )  # fmt: skip
+        scores, offset = [], 0
+        for head in heads:
+            scores.append(flat[offset : offset + len(head)])
+            offset += len(head)
+        return scores
+
+    def apply(self, results: Sequence[list[Hit]], scores: Sequence[list[float]]) -> list[list[Hit]]:
+        """Order each list's head (as many hits as it has scores) by `score`'s output mixed per `self.weight`."""
+        reranked = []
+        for hits, head_scores in zip(results, scores, strict=True):
+            head, tail = hits[: len(head_scores)], hits[len(head_scores) :]
+            reranked.append(self._order(head, head_scores) + self._below(tail, head_scores) if head else list(hits))
+        return reranked
+
+    def _order(self, head: list[Hit], cross_scores: list[float]) -> list[Hit]:
+        if self.weight < 1.0:
+            first_stage = _min_max([h.score for h in head])
+            cross_scores = [self.weight * c + (1.0 - self.weight) * f
+                            for c, f in zip(_min_max(cross_scores), first_stage)]  # fmt: skip
+        ranked = sorted(zip(head, cross_scores), key=lambda item: -item[1])
+        return [replace(hit, score=score) for hit, score in ranked]
+
+    def _below(self, tail: list[Hit], head_scores: list[float]) -> list[Hit]:
+        floor = 0.0 if self.weight < 1.0 else min(head_scores)
+        return [replace(hit, score=floor - 1.0 - i) for i, hit in enumerate(tail)]

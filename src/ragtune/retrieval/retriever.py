@@ -93,7 +93,7 @@ class Retriever:
                 ranked = [self._fuse(d, b)[:k] for d, b in zip(dense, keyword, strict=True)]
         results = [self.store.passages.hits(r) for r in ranked]
         if self.reranker is not None:
-            results = [self.reranker.rerank(q, hits, self.rerank_depth) for q, hits in zip(queries, results)]
+            results = self.reranker.rerank_many(queries, results, self.rerank_depth)
         return [hits[:final_k] for hits in results]
 
     def _dense(self, queries: Sequence[str], k: int, allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:

@@ -62,10 +62,15 @@ class StoreHolder:
     does not hold up searches.
     """
 
-    def __init__(self, directory: Path, generator_spec: str | None = None, reranker: Path | None = None) -> None:
+    def __init__(
+        self, directory: Path, generator_spec: str | None = None, reranker: Path | None = None,
+        rerank_depth: int = 20, rerank_weight: float = 1.0,
+    ) -> None:  # fmt: skip
         self.directory = directory
         self.generator_spec = generator_spec
         self.reranker_path = reranker
+        self.rerank_depth = rerank_depth
+        self.rerank_weight = rerank_weight
         self._lock = threading.Lock()
         self._search_lock = threading.Lock()
         self._generate_lock = threading.Lock()
@@ -81,7 +86,7 @@ class StoreHolder:
             store = self.current()
             store.embedder.encode_query("warm-up")  # load the model before reporting ready
             if self.reranker_path is not None:
-                self.reranker = Reranker(self.reranker_path)
+                self.reranker = Reranker(self.reranker_path, weight=self.rerank_weight)
             if self.generator_spec is not None:
                 self.generator = load_generator(self.generator_spec)
         except RagtuneError as exc:
@@ -109,7 +114,7 @@ class StoreHolder:
         return [hit.to_json() for hit in hits]
 
     def retriever(self, store: Store) -> Retriever:
-        return Retriever(store, reranker=self.reranker)
+        return Retriever(store, reranker=self.reranker, rerank_depth=self.rerank_depth)
 
     def answer_events(self, request: AskRequest) -> Iterator[tuple[str, Any]]:
         """(event, data) pairs: `passages` once, `token` per piece of text, then `answer` (or `error`)."""
@@ -153,9 +158,14 @@ def create_app(
     api_key_env: str | None = None,
     generator: str | None = None,
     reranker: str | Path | None = None,
+    rerank_depth: int = 20,
+    rerank_weight: float = 1.0,
 ) -> FastAPI:
-    """`generator`: a `--generator` spec (loaded at start-up, /ask disabled when None); `reranker`: a directory."""
-    holder = StoreHolder(Path(store_dir).expanduser(), generator, Path(reranker) if reranker else None)
+    """`generator`: a `--generator` spec (loaded at start-up, /ask disabled when None); `reranker`: a directory,
+    re-scoring the top `rerank_depth` with the cross-encoder's share `rerank_weight` (see `Reranker`)."""
+    holder = StoreHolder(
+        Path(store_dir).expanduser(), generator, Path(reranker) if reranker else None, rerank_depth, rerank_weight
+    )
     holder.current()  # fail fast on a missing or corrupt store
 
     @asynccontextmanager

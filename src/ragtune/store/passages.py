@@ -135,6 +135,25 @@ class PassageTable:
             raise StoreError(f"passage '{passage_id}' is not in the store")
         return np.frombuffer(row[0], dtype=np.float32)
 
+    def sibling_texts(self, passage_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Passage id → the embedding texts of every passage of its document (itself included)."""
+        wanted = list(dict.fromkeys(passage_ids))
+        doc_of: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            doc_of.update(self._db.execute(f"SELECT id, doc_id FROM passages WHERE id IN ({marks})", chunk).fetchall())
+        texts_of_doc: dict[str, list[str]] = {}
+        docs = list(set(doc_of.values()))
+        for start in range(0, len(docs), 500):
+            chunk = docs[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for doc_id, title, text in self._db.execute(
+                f"SELECT doc_id, title, text FROM passages WHERE doc_id IN ({marks}) ORDER BY rowid", chunk
+            ):
+                texts_of_doc.setdefault(doc_id, []).append(f"{title} {text}".strip() if title else text)
+        return {pid: texts_of_doc.get(doc, []) for pid, doc in doc_of.items()}
+
     def iter_passages(self, batch: int = 2048) -> Iterator[Passage]:
         """Every passage in document order (keyset paging, as `iter_for_indexing`)."""
         last = -1

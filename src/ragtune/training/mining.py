@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -56,11 +56,14 @@ def mine_hard_negatives(
     model: ModelRef,
     config: MiningConfig = MiningConfig(),
     corpus_encoder: Callable[[list[str]], np.ndarray] | None = None,
+    never_negative: Mapping[str, Collection[str]] | None = None,
 ) -> tuple[list[TrainingExample], MiningReport]:
     """Return the examples with `negatives` filled in (up to `num_negatives` each), and score statistics.
 
     `corpus_encoder` (texts → unit vectors of `model`) lets a caller supply vectors it already has, e.g. a store's
-    embedding cache, instead of encoding the corpus again.
+    embedding cache, instead of encoding the corpus again. `never_negative` maps a query to corpus texts that must not
+    be its negatives although they are not its positive: for pairs made from a passage, the other passages of the
+    same document (a title's first passage is the positive, the abstract's second half is no counter-example).
     """
     if config.num_negatives < 1 or config.range_min < 0 or config.range_max <= config.range_min:
         raise InputError("need --negatives ≥ 1 and 0 ≤ --range-min < range-max")
@@ -96,6 +99,8 @@ def mine_hard_negatives(
         positive_score = float(q @ corpus_vectors[position[example.positive]])
         ceiling = positive_score * (1.0 - config.relative_margin)
         excluded = {position[p] for p in positives_of[example.query]}
+        if never_negative:
+            excluded |= {position[t] for t in never_negative.get(example.query, ()) if t in position}
         chosen: list[int] = []
         lists = [ranked[config.range_min :].tolist() for ranked in candidates[example.query]]
         for index in _interleave(lists):

@@ -19,6 +19,7 @@ from typing import Any
 
 from ragtune.errors import InputError
 from ragtune.generation.base import Generator, Message
+from ragtune.jsonl import iter_json_objects
 from ragtune.progress import progress_bar
 from ragtune.retrieval import Retriever, SearchMode
 from ragtune.store import Store
@@ -41,6 +42,7 @@ class PairsConfig:
     round_trip: bool | None = None
     round_trip_k: int = 10
     round_trip_mode: SearchMode = SearchMode.hybrid
+    salient_sentences: bool = False
     batch_size: int = 8
     max_new_tokens: int = 48
     min_query_words: int = 3
@@ -89,16 +91,42 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text.replace("\n", " ")) if s.strip()]
 
 
-def ict_candidates(passage: Passage, count: int, rng: random.Random, min_words: int, max_words: int) -> list[Candidate]:
+_STOPWORDS = frozenset(
+    "the and for are was were with that this from have has had been not but its their these those which also than "
+    "into between among during after before our can may more most such all both each other only over under".split()
+)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z][a-z0-9-]{2,}", text.lower()) if w not in _STOPWORDS}
+
+
+def _salience(sentence: str, context: str) -> float:
+    """Share of the sentence's content words found in the rest of the passage (and its title): a sentence that
+    restates the passage's subject (a conclusion, a summary) scores high, a sentence of detail (a method, a number)
+    low. Ties go to the later sentence, where findings usually stand."""
+    words = _content_words(sentence)
+    return len(words & _content_words(context)) / len(words) if words else 0.0
+
+
+def ict_candidates(
+    passage: Passage, count: int, rng: random.Random, min_words: int, max_words: int, salient: bool = False
+) -> list[Candidate]:
     """Inverse cloze (Lee et al., 2019): a sentence is the query, the passage without it the positive.
 
-    Only passages of three or more sentences qualify, so the positive keeps context beyond the sentence.
+    Only passages of three or more sentences qualify, so the positive keeps context beyond the sentence. Sentences
+    are drawn at random, or with `salient` the ones that best restate the rest of the passage (see `_salience`).
     """
     parts = sentences(passage.text)
     if len(parts) < 3:
         return []
     usable = [i for i, s in enumerate(parts) if min_words <= len(s.split()) <= max_words]
     rng.shuffle(usable)
+    if salient:
+        def rest_of(i: int) -> str:
+            return " ".join([passage.title, *parts[:i], *parts[i + 1 :]])
+
+        usable.sort(key=lambda i: (_salience(parts[i], rest_of(i)), i), reverse=True)
     found = []
     for index in usable[:count]:
         rest = " ".join(parts[:index] + parts[index + 1 :])
@@ -256,7 +284,10 @@ def _candidates(
 ) -> list[Candidate]:
     lo, hi = config.min_query_words, config.max_query_words
     if config.method is PairMethod.ict:
-        found = [c for p in passages for c in ict_candidates(p, config.per_passage, random.Random(p.id), lo, hi)]
+        found = [
+            c for p in passages
+            for c in ict_candidates(p, config.per_passage, random.Random(p.id), lo, hi, config.salient_sentences)
+        ]  # fmt: skip
     elif config.method is PairMethod.heading:
         found = [c for p in passages for c in heading_candidates(p, lo)]
     else:
@@ -324,3 +355,15 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
                 raise InputError(f"{path}:{number}: not JSON; this file was not written by ragtune pairs") from None
             path.write_text("".join(f"{kept}\n" for kept in lines[:-1]), encoding="utf-8")
     return rows
+
+
+def same_document_texts(store: Store, pairs_file: Path) -> dict[str, list[str]]:
+    """Query → the texts of every passage of the document its pair came from, for `mine_hard_negatives`'
+    `never_negative` (a pair made from one passage must not learn that its sibling passages are wrong answers).
+    Rows without a `passage_id` (pairs not made by `ragtune pairs`) are left out."""
+    origin = {}
+    for number, record in iter_json_objects(pairs_file, "'query' and 'positive'"):
+        if isinstance(record.get("passage_id"), str) and isinstance(record.get("query"), str):
+            origin[record["query"]] = record["passage_id"]
+    siblings = store.passages.sibling_texts(origin.values())
+    return {query: siblings.get(passage_id, []) for query, passage_id in origin.items()}

@@ -26,17 +26,19 @@ DEV_NAME = "dev"
 @dataclass(frozen=True)
 class RerankerConfig:
     base: str = "minilm"
-    loss: str = "bce"
+    loss: str = "mnrl"
     epochs: float = 1.0
-    batch_size: int = 16
-    learning_rate: float = 3e-5
+    batch_size: int = 8
+    learning_rate: float = 7e-5
     warmup_ratio: float = 0.1
-    max_length: int = 320
-    negatives: int = 3
+    max_length: int = 256
+    negatives: int = 7
+    in_batch_negatives: int = 1
     seed: int = 42
     threads: int | None = None
     dev_fraction: float = 0.1
     eval_steps: int | None = None
+    bf16: bool = False
     time_budget_minutes: float | None = None
 
     def check(self) -> None:
@@ -44,6 +46,8 @@ class RerankerConfig:
             raise InputError(f"--loss {self.loss} is not one of: {', '.join(RERANKER_LOSSES)}")
         if self.negatives < 1:
             raise InputError("--negatives must be at least 1: a reranker learns from negatives")
+        if self.in_batch_negatives < 0:
+            raise InputError("--in-batch-negatives must be 0 or more")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,14 +90,18 @@ def _dataset(examples: Sequence[TrainingExample], loss: str, negatives: int):  #
     return Dataset.from_dict(columns)
 
 
-def _loss(model, name: str):  # type: ignore[no-untyped-def]
+def _loss(model, config: RerankerConfig):  # type: ignore[no-untyped-def]
+    """bce weighs positives by the negatives per query (else it learns the base rate); listwise is LambdaLoss, since
+    ListNet's softmax of 0/1 labels is nearly uniform over 8 documents and gives almost no gradient; mnrl is softmax
+    cross-entropy over the positive, the hard negatives and `in_batch_negatives` other queries' positives."""
+    import torch
     from sentence_transformers.cross_encoder import losses
 
-    if name == "bce":
-        return losses.BinaryCrossEntropyLoss(model)
-    if name == "listwise":
-        return losses.ListNetLoss(model)
-    return losses.MultipleNegativesRankingLoss(model)
+    if config.loss == "bce":
+        return losses.BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.negatives)))
+    if config.loss == "listwise":
+        return losses.LambdaLoss(model)
+    return losses.MultipleNegativesRankingLoss(model, num_negatives=config.in_batch_negatives)
 
 
 def _evaluator(dev: Sequence[TrainingExample], batch_size: int):  # type: ignore[no-untyped-def]
@@ -145,11 +153,12 @@ def train_reranker(
         eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps", save_steps=eval_steps,
         save_total_limit=2, load_best_model_at_end=True, metric_for_best_model=f"eval_{DEV_NAME}_ndcg@10",
         greater_is_better=True, logging_steps=max(1, min(20, eval_steps)), seed=config.seed, report_to="none",
+        bf16=config.bf16, use_cpu=not torch.cuda.is_available(),  # bf16 on CPU needs the device named
         dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), disable_tqdm=not show_progress,
     )  # fmt: skip
     callbacks = [time_budget_callback(config.time_budget_minutes)] if config.time_budget_minutes else []
     trainer = CrossEncoderTrainer(
-        model=model, args=args, train_dataset=dataset, loss=_loss(model, config.loss), evaluator=evaluator,
+        model=model, args=args, train_dataset=dataset, loss=_loss(model, config), evaluator=evaluator,
         callbacks=callbacks,
     )  # fmt: skip
     if not show_progress:
