@@ -50,7 +50,7 @@ def test_mnrl_reranker_trains_and_saves(tiny_model_dir: Path, tmp_path: Path) ->
 
 def test_reranking_reorders_as_trained(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = RerankerConfig(
-        base=str(tiny_model_dir), loss="bce", negatives=3, epochs=15, batch_size=8, learning_rate=3e-3, max_length=32,
+        base=str(tiny_model_dir), loss="bce", negatives=3, epochs=30, batch_size=8, learning_rate=3e-3, max_length=32,
         threads=2, dev_fraction=0.25,
     )  # fmt: skip
     train_reranker(_examples(), tmp_path / "reranker", config)

@@ -572,8 +572,8 @@ def train_reranker_command(
     examples, _ = load_examples(train, split)
     config = RerankerConfig(
         base=base, loss=loss, negatives=negatives, in_batch_negatives=in_batch_negatives, epochs=epochs,
-        batch_size=batch_size, learning_rate=lr,
-        max_length=max_length, time_budget_minutes=budget_minutes, threads=threads, bf16=bf16,
+        batch_size=batch_size, learning_rate=lr, max_length=max_length, time_budget_minutes=budget_minutes,
+        threads=threads, bf16=bf16,
     )  # fmt: skip
     result = train_reranker(examples, out_dir, config, show_progress=err.is_terminal)
     out.print(

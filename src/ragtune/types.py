@@ -7,6 +7,12 @@ from pathlib import Path
 from typing import Any
 
 
+def embedding_text(title: str, text: str) -> str:
+    """What the embedder, the keyword index and the reranker see of a passage: title and body, as BEIR encodes
+    documents."""
+    return f"{title} {text}".strip() if title else text
+
+
 @dataclass(frozen=True)
 class Document:
     """One document read from a source.
@@ -36,8 +42,7 @@ class Passage:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def embedding_text(self) -> str:
-        """What the embedder and the keyword index see: title and body, as BEIR encodes documents."""
-        return f"{self.title} {self.text}".strip() if self.title else self.text
+        return embedding_text(self.title, self.text)
 
 
 @dataclass(frozen=True)
@@ -62,3 +67,6 @@ class Hit:
             "text": self.text,
             "metadata": self.metadata,
         }
+
+    def embedding_text(self) -> str:
+        return embedding_text(self.title, self.text)

@@ -73,8 +73,7 @@ class Reranker:
     def score(self, queries: Sequence[str], results: Sequence[list[Hit]], depth: int) -> list[list[float]]:
         """Cross-encoder scores of the first `depth` hits of each list (all pairs batched together)."""
         heads = [hits[:depth] for hits in results]
-        pairs = [(q, f"{h.title} {h.text}".strip() if h.title else h.text) for q, head in zip(queries, heads)
-                 for h in head]  # fmt: skip
+        pairs = [(q, h.embedding_text()) for q, head in zip(queries, heads) for h in head]
         flat = (
             [float(s) for s in self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)]
             if pairs else []

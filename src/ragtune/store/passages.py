@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ragtune.errors import InputError, StoreError
-from ragtune.types import Hit, Passage
+from ragtune.types import Hit, Passage, embedding_text
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (
@@ -124,7 +124,7 @@ class PassageTable:
         ).fetchall():
             last = rows[-1][0]
             ids = np.array([r[0] for r in rows], dtype=np.int64)
-            texts = [f"{r[1]} {r[2]}".strip() if r[1] else r[2] for r in rows]
+            texts = [embedding_text(r[1], r[2]) for r in rows]
             vectors = np.vstack([np.frombuffer(r[3], dtype=np.float32) for r in rows])
             yield ids, texts, vectors
 
@@ -151,7 +151,7 @@ class PassageTable:
             for doc_id, title, text in self._db.execute(
                 f"SELECT doc_id, title, text FROM passages WHERE doc_id IN ({marks}) ORDER BY rowid", chunk
             ):
-                texts_of_doc.setdefault(doc_id, []).append(f"{title} {text}".strip() if title else text)
+                texts_of_doc.setdefault(doc_id, []).append(embedding_text(title, text))
         return {pid: texts_of_doc.get(doc, []) for pid, doc in doc_of.items()}
 
     def iter_passages(self, batch: int = 2048) -> Iterator[Passage]:
