@@ -137,6 +137,9 @@ def train_reranker(
     out_dir = Path(out_dir).expanduser()
     train, dev = split_by_query(list(examples), config.dev_fraction, config.seed)
     base = resolve_model(config.base)
+    from transformers import set_seed
+
+    set_seed(config.seed)  # the classifier head is initialised at random: same seed, same reranker
     model = CrossEncoder(str(base.path), num_labels=1, max_length=config.max_length, device=None, local_files_only=True)
     evaluator = _evaluator(dev, config.batch_size)
     prefix = f"{DEV_NAME}_"
