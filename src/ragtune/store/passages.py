@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,22 +138,20 @@ class PassageTable:
 
     def sibling_texts(self, passage_ids: Iterable[str]) -> dict[str, list[str]]:
         """Passage id → the embedding texts of every passage of its document (itself included)."""
-        wanted = list(dict.fromkeys(passage_ids))
-        doc_of: dict[str, str] = {}
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            doc_of.update(self._db.execute(f"SELECT id, doc_id FROM passages WHERE id IN ({marks})", chunk).fetchall())
+        doc_of = dict(self._select_in("SELECT id, doc_id FROM passages WHERE id IN ({marks})", passage_ids))
         texts_of_doc: dict[str, list[str]] = {}
-        docs = list(set(doc_of.values()))
-        for start in range(0, len(docs), 500):
-            chunk = docs[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for doc_id, title, text in self._db.execute(
-                f"SELECT doc_id, title, text FROM passages WHERE doc_id IN ({marks}) ORDER BY rowid", chunk
-            ):
-                texts_of_doc.setdefault(doc_id, []).append(embedding_text(title, text))
+        for doc_id, title, text in self._select_in(
+            "SELECT doc_id, title, text FROM passages WHERE doc_id IN ({marks}) ORDER BY rowid", doc_of.values()
+        ):
+            texts_of_doc.setdefault(doc_id, []).append(embedding_text(title, text))
         return {pid: texts_of_doc.get(doc, []) for pid, doc in doc_of.items()}
+
+    def _select_in(self, sql: str, values: Iterable[str], chunk: int = 500) -> Iterator[tuple[Any, ...]]:
+        """Rows of `sql` whose `IN ({marks})` takes the distinct `values`, in chunks under SQLite's variable limit."""
+        distinct = list(dict.fromkeys(values))
+        for start in range(0, len(distinct), chunk):
+            part = distinct[start : start + chunk]
+            yield from self._db.execute(sql.format(marks=",".join("?" * len(part))), part)
 
     def iter_passages(self, batch: int = 2048) -> Iterator[Passage]:
         """Every passage in document order (keyset paging, as `iter_for_indexing`)."""

@@ -362,7 +362,7 @@ def same_document_texts(store: Store, pairs_file: Path) -> dict[str, list[str]]:
     `never_negative` (a pair made from one passage must not learn that its sibling passages are wrong answers).
     Rows without a `passage_id` (pairs not made by `ragtune pairs`) are left out."""
     origin = {}
-    for number, record in iter_json_objects(pairs_file, "'query' and 'positive'"):
+    for _, record in iter_json_objects(pairs_file, "'query' and 'positive'"):
         if isinstance(record.get("passage_id"), str) and isinstance(record.get("query"), str):
             origin[record["query"]] = record["passage_id"]
     siblings = store.passages.sibling_texts(origin.values())

@@ -133,12 +133,11 @@ def train_reranker(
     import torch
     from sentence_transformers import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    from transformers import set_seed
 
     out_dir = Path(out_dir).expanduser()
     train, dev = split_by_query(list(examples), config.dev_fraction, config.seed)
     base = resolve_model(config.base)
-    from transformers import set_seed
-
     set_seed(config.seed)  # the classifier head is initialised at random: same seed, same reranker
     model = CrossEncoder(str(base.path), num_labels=1, max_length=config.max_length, device=None, local_files_only=True)
     evaluator = _evaluator(dev, config.batch_size)
