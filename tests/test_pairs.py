@@ -164,3 +164,13 @@ def test_pairs_cli(store: Path, tmp_path: Path) -> None:
     assert wrong.exit_code == 2 and "choose llm, ict or heading" in wrong.stderr
     nowhere = runner.invoke(app, ["pairs", "--store", str(tmp_path / "none"), "--out", str(tmp_path / "r.jsonl")])
     assert nowhere.exit_code == 2 and "does not exist" in nowhere.stderr
+
+
+def test_cli_refuses_an_unknown_ict_sentence_choice(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+
+    result = CliRunner().invoke(app, ["pairs", "--store", str(tmp_path), "--out", str(tmp_path / "p.jsonl"),
+                                      "--method", "ict", "--ict-sentences", "best"])  # fmt: skip
+    assert result.exit_code == 2 and "--ict-sentences best: choose random or salient" in result.stderr
