@@ -3,6 +3,7 @@
 No train qrels and no train queries are read: the pairs come from the passages of a store built from corpus.jsonl.
 Dev for best-checkpoint selection: 10 % of the synthetic pairs (by query), never test.
 Usage: python bench/bench_pairs.py --methods heading ict [--llm-limit 800] [--budget-minutes 10] [--name NAME]
+       [--salient] [--merge-base 0.5] [--tsdae-minutes 10]
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from ragtune.store import Store, index_sources
 from ragtune.store.embedding_cache import EmbeddingCache
 from ragtune.store.store import CACHE_FILE
 from ragtune.training.examples import read_training_jsonl, write_training_jsonl
-from ragtune.training.finetune import FinetuneConfig, finetune
+from ragtune.training.finetune import FinetuneConfig, finetune, merge_with_base
 from ragtune.training.mining import MiningConfig, mine_hard_negatives
 from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs, same_document_texts
+from ragtune.training.tsdae import TsdaeConfig, store_sentences, tsdae_adapt
 
 
 def main() -> None:
@@ -42,6 +44,10 @@ def main() -> None:
     parser.add_argument("--round-trip", action="store_true", help="keep a pair only if hybrid finds its passage")
     parser.add_argument("--keep-siblings", action="store_true",
                         help="allow other passages of the pair's document as negatives (the old behaviour)")
+    parser.add_argument("--tsdae-minutes", type=float, default=None,
+                        help="first adapt MiniLM with TSDAE on the store's sentences for this long; tune from that")
+    parser.add_argument("--merge-base", type=float, default=None,
+                        help="also score the tuned model merged with the base: (1 − a) · tuned + a · base")
     args = parser.parse_args()
     name = args.name or "+".join(args.methods)
     work, out = Path("runs/pairs") / name, Path("bench/results") / f"pairs-{name}"
@@ -87,14 +93,27 @@ def main() -> None:
     timings["mining_s"] = time.perf_counter() - started
     write_training_jsonl(work / "train-mined.jsonl", mined)
 
+    base = "minilm"
+    if args.tsdae_minutes:
+        tsdae_config = TsdaeConfig(threads=2, bf16=inference_precision() == "bf16",
+                                   time_budget_minutes=args.tsdae_minutes)  # fmt: skip
+        texts = store_sentences(store_dir, tsdae_config)
+        adapted = tsdae_adapt(texts, work / "tsdae", tsdae_config)
+        reports["tsdae"] = {k: v for k, v in adapted.__dict__.items() if k != "model_dir"}
+        timings["tsdae_s"] = adapted.train_seconds
+        print("tsdae", json.dumps(reports["tsdae"]), flush=True)
+        base = str(work / "tsdae")
     config = FinetuneConfig(
-        base="minilm", epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, threads=2,
+        base=base, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, threads=2,
         time_budget_minutes=args.budget_minutes, bf16=inference_precision() == "bf16", dev_distractors=300,
     )  # fmt: skip
     result = finetune(mined, work / "tuned", config, distractor_pool=corpus, show_progress=False)
     timings["train_s"] = result.train_seconds
+    systems = ["minilm", *([base] if base != "minilm" else []), str(work / "tuned")]
+    if args.merge_base is not None:
+        systems.append(str(merge_with_base(work / "tuned", "minilm", args.merge_base, work / "tuned-merged")))
     started = time.perf_counter()
-    evaluation = evaluate_systems(test, models=["minilm", str(work / "tuned")], modes=["dense", "hybrid"], k=100)
+    evaluation = evaluate_systems(test, models=systems, modes=["dense", "hybrid"], k=100)
     timings["eval_s"] = time.perf_counter() - started
     data = write_report(evaluation, out)
     summary = {

@@ -72,6 +72,22 @@ def test_salient_inverse_cloze_prefers_the_sentence_that_restates_the_passage() 
     assert all(c.query not in c.positive for c in chosen)
 
 
+def test_claim_form_states_the_finding_and_refuses_fragments() -> None:
+    from ragtune.training.pairs import claim_form
+
+    assert claim_form("CONCLUSIONS These results suggest that AMPK activation reduces fibrosis.") == (
+        "AMPK activation reduces fibrosis."
+    )
+    assert claim_form("In conclusion, we have shown that mice lacking IRF2 are susceptible.") == (
+        "Mice lacking IRF2 are susceptible."
+    )
+    assert claim_form("Results: mRNA levels fell by half.") == "mRNA levels fell by half."
+    assert claim_form("AMPK activation reduces inflammation.") == "AMPK activation reduces inflammation."
+    assert claim_form("cells from the aortic wall moved into the sub-aortic space.") is None  # cut by chunking
+    assert claim_form("The trial enrolled 300 patients in") is None
+    assert claim_form("167 HISTIDINE 168 Observations ...... ........ . . . . ..... .") is None
+
+
 def test_pairs_know_their_documents_siblings(store: Path, tmp_path: Path) -> None:
     from ragtune.store import Store
     from ragtune.training.pairs import same_document_texts

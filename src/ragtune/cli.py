@@ -344,8 +344,8 @@ def pairs(
     batch_size: Annotated[int, typer.Option(help="Passages per generation batch.")] = 8,
     seed: Annotated[int, typer.Option(help="Random seed (ict sentence choice).")] = 13,
     ict_sentences: Annotated[
-        str, typer.Option(help="ict: 'random' sentences, or 'salient' ones that restate the rest of the passage.")
-    ] = "random",
+        str, typer.Option(help="ict: 'salient' sentences that restate the rest of the passage, or 'random' ones.")
+    ] = "salient",
     progress: Annotated[bool | None, typer.Option(help="Show progress (default: when on a terminal).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
@@ -485,6 +485,41 @@ def finetune(
     if merge_base is not None:
         merged = merge_with_base(out_dir, base, merge_base, out_dir.with_name(out_dir.name + "-merged"))
         out.print(f"merged model (alpha={merge_base}): {merged}", highlight=False)
+
+
+@app.command()
+@user_errors
+def tsdae(
+    store: StoreOption,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the adapted model.")],
+    base: Annotated[str, typer.Option(help="Model to start from: short name or directory.")] = "minilm",
+    max_sentences: Annotated[int, typer.Option(help="Sentences drawn from the store (0: all).")] = 20_000,
+    deletion_ratio: Annotated[float, typer.Option(help="Share of words deleted from each input.")] = 0.6,
+    epochs: Annotated[float, typer.Option(help="Training epochs.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Sentences per step.")] = 8,
+    lr: Annotated[float, typer.Option(help="Learning rate (constant).")] = 3e-5,
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast (faster where the CPU has it).")] = False,
+    budget_minutes: Annotated[float | None, typer.Option(help="Stop training after this many minutes.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads (default: all cores).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+) -> None:
+    """Adapt the embedding model to the store's sentences without labels (TSDAE); use it as finetune's --base."""
+    from ragtune.training.tsdae import TsdaeConfig, store_sentences, tsdae_adapt
+
+    config = TsdaeConfig(
+        base=base, max_sentences=max_sentences or None, deletion_ratio=deletion_ratio, epochs=epochs,
+        batch_size=batch_size, learning_rate=lr, seed=seed, threads=threads, bf16=bf16,
+        time_budget_minutes=budget_minutes,
+    )  # fmt: skip
+    config.check()
+    texts = store_sentences(store, config)
+    result = tsdae_adapt(texts, out_dir, config, show_progress=err.is_terminal)
+    out.print(
+        f"adapted model: {out_dir} · {result.sentences} sentences · {result.steps} steps in "
+        f"{result.train_seconds:.0f}s · reconstruction loss {result.first_loss or float('nan'):.3f} → "
+        f"{result.last_loss or float('nan'):.3f}",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -29,11 +29,15 @@ def time_budget_callback(minutes: float):  # type: ignore[no-untyped-def]
             self.last_step_end = now
             if now + self.step_seconds + 1.2 * self.eval_seconds >= self.deadline and not control.should_training_stop:
                 control.should_training_stop = True
-                control.should_evaluate = True
-                control.should_save = True
+                control.should_evaluate = _evaluates(args)
+                control.should_save = _evaluates(args)  # the best checkpoint is chosen by evaluation
             return control
 
     return TimeBudget()
+
+
+def _evaluates(args) -> bool:  # type: ignore[no-untyped-def]
+    return str(getattr(args.eval_strategy, "value", args.eval_strategy)) != "no"
 
 
 def silence_log_printing(trainer) -> None:  # type: ignore[no-untyped-def]

@@ -42,7 +42,7 @@ class PairsConfig:
     round_trip: bool | None = None
     round_trip_k: int = 10
     round_trip_mode: SearchMode = SearchMode.hybrid
-    salient_sentences: bool = False
+    salient_sentences: bool = True
     batch_size: int = 8
     max_new_tokens: int = 48
     min_query_words: int = 3
@@ -109,6 +109,65 @@ def _salience(sentence: str, context: str) -> float:
     return len(words & _content_words(context)) / len(words) if words else 0.0
 
 
+_SECTION_WORDS = frozenset(
+    "background introduction context rationale importance objective objectives aim aims purpose hypothesis question "
+    "design setting settings participants patients subjects materials method methods methodology procedures approach "
+    "intervention interventions exposure exposures measurements measures main outcome outcomes data sources selection "
+    "extraction synthesis results result findings principal discussion conclusion conclusions interpretation "
+    "significance relevance summary limitations implications clinical key points and of".split()
+)
+_CONNECTORS = frozenset({"and", "of"})
+_OPENER = (
+    r"(?:in (?:conclusion|summary|addition)|taken together|together|collectively|overall|thus|therefore|hence|finally"
+    r"|importantly|moreover|furthermore|consequently|however)\s*,\s*"
+)
+_REPORTING_VERB = (
+    r"(?:suggest(?:s|ed)?|indicate[sd]?|show(?:s|ed|n)?|demonstrate[sd]?|reveal(?:s|ed)?|support(?:s|ed)?"
+    r"|impl(?:y|ies|ied)|confirm(?:s|ed)?|establish(?:es|ed)?|provide[sd]? evidence|f(?:ind|inds|ound)"
+    r"|conclude[sd]?|report(?:s|ed)?|propose[sd]?|identif(?:y|ies|ied)|highlight(?:s|ed)?|observe[sd]?)"
+)
+_LEAD_IN = re.compile(
+    rf"^(?:{_OPENER})?(?:here\s+)?(?:(?:our|these|the|this|such)\s+(?:\w+\s+){{0,2}}?"
+    r"(?:results?|findings?|data|observations?|study|studies|analys[ie]s|work|experiments?|evidence)|we)\s+"
+    rf"(?:\w+\s+){{0,2}}?{_REPORTING_VERB}\s+that\s+",
+    re.IGNORECASE,
+)
+_DISCOURSE = re.compile(rf"^{_OPENER}", re.IGNORECASE)
+
+
+def claim_form(sentence: str) -> str | None:
+    """A sentence of an abstract as a stand-alone statement, or None where it cannot be one.
+
+    Drops a leading section label ("METHODS AND RESULTS", "Conclusions:"), a discourse opener ("In conclusion,") and
+    a reporting frame ("These results suggest that", "We found that"), so what is left states the finding the way a
+    claim or a question about it would. None for what is no sentence: a fragment cut by chunking (starts in lower
+    case or ends without a full stop) or a run of numbers and dots.
+    """
+    words = sentence.split()
+    if not words or not sentence[0].isupper() and not sentence[0].isdigit() or sentence[-1] not in ".!?\"')]":
+        return None
+    if sum(any(ch.isalpha() for ch in w) for w in words) < 0.7 * len(words):
+        return None
+    label = 0
+    while label < len(words) - 3:
+        word = words[label]
+        bare = word.rstrip(":").lower()
+        if bare not in _SECTION_WORDS or not (word.isupper() or word.endswith(":")):
+            break
+        if label == 0 and bare in _CONNECTORS:
+            break
+        label += 1
+        if word.endswith(":"):
+            break
+    text = " ".join(words[label:])
+    text = _LEAD_IN.sub("", text, count=1)
+    text = _DISCOURSE.sub("", text, count=1)
+    if not text:
+        return None
+    first = text.split()[0]
+    return text[0].upper() + text[1:] if first.isalpha() and first.islower() else text  # not "mRNA" → "MRNA"
+
+
 def ict_candidates(
     passage: Passage, count: int, rng: random.Random, min_words: int, max_words: int, salient: bool = False
 ) -> list[Candidate]:
@@ -116,11 +175,13 @@ def ict_candidates(
 
     Only passages of three or more sentences qualify, so the positive keeps context beyond the sentence. Sentences
     are drawn at random, or with `salient` the ones that best restate the rest of the passage (see `_salience`).
+    The query is the sentence in `claim_form`; fragments and runs of numbers are never queries.
     """
     parts = sentences(passage.text)
     if len(parts) < 3:
         return []
-    usable = [i for i, s in enumerate(parts) if min_words <= len(s.split()) <= max_words]
+    claims = [claim_form(s) for s in parts]
+    usable = [i for i, c in enumerate(claims) if c is not None and min_words <= len(c.split()) <= max_words]
     rng.shuffle(usable)
     if salient:
         def rest_of(i: int) -> str:
@@ -131,7 +192,7 @@ def ict_candidates(
     for index in usable[:count]:
         rest = " ".join(parts[:index] + parts[index + 1 :])
         positive = f"{passage.title} {rest}".strip() if passage.title else rest
-        found.append(Candidate(parts[index], positive, passage.id))
+        found.append(Candidate(claims[index], positive, passage.id))
     return found
 
 
