@@ -57,6 +57,7 @@ def test_tsdae_lowers_the_reconstruction_loss_and_writes_a_loadable_model(tiny_m
     assert record["method"] == "tsdae" and record["result"]["sentences"] == len(SENTENCES)
     vectors = SentenceTransformer(str(tmp_path / "adapted"), device="cpu").encode(SENTENCES[:2])
     assert vectors.shape == (2, 32)
+    assert not (tmp_path / "adapted.checkpoints").exists()
 
 
 def test_tsdae_stops_at_its_time_budget(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -110,8 +111,9 @@ def tsdae_adapt(
         {"noisy": [delete_words(t, config.deletion_ratio, rng) for t in texts], "text": list(texts)}
     )
     out_dir = Path(out_dir).expanduser()
+    scratch = out_dir.with_name(out_dir.name + ".checkpoints")  # the trainer wants a folder; nothing is saved there
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(out_dir.with_name(out_dir.name + ".checkpoints")),
+        output_dir=str(scratch),
         num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
@@ -133,6 +135,7 @@ def tsdae_adapt(
         silence_log_printing(trainer)
     started = time.perf_counter()
     trainer.train()
+    shutil.rmtree(scratch, ignore_errors=True)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     result = TsdaeResult(
         model_dir=out_dir, sentences=len(texts), steps=int(trainer.state.global_step),
