@@ -85,3 +85,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def rel(key: str) -> str:
+    """A source key (a file's absolute path, possibly with `#n`) from the fixture's `docs` folder on: `docs/…`."""
+    return "docs/" + key.rsplit("/docs/", 1)[1]

@@ -18,6 +18,8 @@ from ragtune.corpus import ChunkingConfig
 from ragtune.errors import RagtuneError
 from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, parse_filters
 from ragtune.store import Store, index_sources
+from ragtune.store.fsutil import is_disk_full
+from ragtune.training.checkpoints import ResumePoint
 
 app = typer.Typer(
     help="ragtune: index a domain corpus, retrieve (dense, BM25, hybrid), and fine-tune retrieval for it.",
@@ -57,6 +59,14 @@ def user_errors(command: F) -> F:
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: the store is unchanged; run the same command again to finish")
             raise typer.Exit(130) from None
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            err.print(
+                f"[bold red]error:[/] disk full ({exc}); free space on that disk and run the same command again",
+                highlight=False, soft_wrap=True,
+            )  # fmt: skip
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -91,7 +101,9 @@ def index(
     out.print(
         f"[bold]{store}[/]: {report.passages_total} passages ({report.dense_kind} dense index) · "
         f"files: {report.files_added} added, {report.files_modified} modified, {report.files_deleted} deleted, "
-        f"{report.files_unchanged} unchanged, {len(report.skipped)} skipped · "
+        f"{report.files_unchanged} unchanged, {len(report.skipped)} skipped"
+        + (f", {report.files_migrated} moved to path keys" if report.files_migrated else "")
+        + " · "
         f"passages +{report.passages_added} −{report.passages_removed} · "
         f"encoded {report.encoded} (cache {report.cached}) · {report.seconds:.1f}s",
         highlight=False,
@@ -229,7 +241,14 @@ def info(
     store: StoreOption,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Counts, model and sizes of a store."""
+    """Counts, model and sizes of a store (after a quick integrity check)."""
+    from ragtune.store.integrity import check_store
+
+    checked = check_store(store, quick=True)
+    if not checked.healthy:
+        raise RagtuneError(
+            f"store '{store}' is damaged: " + "; ".join(checked.problems) + f" · run: ragtune check --store {store} --repair"
+        )
     with Store.open(store) as opened:
         data = opened.info()
     if as_json:
@@ -247,6 +266,32 @@ def info(
     table.add_row("generation", data["generation"])
     table.add_row("updated", data["updated"])
     out.print(table)
+
+
+@app.command()
+@user_errors
+def check(
+    store: StoreOption,
+    repair: Annotated[bool, typer.Option(help="Rebuild what is damaged from what is intact.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Verify a store's files (manifest, passage table, vectors, indexes); exit 1 if it is damaged."""
+    from ragtune.store.integrity import check_store, repair_store
+
+    report = repair_store(store) if repair else check_store(store)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        for action in report.actions:
+            out.print(f"[green]repaired:[/] {action}", highlight=False)
+        for problem in report.problems:
+            out.print(f"[red]problem:[/] {problem}", highlight=False)
+        for leftover in report.leftovers:
+            out.print(f"[yellow]leftover:[/] {leftover} (an interrupted run's; --repair removes it)", highlight=False)
+        verdict = "healthy" if report.healthy else f"damaged: run ragtune check --store {store} --repair"
+        out.print(f"[bold]{store}[/] ({report.generation or 'no readable manifest'}): {verdict}", highlight=False)
+    if not report.healthy:
+        raise typer.Exit(1)
 
 
 @app.command("eval")
@@ -477,6 +522,7 @@ def finetune(
         examples, out_dir, config, dev=dev, distractor_pool=list(corpus.values()) if corpus else (),
         show_progress=err.is_terminal,
     )  # fmt: skip
+    _say_resume(result.resume)
     out.print(
         f"tuned model: {out_dir} · {result.steps} steps in {result.train_seconds:.0f}s · dev nDCG@10 "
         f"{result.base_dev.get('ndcg@10', float('nan')):.4f} → {result.tuned_dev.get('ndcg@10', float('nan')):.4f}",
@@ -485,6 +531,13 @@ def finetune(
     if merge_base is not None:
         merged = merge_with_base(out_dir, base, merge_base, out_dir.with_name(out_dir.name + "-merged"))
         out.print(f"merged model (alpha={merge_base}): {merged}", highlight=False)
+
+
+def _say_resume(resume: ResumePoint) -> None:
+    for discarded in resume.discarded:
+        err.print(f"[yellow]warning:[/] removed incomplete checkpoint {discarded}", highlight=False, soft_wrap=True)
+    if resume.checkpoint is not None:
+        err.print(f"resumed from {resume.checkpoint}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -611,6 +664,7 @@ def train_reranker_command(
         threads=threads, bf16=bf16,
     )  # fmt: skip
     result = train_reranker(examples, out_dir, config, show_progress=err.is_terminal)
+    _say_resume(result.resume)
     out.print(
         f"reranker: {out_dir} · {result.steps} steps in {result.train_seconds:.0f}s · dev nDCG@10 "
         f"{result.dev_before.get('ndcg@10', float('nan')):.4f} → {result.dev_after.get('ndcg@10', float('nan')):.4f}",

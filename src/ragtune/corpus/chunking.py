@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 _HEADING = re.compile(r"^#{1,6}\s+\S")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-_MAX_BLOCK_CHARS = 64 * 1024  # a streamed "paragraph" with no blank line is cut at a line break past this size
+_MAX_BLOCK_CHARS = 64 * 1024
+"""No block handed to the tokenizer is longer: a paragraph (or a line) past it is cut at a line break or a space, so
+memory stays bounded whatever the line structure (a 30 MB file with no newline is read in pieces of this size)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ class Chunker:
     def chunk(self, doc: Document) -> Iterator[Passage]:
         title_tokens = self.count_tokens([doc.title])[0] + 1 if doc.title else 0
         budget = max(self.chunk_tokens - title_tokens, self.chunk_tokens // 2)
-        if doc.stream_path is None and self.count_tokens([doc.text])[0] <= budget:
+        fits = doc.stream_path is None and len(doc.text) <= _MAX_BLOCK_CHARS
+        if fits and self.count_tokens([doc.text])[0] <= budget:
             yield self._passage(doc, 0, doc.text.strip())
             return
         blocks = _stream_blocks(doc.stream_path) if doc.stream_path else _text_blocks(doc.text)
@@ -191,17 +194,34 @@ def _split_heading(block: str) -> list[str]:
 def _text_blocks(text: str) -> Iterator[str]:
     for raw in re.split(r"\n\s*\n", text):
         for block in _split_heading(raw.strip()):
-            normalised = _normalise_block(block)
-            if normalised:
-                yield normalised
+            for piece in _bounded_pieces(block):
+                normalised = _normalise_block(piece)
+                if normalised:
+                    yield normalised
+
+
+def _bounded_pieces(text: str, limit: int = _MAX_BLOCK_CHARS) -> Iterator[str]:
+    """`text` in pieces of at most `limit` characters, cut after the last line break or space before the limit
+    (anywhere, if a piece has neither)."""
+    start = 0
+    while len(text) - start > limit:
+        window = text[start : start + limit]
+        cut = max(window.rfind("\n"), window.rfind(" "))
+        end = start + (cut + 1 if cut > 0 else limit)
+        yield text[start:end]
+        start = end
+    yield text[start:]
 
 
 def _stream_blocks(path: Path) -> Iterator[str]:
-    """Paragraphs of a large text file, read line by line so memory stays bounded."""
+    """Paragraphs of a large text file, read in lines of at most `_MAX_BLOCK_CHARS` characters (a longer line
+    arrives in pieces), so memory stays bounded."""
     lines: list[str] = []
     size = 0
+    carried = ""  # the word a cut line ended in: it starts the next piece instead of being split
     with path.open("r", encoding="utf-8", errors="replace") as handle:
-        for line in handle:
+        while line := handle.readline(_MAX_BLOCK_CHARS):
+            line, carried = _cut_at_space(carried + line) if not line.endswith("\n") else (carried + line, "")
             if line.strip():
                 lines.append(line)
                 size += len(line)
@@ -210,5 +230,12 @@ def _stream_blocks(path: Path) -> Iterator[str]:
             if lines:
                 yield from _text_blocks("".join(lines))
                 lines, size = [], 0
-    if lines:
+    lines.append(carried)
+    if "".join(lines).strip():
         yield from _text_blocks("".join(lines))
+
+
+def _cut_at_space(piece: str) -> tuple[str, str]:
+    """A piece of an over-long line → (up to its last space, the rest); the whole piece if it has no space."""
+    cut = piece.rfind(" ")
+    return (piece[: cut + 1], piece[cut + 1 :]) if cut > 0 else (piece, "")

@@ -1,8 +1,9 @@
 """Readers: files and folders → `Document`s.
 
 Supported: `.txt`, `.md`/`.markdown`, `.html`/`.htm` (visible text only), `.pdf` (text layer) and `.jsonl` in BEIR
-corpus format (`_id`, `title`, `text`). Each source file has a stable key, `<root folder name>/<path inside it>`,
-that is its identity for incremental updates and the `source` of its documents.
+corpus format (`_id`, `title`, `text`). Each source file's key is its resolved absolute path: its identity for
+incremental updates and the `source` of its documents, unique whatever roots are indexed into one store (two folders
+that share a name, `projA/docs` and `projB/docs`, stay apart).
 """
 
 from __future__ import annotations
@@ -37,13 +38,16 @@ class SkippedFile(Exception):
 
 @dataclass(frozen=True)
 class SourceFile:
-    """A file to index. `key` identifies it across runs; `path` is where it is now."""
+    """A file to index. `key` (its resolved absolute path) identifies it across runs; `root_key` is the root it was
+    found under (a folder's path ending in `/`, or the file itself). `legacy_key` is the key stores of format 1 gave
+    it (`<root folder name>/<path inside it>`), used once to migrate such a store."""
 
     path: Path
     key: str
     root_key: str
     size: int
     mtime_ns: int
+    legacy_key: str = ""
 
     @property
     def suffix(self) -> str:
@@ -68,8 +72,8 @@ def discover_sources(paths: Sequence[str | Path]) -> tuple[list[SourceFile], lis
         if root.is_file():
             if root.suffix.lower() not in SUPPORTED_SUFFIXES:
                 raise InputError(f"'{raw}' is not a supported file type ({', '.join(sorted(SUPPORTED_SUFFIXES))})")
-            roots.append(root.name)
-            files.append(_source_file(root, root.name, root.name))
+            roots.append(root.as_posix())
+            files.append(_source_file(root, root.as_posix(), root.name))
             continue
         found = [
             p
@@ -82,14 +86,18 @@ def discover_sources(paths: Sequence[str | Path]) -> tuple[list[SourceFile], lis
             raise InputError(
                 f"folder '{raw}' holds no supported files ({', '.join(sorted(SUPPORTED_SUFFIXES))}): nothing to index"
             )
-        roots.append(root.name + "/")
-        files.extend(_source_file(p, f"{root.name}/{p.relative_to(root).as_posix()}", root.name + "/") for p in found)
+        root_key = root.as_posix().rstrip("/") + "/"
+        roots.append(root_key)
+        files.extend(_source_file(p, root_key, f"{root.name}/{p.relative_to(root).as_posix()}") for p in found)
     return files, roots
 
 
-def _source_file(path: Path, key: str, root_key: str) -> SourceFile:
+def _source_file(path: Path, root_key: str, legacy_key: str) -> SourceFile:
     stat = path.stat()
-    return SourceFile(path=path, key=key, root_key=root_key, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    return SourceFile(
+        path=path, key=path.as_posix(), root_key=root_key, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+        legacy_key=legacy_key,
+    )  # fmt: skip
 
 
 def file_hash(path: Path) -> str:

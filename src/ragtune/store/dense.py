@@ -69,7 +69,10 @@ class FaissDenseIndex:
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
-            raise StoreError(f"dense index '{path}' is unreadable ({exc}); rebuild the store with ragtune index") from exc
+            raise StoreError(
+                f"dense index '{path}' is unreadable ({exc}); "
+                f"run: ragtune check --store {path.parent.parent} --repair"
+            ) from exc
         inner = faiss.downcast_index(index.index)
         kind = "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
         if kind == "hnsw":

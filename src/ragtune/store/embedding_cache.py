@@ -24,12 +24,14 @@ class EmbeddingCache:
         self.dimension = dimension
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path)
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file: lets discard_new shrink it
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS vectors (model TEXT, text_hash TEXT, vector BLOB, PRIMARY KEY (model, text_hash))"
         )
         self.hits = 0
         self.misses = 0
+        self._added: list[str] = []  # hashes this instance stored, for discard_new
 
     def close(self) -> None:
         self._db.close()
@@ -53,6 +55,24 @@ class EmbeddingCache:
                 "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
                 [(self.model_revision, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items],
             )
+        self._added.extend(h for h, _ in items)
+
+    def discard_new(self) -> None:
+        """Remove what this instance stored and give the space back to the filesystem (after a disk-full failure,
+        so that the next run has room). Best effort: a disk too full even for this leaves the rows in place."""
+        try:
+            with self._db:
+                for start in range(0, len(self._added), 500):
+                    chunk = self._added[start : start + 500]
+                    self._db.execute(
+                        f"DELETE FROM vectors WHERE model = ? AND text_hash IN ({','.join('?' * len(chunk))})",
+                        [self.model_revision, *chunk],
+                    )
+            self._db.executescript("PRAGMA incremental_vacuum;")  # run to the end (a cursor frees one page a step)
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._added.clear()
+        except sqlite3.OperationalError:
+            pass
 
     def encode(self, texts: Sequence[str], encode: Callable[[Sequence[str]], np.ndarray]) -> np.ndarray:
         """Vectors for `texts`: cached ones are read, the rest encoded with `encode` and stored."""

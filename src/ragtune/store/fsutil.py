@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ragtune.errors import StoreError
+
+
+_DISK_FULL_WORDS = ("no space left on device", "database or disk is full", "disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` (or an exception it was raised from) is the filesystem running out of space: ENOSPC/EDQUOT
+    from the OS, SQLite's "database or disk is full", or the same words from FAISS or tantivy."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(current, (sqlite3.Error, OSError, RuntimeError, ValueError)) and any(
+            word in str(current).lower() for word in _DISK_FULL_WORDS
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def free_space_text(path: Path) -> str:
+    """'12.3 MB free of 64 MB': the space on the filesystem that holds `path`."""
+    usage = shutil.disk_usage(path)
+    return f"{usage.free / 1e6:.1f} MB free of {usage.total / 1e6:.0f} MB"
 
 
 def fsync_dir(path: Path) -> None:

@@ -21,6 +21,13 @@ _TEXT = "text"
 _QUERY_SYNTAX = re.compile(r"[\W_]+")
 
 
+def keyword_terms(query: str) -> str:
+    """User text as plain search words for tantivy's query parser: syntax characters become spaces and words are
+    lower-cased, so `AND`, `OR`, `NOT` and `IN` are words, never operators (the en_stem analyser lower-cases the
+    index anyway, so scores do not change)."""
+    return _QUERY_SYNTAX.sub(" ", query).strip().lower()
+
+
 class KeywordIndex(Protocol):
     kind: str
 
@@ -67,7 +74,10 @@ class TantivyKeywordIndex:
         try:
             self._index = tantivy.Index.open(str(path))
         except ValueError as exc:
-            raise StoreError(f"keyword index '{path}' is unreadable ({exc}); rebuild the store with ragtune index") from exc
+            raise StoreError(
+                f"keyword index '{path}' is unreadable ({exc}); "
+                f"run: ragtune check --store {path.parent.parent} --repair"
+            ) from exc
         self._searcher = self._index.searcher()
 
     def __len__(self) -> int:
@@ -76,7 +86,7 @@ class TantivyKeywordIndex:
     def search(self, query: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Top-k (row id, BM25 score). Query syntax characters are treated as plain text."""
         tantivy = _tantivy()
-        terms = _QUERY_SYNTAX.sub(" ", query).strip()
+        terms = keyword_terms(query)
         if not terms or (allowed is not None and len(allowed) == 0):
             return []
         parsed = self._index.parse_query(terms, [_TEXT])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ from ragtune.store.fsutil import atomic_write_text
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+GENERATION_NAME = re.compile(r"^gen-\d{6}$")
+"""A generation is a folder directly inside the store; a manifest naming anything else is refused."""
 
 
 @dataclass(frozen=True)
@@ -50,14 +53,36 @@ def read_manifest(store_dir: Path) -> Manifest:
         manifest = Manifest(**data)
     except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise StoreError(
-            f"store '{store_dir}' has a corrupt {MANIFEST_NAME} ({exc}); rebuild it into a new directory with ragtune index"
+            f"store '{store_dir}' has a corrupt {MANIFEST_NAME} ({exc}); run: ragtune check --store {store_dir} --repair"
         ) from exc
     if manifest.format_version != FORMAT_VERSION:
         raise StoreError(
             f"store '{store_dir}' has format version {manifest.format_version}; this ragtune reads version "
             f"{FORMAT_VERSION}: rebuild it with ragtune index"
         )
+    problem = manifest_problem(manifest)
+    if problem:
+        raise StoreError(
+            f"store '{store_dir}' has a corrupt {MANIFEST_NAME} ({problem}); run: ragtune check --store {store_dir} --repair"
+        )
     return manifest
+
+
+def manifest_problem(manifest: Manifest) -> str | None:
+    """What is wrong with a parsed manifest's fields, or None."""
+    if not isinstance(manifest.generation, str) or not GENERATION_NAME.match(manifest.generation):
+        return f"generation {manifest.generation!r} is not a generation folder of the store (gen-NNNNNN)"
+    model = manifest.model
+    if not isinstance(model, dict) or not all(isinstance(model.get(key), str) for key in ("name", "revision")):
+        return "model lacks its name or revision"
+    if not isinstance(manifest.dimension, int) or manifest.dimension < 1:
+        return f"dimension {manifest.dimension!r} is not a positive integer"
+    chunking = manifest.chunking
+    if not isinstance(chunking, dict) or not {"chunk_tokens", "overlap_tokens"} <= set(chunking):
+        return "chunking lacks chunk_tokens or overlap_tokens"
+    if not isinstance(manifest.backends, dict) or not isinstance(manifest.counts, dict):
+        return "backends or counts is not an object"
+    return None
 
 
 def write_manifest(store_dir: Path, manifest: Manifest) -> None:

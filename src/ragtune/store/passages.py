@@ -43,7 +43,10 @@ class SourceState:
 
 
 class PassageTable:
-    """Read and write access to one generation's `passages.sqlite`."""
+    """Read and write access to one generation's `passages.sqlite`.
+
+    A damaged file (overwritten pages) is reported by reads as a `StoreError` that says how to repair it.
+    """
 
     def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
@@ -55,17 +58,41 @@ class PassageTable:
                 self._db.executescript(_SCHEMA)
             self._db.execute("SELECT count(*) FROM passages").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"passage table '{path}' is unreadable ({exc}); rebuild the store with ragtune index") from exc
+            raise StoreError(
+                f"passage table '{path}' is unreadable ({exc}); "
+                f"run: ragtune check --store {path.parent.parent} --repair"
+            ) from exc
 
     def close(self) -> None:
         self._db.close()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read and fetch its rows; SQLite's "malformed" errors become one `StoreError`."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise  # locked, disk full, interrupted: not damage
+            raise StoreError(
+                f"passage table '{self.path}' is damaged ({exc}); run: ragtune check --store "
+                f"{self.path.parent.parent} --repair"
+            ) from exc
+
+    def integrity_problems(self, quick: bool = True, limit: int = 5) -> list[str]:
+        """SQLite's own check of the file (`quick_check` skips the index-to-table cross-check); [] when sound."""
+        pragma = "quick_check" if quick else "integrity_check"
+        try:
+            rows = self._db.execute(f"PRAGMA {pragma}({int(limit)})").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        return [] if [r[0] for r in rows] == ["ok"] else [str(r[0]) for r in rows]
 
     def commit(self) -> None:
         self._db.commit()
 
     # --- sources -------------------------------------------------------------------------------------------------
     def sources(self) -> dict[str, SourceState]:
-        rows = self._db.execute("SELECT key, root_key, content_hash, size, mtime_ns FROM sources")
+        rows = self._rows("SELECT key, root_key, content_hash, size, mtime_ns FROM sources")
         return {row[0]: SourceState(*row) for row in rows}
 
     def remove_source(self, key: str) -> int:
@@ -93,7 +120,7 @@ class PassageTable:
             )
         except sqlite3.IntegrityError:
             for passage in passages:
-                row = self._db.execute("SELECT source FROM passages WHERE id = ?", (passage.id,)).fetchone()
+                row = next(iter(self._rows("SELECT source FROM passages WHERE id = ?", (passage.id,))), None)
                 if row:
                     raise InputError(
                         f"document id '{passage.doc_id}' in '{passage.source}' is already used by '{row[0]}': "
@@ -107,22 +134,26 @@ class PassageTable:
             [(np.asarray(v, dtype=np.float32).tobytes(), int(i)) for i, v in zip(rowids, embeddings, strict=True)],
         )
 
+    def vectors_of_wrong_size(self, dimension: int) -> int:
+        """How many stored vectors are not `dimension` float32 values (a sign of a damaged file)."""
+        return int(self._rows("SELECT count(*) FROM passages WHERE length(embedding) != ?", (4 * dimension,))[0][0])
+
     def count(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM passages").fetchone()[0])
+        return int(self._rows("SELECT count(*) FROM passages")[0][0])
 
     def count_documents(self) -> int:
-        return int(self._db.execute("SELECT count(DISTINCT doc_id) FROM passages").fetchone()[0])
+        return int(self._rows("SELECT count(DISTINCT doc_id) FROM passages")[0][0])
 
     def count_sources(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM sources").fetchone()[0])
+        return int(self._rows("SELECT count(*) FROM sources")[0][0])
 
     def iter_for_indexing(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
         """(row ids, embedding texts, embeddings) in row-id order; each batch is its own query (keyset paging),
         so rows may be updated between batches."""
         last = -1
-        while rows := self._db.execute(
+        while rows := self._rows(
             "SELECT rowid, title, text, embedding FROM passages WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch)
-        ).fetchall():
+        ):
             last = rows[-1][0]
             ids = np.array([r[0] for r in rows], dtype=np.int64)
             texts = [embedding_text(r[1], r[2]) for r in rows]
@@ -131,7 +162,7 @@ class PassageTable:
 
     def embedding(self, passage_id: str) -> np.ndarray:
         """The stored vector of one passage (the one the dense index holds)."""
-        row = self._db.execute("SELECT embedding FROM passages WHERE id = ?", (passage_id,)).fetchone()
+        row = next(iter(self._rows("SELECT embedding FROM passages WHERE id = ?", (passage_id,))), None)
         if row is None:
             raise StoreError(f"passage '{passage_id}' is not in the store")
         return np.frombuffer(row[0], dtype=np.float32)
@@ -151,16 +182,16 @@ class PassageTable:
         distinct = list(dict.fromkeys(values))
         for start in range(0, len(distinct), chunk):
             part = distinct[start : start + chunk]
-            yield from self._db.execute(sql.format(marks=",".join("?" * len(part))), part)
+            yield from self._rows(sql.format(marks=",".join("?" * len(part))), part)
 
     def iter_passages(self, batch: int = 2048) -> Iterator[Passage]:
         """Every passage in document order (keyset paging, as `iter_for_indexing`)."""
         last = -1
-        while rows := self._db.execute(
+        while rows := self._rows(
             "SELECT rowid, id, doc_id, ordinal, title, text, source, metadata FROM passages WHERE rowid > ? "
             "ORDER BY rowid LIMIT ?",
             (last, batch),
-        ).fetchall():
+        ):
             last = rows[-1][0]
             for row in rows:
                 yield Passage(row[1], row[2], row[3], row[4], row[5], row[6], json.loads(row[7]))
@@ -172,9 +203,9 @@ class PassageTable:
             return []
         ids = [rowid for rowid, _ in scored]
         marks = ",".join("?" * len(ids))
-        rows = self._db.execute(
+        rows = self._rows(
             f"SELECT rowid, id, doc_id, title, text, source, metadata FROM passages WHERE rowid IN ({marks})", ids
-        ).fetchall()
+        )
         by_rowid = {row[0]: row for row in rows}
         return [
             Hit(
@@ -193,16 +224,19 @@ class PassageTable:
     def matching_rowids(self, filters: Sequence[tuple[str, str]]) -> np.ndarray:
         """Row ids of passages that satisfy every filter.
 
-        `source` matches a path prefix (a folder or a file key); `doc_id` and `title` match exactly; any other key
+        `source` matches whole path segments: the file or a folder, given absolute (`/data/manuals`) or as any run of
+        segments inside the path (`manuals/pumps`, `pumps/seal.md`); `doc_id` and `title` match exactly; any other key
         matches a metadata field exactly (compared as text).
         """
         clauses: list[str] = []
         params: list[str] = []
         for key, value in filters:
             if key == "source":
-                escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                clauses.append("(source = ? OR source LIKE ? ESCAPE '\\')")
-                params += [value, escaped.rstrip("/") + "/%"]
+                part = value.rstrip("/") or "/"
+                escaped = part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                likes = " OR ".join("source LIKE ? ESCAPE '\\'" for _ in range(3))
+                clauses.append(f"(source = ? OR {likes})")
+                params += [part, escaped.rstrip("/") + "/%", "%/" + escaped.lstrip("/"), "%/" + escaped.strip("/") + "/%"]
             elif key in ("doc_id", "title"):
                 clauses.append(f"{key} = ?")
                 params.append(value)
@@ -210,8 +244,70 @@ class PassageTable:
                 clauses.append("CAST(json_extract(metadata, ?) AS TEXT) = ?")
                 params += ["$." + json.dumps(key), value]
         where = " AND ".join(clauses) or "1"
-        rows = self._db.execute(f"SELECT rowid FROM passages WHERE {where}", params).fetchall()
+        rows = self._rows(f"SELECT rowid FROM passages WHERE {where}", params)
         return np.array([r[0] for r in rows], dtype=np.int64)
 
     def stats(self) -> dict[str, int]:
         return {"sources": self.count_sources(), "documents": self.count_documents(), "passages": self.count()}
+
+
+def salvage_passages(damaged: Path, into: PassageTable, dimension: int, batch: int = 256) -> tuple[int, int, int]:
+    """Copy every readable, whole source of a damaged passage table into `into` (an empty table).
+
+    Rows are read by row-id ranges, a failing range row by row. A source is kept only if all the passages its
+    record counts were read and have vectors of `dimension`; the others are left out entirely, so the next
+    `ragtune index` of their files adds them again (from the embedding cache). Returns (passages kept, passages
+    left out, sources left out).
+    """
+    db = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    try:
+        source_columns = "key, root_key, content_hash, size, mtime_ns, documents, passages"
+        source_rows = {row[0]: row for row in _readable_rows(db, "sources", source_columns, batch)}
+        rows: dict[str, list[tuple[Any, ...]]] = {}
+        columns = "rowid, id, doc_id, ordinal, source, title, text, metadata, embedding"
+        for row in _readable_rows(db, "passages", columns, batch):
+            if isinstance(row[8], bytes) and len(row[8]) == 4 * dimension:
+                rows.setdefault(row[4], []).append(row)
+    finally:
+        db.close()
+    kept = lost = dropped = 0
+    for key, record in source_rows.items():
+        passages = rows.pop(key, [])
+        if len(passages) != record[6]:
+            dropped += 1
+            lost += record[6]
+            continue
+        into._db.executemany(
+            "INSERT INTO passages (rowid, id, doc_id, ordinal, source, title, text, metadata, embedding) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            passages,
+        )
+        into._db.execute("INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?)", record)
+        kept += len(passages)
+    lost += sum(len(orphans) for orphans in rows.values())  # passages whose source record is gone
+    into.commit()
+    return kept, lost, dropped
+
+
+def _readable_rows(db: sqlite3.Connection, table: str, columns: str, batch: int) -> Iterator[tuple[Any, ...]]:
+    """The rows of `table` that can still be read, by row-id ranges; a range that fails is read row by row."""
+    try:
+        highest = int(db.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0] or 0)
+    except sqlite3.DatabaseError:
+        highest = 0
+    start, empty_ranges = 1, 0
+    while start <= highest or empty_ranges < 64:  # without a readable max, probe until 64 empty ranges
+        try:
+            found = db.execute(
+                f"SELECT {columns} FROM {table} WHERE rowid BETWEEN ? AND ?", (start, start + batch - 1)
+            ).fetchall()
+        except sqlite3.DatabaseError:
+            found = []
+            for rowid in range(start, start + batch):
+                try:
+                    found += db.execute(f"SELECT {columns} FROM {table} WHERE rowid = ?", (rowid,)).fetchall()
+                except sqlite3.DatabaseError:
+                    continue
+        yield from found
+        empty_ranges = 0 if found else empty_ranges + 1
+        start += batch

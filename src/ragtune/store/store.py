@@ -12,7 +12,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,11 +23,12 @@ from ragtune.corpus import Chunker, ChunkingConfig, SkippedFile, SourceFile, dis
 from ragtune.corpus.readers import file_hash
 from ragtune.embedding import Embedder
 from ragtune.errors import StoreError
+from ragtune.faults import kill_point
 from ragtune.models import DEFAULT_EMBEDDING_MODEL, ModelRef, resolve_model
 from ragtune.progress import progress_bar
 from ragtune.store.dense import EXACT_THRESHOLD, FaissDenseIndex
 from ragtune.store.embedding_cache import EmbeddingCache
-from ragtune.store.fsutil import exclusive_lock, fsync_dir
+from ragtune.store.fsutil import exclusive_lock, free_space_text, fsync_dir, is_disk_full
 from ragtune.store.keyword import TantivyKeywordIndex, build_tantivy_index
 from ragtune.store.manifest import FORMAT_VERSION, Manifest, manifest_path, read_manifest, write_manifest
 from ragtune.store.passages import PassageTable, SourceState
@@ -58,6 +59,7 @@ class IndexReport:
     seconds: float
     generation: str
     dense_kind: str
+    files_migrated: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -69,6 +71,7 @@ class _Plan:
     added: int = 0
     modified: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    migrated: list[str] = field(default_factory=list)  # format-1 keys replaced by the same file's path key
     unchanged: int = 0
 
 
@@ -133,15 +136,16 @@ def index_sources(
 
         building = _building_generation(store_dir, previous, model_ref, embedder.dimension)
         with building as (generation, partial, table, cache):
-            removed = sum(table.remove_source(key) for key in plan.modified + plan.deleted)
+            removed = sum(table.remove_source(key) for key in plan.modified + plan.deleted + plan.migrated)
             added, skipped = _ingest(plan.changed, table, Chunker(embedder.tokenizer, config), embedder, cache, show_progress)
             stats, dense_kind = _commit_and_build_indexes(table, partial, embedder.dimension)
-        _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
+            _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
         return IndexReport(
             files_seen=len(files), files_unchanged=plan.unchanged, files_added=plan.added,
             files_modified=len(plan.modified), files_deleted=len(plan.deleted), skipped=skipped,
             passages_added=added, passages_removed=removed, passages_total=stats["passages"], encoded=cache.misses,
             cached=cache.hits, seconds=time.perf_counter() - started, generation=generation, dense_kind=dense_kind,
+            files_migrated=len(plan.migrated),
         )  # fmt: skip
 
 
@@ -163,9 +167,10 @@ def reindex_store(store_dir: str | Path, model: str, show_progress: bool | None 
                 for ids, texts, _ in table.iter_for_indexing(batch=_EMBED_BATCH):
                     table.set_embeddings(ids, cache.encode(texts, embedder.encode))
                     progress.advance(task, len(ids))
+                    kill_point("reindex-batch")
             stats, dense_kind = _commit_and_build_indexes(table, partial, embedder.dimension)
-        config = ChunkingConfig(**previous.chunking)
-        _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
+            config = ChunkingConfig(**previous.chunking)
+            _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
         return IndexReport(
             files_seen=0, files_unchanged=stats["sources"], files_added=0, files_modified=0, files_deleted=0,
             skipped={}, passages_added=0, passages_removed=0, passages_total=stats["passages"], encoded=cache.misses,
@@ -178,20 +183,59 @@ def _building_generation(
     store_dir: Path, previous: Manifest | None, model_ref: ModelRef, dimension: int
 ) -> Iterator[tuple[str, Path, PassageTable, EmbeddingCache]]:
     """The next generation's passage table in `gen-N.partial/` (a copy of the current one) and the embedding cache;
-    both are closed however the block ends."""
+    both are closed however the block ends. If the disk fills up, the unfinished generation and what this run added
+    to the cache are removed at once and the one `StoreError` says so (the store stays at its last generation)."""
     generation = _next_generation(store_dir)
     partial = store_dir / f"{generation}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    if previous is not None:
-        _copy_sqlite(store_dir / previous.generation / PASSAGES_FILE, partial / PASSAGES_FILE)
-    table = PassageTable(partial / PASSAGES_FILE)
-    cache = EmbeddingCache(store_dir / CACHE_FILE, model_ref.revision, dimension)
+    table: PassageTable | None = None
+    cache: EmbeddingCache | None = None
     try:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        if previous is not None:
+            _copy_sqlite(store_dir / previous.generation / PASSAGES_FILE, partial / PASSAGES_FILE)
+        table = PassageTable(partial / PASSAGES_FILE)
+        cache = EmbeddingCache(store_dir / CACHE_FILE, model_ref.revision, dimension)
         yield generation, partial, table, cache
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        if table is not None:
+            table.close()
+        _remove_unpublished(store_dir, generation)
+        if cache is not None:
+            cache.discard_new()
+        kept = f"it is unchanged at {previous.generation}" if previous else "nothing was written"
+        raise StoreError(
+            f"disk full while writing store '{store_dir}' ({free_space_text(store_dir)} now): the unfinished update "
+            f"was removed and {kept}; free space on that disk (or use a --store elsewhere) and run the same command again"
+        ) from None
     finally:
-        table.close()
-        cache.close()
+        if table is not None:
+            table.close()
+        if cache is not None:
+            cache.close()
+
+
+def _remove_unpublished(store_dir: Path, generation: str) -> None:
+    """Delete a generation the manifest does not point to (its `.partial` build or its renamed folder)."""
+    current = read_manifest(store_dir).generation if manifest_path(store_dir).exists() else None
+    if generation != current:
+        shutil.rmtree(store_dir / f"{generation}.partial", ignore_errors=True)
+        shutil.rmtree(store_dir / generation, ignore_errors=True)
+    manifest_path(store_dir).with_name(manifest_path(store_dir).name + ".tmp").unlink(missing_ok=True)
+
+
+def rebuild_generation(store_dir: Path, manifest: Manifest, fill: Callable[[PassageTable], None]) -> Manifest:
+    """Publish a new generation whose passage table `fill` writes (from scratch), with indexes built from it and
+    the manifest's model and chunking. The caller holds the store's lock. Returns the new manifest."""
+    model_ref = ModelRef(manifest.model["name"], Path(manifest.model.get("path", "")), manifest.model["revision"])
+    with _building_generation(store_dir, None, model_ref, manifest.dimension) as (_, partial, table, _cache):
+        fill(table)
+        stats, dense_kind = _commit_and_build_indexes(table, partial, manifest.dimension)
+        config = ChunkingConfig(**manifest.chunking)
+        _publish_generation(store_dir, partial, manifest, model_ref, manifest.dimension, config, dense_kind, stats)
+    return read_manifest(store_dir)
 
 
 def _commit_and_build_indexes(table: PassageTable, partial: Path, dimension: int) -> tuple[dict[str, int], str]:
@@ -212,14 +256,17 @@ def _publish_generation(
 ) -> None:
     """Flush the finished generation, rename it into place, then switch the manifest to it (the atomic step)."""
     generation = partial.name.removesuffix(".partial")
-    _sync_tree(partial)
-    partial.rename(store_dir / generation)
-    fsync_dir(store_dir)
     manifest = Manifest(
         format_version=FORMAT_VERSION, generation=generation, model=model_ref.to_json(), dimension=dimension,
         chunking=chunking.to_json(), backends={"dense": "faiss", "dense_kind": dense_kind, "keyword": "tantivy"},
         counts=counts, created=previous.created if previous else _now(), updated=_now(),
     )  # fmt: skip
+    write_manifest(partial, manifest)  # a copy inside the generation, from which `check --repair` can restore
+    _sync_tree(partial)
+    kill_point("publish-rename")
+    partial.rename(store_dir / generation)
+    fsync_dir(store_dir)
+    kill_point("publish-manifest")
     write_manifest(store_dir, manifest)
     _remove_old_generations(store_dir, keep={generation, previous.generation if previous else generation})
 
@@ -266,6 +313,10 @@ def _plan(files: list[SourceFile], roots: list[str], old: dict[str, SourceState]
     for source in files:
         seen.add(source.key)
         state = old.get(source.key)
+        if state is None and _is_legacy(old.get(source.legacy_key)):
+            plan.migrated.append(source.legacy_key)  # re-added under its path key; vectors come from the cache
+            plan.changed.append((source, file_hash(source.path)))
+            continue
         if state is not None and state.size == source.size and state.mtime_ns == source.mtime_ns:
             plan.unchanged += 1
             continue
@@ -278,8 +329,18 @@ def _plan(files: list[SourceFile], roots: list[str], old: dict[str, SourceState]
             plan.added += 1
         else:
             plan.modified.append(source.key)
-    plan.deleted = [key for key, state in old.items() if state.root_key in roots and key not in seen]
+    plan.deleted = [key for key in old if key not in seen and _under_roots(key, roots)]
     return plan
+
+
+def _is_legacy(state: SourceState | None) -> bool:
+    """A source recorded by format 1 (`<root folder name>/<path>`), not by its absolute path."""
+    return state is not None and not state.key.startswith("/")
+
+
+def _under_roots(key: str, roots: list[str]) -> bool:
+    """Whether a path key lies under one of the roots being indexed (a file root is its own key)."""
+    return any(key == root or (root.endswith("/") and key.startswith(root)) for root in roots)
 
 
 def _estimated_documents(source: SourceFile) -> int:
@@ -309,6 +370,7 @@ def _ingest(
             table.add_passages(buffer, vectors)
             added += len(buffer)
             buffer.clear()
+            kill_point("index-batch")
 
     with progress_bar(show_progress) as progress:
         task = progress.add_task(
@@ -385,7 +447,7 @@ class Store:
         if not generation.is_dir():
             raise StoreError(
                 f"store '{directory}' is corrupt: its manifest names '{manifest.generation}', which is missing; "
-                f"re-run ragtune index"
+                f"run: ragtune check --store {directory} --repair"
             )
         self.passages = PassageTable(generation / PASSAGES_FILE, read_only=True)
         self.dense = FaissDenseIndex.load(generation / DENSE_FILE)
@@ -393,7 +455,7 @@ class Store:
         if len(self.dense) != self.passages.count() or len(self.keyword) != self.passages.count():
             raise StoreError(
                 f"store '{directory}' is corrupt: {self.passages.count()} passages but {len(self.dense)} vectors "
-                f"and {len(self.keyword)} keyword entries; re-run ragtune index into a new directory"
+                f"and {len(self.keyword)} keyword entries; run: ragtune check --store {directory} --repair"
             )
         self._embedder: Embedder | None = None
 

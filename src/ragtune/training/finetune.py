@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.errors import InputError, RagtuneError
+from ragtune.faults import arm_checkpoint_kill
 from ragtune.models import ModelRef, quiet_transformers, resolve_model, set_threads
 from ragtune.store.fsutil import write_directory_atomically
 from ragtune.training.callbacks import silence_log_printing, time_budget_callback
+from ragtune.training.checkpoints import ResumePoint, find_resume_point
 from ragtune.training.examples import TrainingExample, duplicate_stats, split_by_query
 
 LOSSES = ("mnrl", "cached-mnrl", "gist", "triplet", "contrastive")
@@ -82,6 +84,7 @@ class FinetuneResult:
     steps: int
     data: dict[str, int]
     log_history: list[dict[str, Any]] = field(default_factory=list)
+    resume: ResumePoint = field(default_factory=lambda: ResumePoint(None))
 
 
 def carve_dev_set(
@@ -263,15 +266,17 @@ def finetune(
     )
     if not show_progress:
         silence_log_printing(trainer)
-    resume = any(checkpoints.glob("checkpoint-*"))
+    arm_checkpoint_kill(trainer)
+    resume = find_resume_point(checkpoints)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if resume else None)
+    trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
     train_seconds = time.perf_counter() - started
     tuned_dev = _scores(evaluator(model))
 
     result = FinetuneResult(
         model_dir=out_dir, base_dev=base_dev, tuned_dev=tuned_dev, train_seconds=train_seconds,
         steps=int(trainer.state.global_step), data=data_stats, log_history=list(trainer.state.log_history),
+        resume=resume,
     )  # fmt: skip
     save_model_atomically(model, out_dir, config, result, base, dev.description)
     return result

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.errors import InputError
+from ragtune.faults import kill_point
 from ragtune.generation.base import Generator, Message
 from ragtune.jsonl import iter_json_objects
 from ragtune.progress import progress_bar
@@ -316,6 +317,7 @@ def build_pairs(
                                "passage_id": candidate.passage_id, "method": config.method.value}  # fmt: skip
                         out.write(json.dumps(row, ensure_ascii=False) + "\n")
                     out.flush()
+                    kill_point("pairs-batch")
                     finished.write("".join(f"{p.id}\n" for p in todo))  # only after the rows are written
                     finished.flush()
                     report.kept += len(kept)

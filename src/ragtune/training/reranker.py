@@ -9,15 +9,17 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ragtune.errors import InputError
+from ragtune.faults import arm_checkpoint_kill
 from ragtune.models import quiet_transformers, resolve_model, set_threads
 from ragtune.training.examples import TrainingExample, split_by_query
 from ragtune.store.fsutil import write_directory_atomically
 from ragtune.training.callbacks import silence_log_printing, time_budget_callback
+from ragtune.training.checkpoints import ResumePoint, find_resume_point
 
 RERANKER_LOSSES = ("bce", "mnrl", "listwise")
 DEV_NAME = "dev"
@@ -61,6 +63,7 @@ class RerankerResult:
     train_seconds: float
     steps: int
     log_history: list[dict[str, Any]]
+    resume: ResumePoint = field(default_factory=lambda: ResumePoint(None))
 
 
 def _dataset(examples: Sequence[TrainingExample], loss: str, negatives: int):  # type: ignore[no-untyped-def]
@@ -165,10 +168,12 @@ def train_reranker(
     )  # fmt: skip
     if not show_progress:
         silence_log_printing(trainer)
+    arm_checkpoint_kill(trainer)
+    resume = find_resume_point(checkpoints)
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=True if any(checkpoints.glob("checkpoint-*")) else None)
+    trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
     train_seconds = time.perf_counter() - started
     dev_after = {k.removeprefix(prefix): float(v) for k, v in evaluator(model).items()}
     write_directory_atomically(out_dir, lambda partial: model.save_pretrained(str(partial)))
     return RerankerResult(out_dir, dev_before, dev_after, train_seconds, int(trainer.state.global_step),
-                          list(trainer.state.log_history))  # fmt: skip
+                          list(trainer.state.log_history), resume)  # fmt: skip

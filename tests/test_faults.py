@@ -1,0 +1,435 @@
+"""Faults tested for real: SIGKILLed subprocesses at named points, a full disk (a small tmpfs), two writers in two
+processes, damaged files of each kind, name collisions between roots, and hostile queries."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_docs
+from ragtune import Retriever, Store, index_sources
+from ragtune.cli import app
+from ragtune.errors import InputError, StoreError
+from ragtune.store.integrity import check_store, repair_store
+from ragtune.training.checkpoints import checkpoint_problem, find_resume_point
+
+runner = CliRunner()
+CLI = [sys.executable, "-c", "from ragtune.cli import app; app()"]
+WORDS = (
+    "pump impeller seal valve bearing motor boiler filter pressure flow water steam safety grease noise phase supply "
+    "cartridge garden tomato bread oven crust manual replace check inspect drain clean measure torque bolt gasket"
+).split()
+
+
+def ragtune(*args: str, kill_at: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAGTUNE_KILL_AT"}
+    if kill_at:
+        env["RAGTUNE_KILL_AT"] = kill_at
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def prose(words: int, seed: int) -> str:
+    rng = random.Random(seed)
+    sentences = []
+    while words > 0:
+        n = rng.randint(6, 14)
+        sentences.append(" ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + ".")
+        words -= n
+    return " ".join(sentences)
+
+
+def many_docs(root: Path, files: int, words: int = 120, seed: int = 0) -> Path:
+    return write_docs(root, {f"part{i // 50}/doc{i}.txt": prose(words, seed + i) for i in range(files)})
+
+
+def passage_ids(store_dir: Path) -> set[str]:
+    with Store.open(store_dir) as store:
+        return {p.id for p in store.passages.iter_passages()}
+
+
+# --- name collisions -------------------------------------------------------------------------------------------
+
+
+def test_two_roots_with_one_folder_name_keep_their_passages(tmp_path: Path, tiny_model_dir: Path) -> None:
+    a = write_docs(tmp_path / "projA" / "docs", {"notes.txt": "Alpha pumps need seals.", "a.txt": "Only in A."})
+    b = write_docs(tmp_path / "projB" / "docs", {"notes.txt": "Beta valves throttle flow.", "b.txt": "Only in B."})
+    store = tmp_path / "store"
+    index_sources(store, [a], model=str(tiny_model_dir), show_progress=False)
+    report = index_sources(store, [b], model=str(tiny_model_dir), show_progress=False)
+    assert report.files_deleted == 0 and report.passages_removed == 0 and report.passages_total == 4
+    with Store.open(store) as opened:
+        texts = {p.source: p.text for p in opened.passages.iter_passages()}
+    assert texts[(a / "notes.txt").resolve().as_posix()] == "Alpha pumps need seals."
+    assert texts[(b / "notes.txt").resolve().as_posix()] == "Beta valves throttle flow."
+    # single files of one name in two folders
+    x = write_docs(tmp_path / "x", {"notes.txt": "Notes of x."}) / "notes.txt"
+    y = write_docs(tmp_path / "y", {"notes.txt": "Notes of y."}) / "notes.txt"
+    index_sources(store, [x], model=str(tiny_model_dir), show_progress=False)
+    index_sources(store, [y], model=str(tiny_model_dir), show_progress=False)
+    with Store.open(store) as opened:
+        texts = {p.text for p in opened.passages.iter_passages()}
+    assert {"Notes of x.", "Notes of y."} <= texts
+    # deleting a file under one root still removes it, and only it
+    (a / "a.txt").unlink()
+    report = index_sources(store, [a], model=str(tiny_model_dir), show_progress=False)
+    assert report.files_deleted == 1 and report.passages_total == 5
+
+
+def test_a_store_keyed_by_folder_name_migrates_without_encoding(tmp_path: Path, tiny_model_dir: Path) -> None:
+    docs = write_docs(tmp_path / "docs")
+    store = tmp_path / "store"
+    index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
+    before = len(passage_ids(store))
+    generation = json.loads((store / "manifest.json").read_text())["generation"]
+    db = sqlite3.connect(store / generation / "passages.sqlite")  # rewrite the keys as format 1 wrote them
+    prefix = docs.resolve().parent.as_posix() + "/"
+    for table, column in (("sources", "key"), ("passages", "source"), ("passages", "id"), ("passages", "doc_id")):
+        db.execute(f"UPDATE {table} SET {column} = substr({column}, ?)", (len(prefix) + 1,))
+    db.execute("UPDATE sources SET root_key = 'docs/'")
+    db.commit()
+    db.close()
+    assert all(pid.startswith("docs/") for pid in passage_ids(store))
+    (docs / "guide" / "extra.md").write_text("# Extra\n\nA new page about gaskets.")
+    report = index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
+    assert report.files_migrated == 4 and report.files_added == 1 and report.files_deleted == 0
+    assert report.encoded == 1  # only the new page: the migrated files' vectors come from the cache
+    ids = passage_ids(store)
+    assert len(ids) == before + 1 and all(pid.startswith(prefix) for pid in ids)
+
+
+# --- hostile queries -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    root = tmp_path_factory.mktemp("fuzz")
+    index_sources(root / "store", [write_docs(root / "docs")], show_progress=False)
+    with Store.open(root / "store") as store:
+        yield store
+
+
+@pytest.mark.parametrize("query", ["vitamin D OR", "salt AND OR pepper", "NOT", "pumps NOT valves", "a IN b", "OR"])
+@pytest.mark.parametrize("mode", ["bm25", "hybrid"])
+def test_boolean_words_are_plain_words(small_store: Store, query: str, mode: str) -> None:
+    Retriever(small_store).search(query, k=3, mode=mode)
+    assert Retriever(small_store).search("replace seal NOT", k=1, mode="bm25")[0].doc_id.endswith("/docs/guide/pumps.md")
+
+
+def test_fuzzed_queries_raise_nothing_but_input_errors(small_store: Store) -> None:
+    rng = random.Random(7)
+    pieces = ["AND", "OR", "NOT", "IN", "TO", "+", "-", "!", "(", ")", "[", "]", "{", "}", '"', "'", ":", "^", "~",
+              "*", "?", "\\", "/", "&&", "||", "title:", "pump", "été", "Ω", "😀", "\u200b", "\x00", " ", "\n",
+              "\t", "0", "1e9", "NaN", "<script>", "%", "_", "$", "#"]  # fmt: skip
+    queries = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))) for _ in range(120)]
+    queries += ["pump " * 3000, "x" * 20000, "", "   ", "\x00"]
+    retriever = Retriever(small_store)
+    for mode in ("bm25", "dense", "hybrid"):
+        for query in queries:
+            try:
+                retriever.search(query, k=5, mode=mode)
+            except InputError:
+                pass
+
+
+def test_cli_search_with_operators_does_not_crash(small_store: Store) -> None:
+    result = runner.invoke(app, ["search", "salt AND OR pepper", "--store", str(small_store.directory), "--json"])
+    assert result.exit_code == 0, result.output
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_problems_of_each_kind(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+    import torch
+
+    good = tmp_path / "checkpoint-4"
+    good.mkdir()
+    save_file({"w": torch.ones(64)}, good / "model.safetensors")
+    (good / "trainer_state.json").write_text("{}")
+    assert checkpoint_problem(good) is None
+    empty = tmp_path / "checkpoint-8"
+    empty.mkdir()
+    assert "trainer_state" in checkpoint_problem(empty)
+    cut = tmp_path / "checkpoint-12"
+    cut.mkdir()
+    (cut / "trainer_state.json").write_text("{}")
+    data = (good / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(data[: len(data) - 10])
+    assert "cut short" in checkpoint_problem(cut)
+    state_cut = tmp_path / "checkpoint-16"
+    state_cut.mkdir()
+    (state_cut / "model.safetensors").write_bytes(data)
+    (state_cut / "trainer_state.json").write_text('{"global_step": 1')
+    assert "cut short" in checkpoint_problem(state_cut)
+    resume = find_resume_point(tmp_path)
+    assert resume.checkpoint == good and len(resume.discarded) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4"]
+
+
+def _training_file(tmp_path: Path) -> Path:
+    from test_training import toy_examples
+
+    from ragtune.training.examples import write_training_jsonl
+
+    write_training_jsonl(tmp_path / "train.jsonl", toy_examples() * 2)
+    return tmp_path / "train.jsonl"
+
+
+@pytest.mark.parametrize("command", ["finetune", "train-reranker"])
+def test_kill_while_writing_a_checkpoint_then_resume(tmp_path: Path, tiny_model_dir: Path, command: str) -> None:
+    train = _training_file(tmp_path)
+    out = tmp_path / "model"
+    args = [command, str(train), "--out", str(out), "--base", str(tiny_model_dir), "--epochs", "2",
+            "--batch-size", "4", "--threads", "2"]  # fmt: skip
+    args += ["--max-seq-length", "32", "--dev-fraction", "0.25"] if command == "finetune" else ["--max-length", "32"]
+    killed = ragtune(*args, kill_at="checkpoint-write:2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    checkpoints = out.with_name("model.checkpoints")
+    folders = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert len(folders) == 2 and not list(folders[-1].iterdir())  # the newest: a folder without weights
+    again = ragtune(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"removed incomplete checkpoint {folders[-1].name}" in again.stderr
+    assert f"resumed from {folders[0]}" in again.stderr
+    assert (out / "config.json").exists()
+
+
+# --- SIGKILL during store writes and pairs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("point", ["index-batch:2", "publish-rename", "publish-manifest"])
+def test_kill_during_index_keeps_the_last_store_and_the_rerun_finishes(
+    tmp_path: Path, tiny_model_dir: Path, point: str
+) -> None:
+    docs = many_docs(tmp_path / "docs", 20)
+    store = tmp_path / "store"
+    index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
+    before = passage_ids(store)
+    many_docs(tmp_path / "docs", 1200, seed=100)  # rewrites the 20 and adds more: several ingest batches
+    killed = ragtune("index", str(docs), "--store", str(store), kill_at=point)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert passage_ids(store) == before  # the last published generation, whole
+    assert check_store(store).healthy
+    done = ragtune("index", str(docs), "--store", str(store), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["passages_total"] == len(passage_ids(store)) > len(before)
+    assert check_store(store).leftovers == [] or all(".partial" not in name for name in check_store(store).leftovers)
+    assert not list(store.glob("*.partial"))
+
+
+def test_kill_during_reindex_keeps_the_old_model(tmp_path: Path, tiny_model_dir: Path, minilm) -> None:  # type: ignore[no-untyped-def]
+    docs = many_docs(tmp_path / "docs", 600)
+    store = tmp_path / "store"
+    index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
+    killed = ragtune("reindex", "--store", str(store), "--model", "minilm", kill_at="reindex-batch:1")
+    assert killed.returncode == -signal.SIGKILL
+    with Store.open(store) as opened:
+        assert opened.manifest.dimension == 32 and len(opened.dense) == len(passage_ids(store))
+    done = ragtune("reindex", "--store", str(store), "--model", "minilm")
+    assert done.returncode == 0, done.stderr[-2000:]
+    with Store.open(store) as opened:
+        assert opened.manifest.dimension == 384
+    assert not list(store.glob("*.partial"))
+
+
+def test_kill_during_pairs_then_resume_writes_each_pair_once(tmp_path: Path, tiny_model_dir: Path) -> None:
+    docs = many_docs(tmp_path / "docs", 80, words=60)
+    store = tmp_path / "store"
+    index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
+    whole = tmp_path / "whole.jsonl"
+    assert ragtune("pairs", "--store", str(store), "--out", str(whole), "--method", "ict").returncode == 0
+    out = tmp_path / "pairs.jsonl"
+    killed = ragtune("pairs", "--store", str(store), "--out", str(out), "--method", "ict", kill_at="pairs-batch:1")
+    assert killed.returncode == -signal.SIGKILL
+    assert out.read_text().strip() and not (tmp_path / "pairs.jsonl.done").read_text().strip()
+    assert ragtune("pairs", "--store", str(store), "--out", str(out), "--method", "ict").returncode == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    keys = [(r["query"], r["passage_id"]) for r in rows]
+    assert len(keys) == len(set(keys))
+    assert sorted(keys) == sorted((r["query"], r["passage_id"]) for r in map(json.loads, whole.read_text().splitlines()))
+
+
+# --- two writers -----------------------------------------------------------------------------------------------
+
+
+def test_two_writer_processes_one_is_refused_and_nothing_is_lost(tmp_path: Path, tiny_model_dir: Path) -> None:
+    docs = many_docs(tmp_path / "docs", 1500)
+    other = write_docs(tmp_path / "other", {"one.txt": "A separate note about gaskets."})
+    store = tmp_path / "store"
+    index_sources(store, [other], model=str(tiny_model_dir), show_progress=False)
+    first = subprocess.Popen([*CLI, "index", str(docs), "--store", str(store)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(store.glob("*.partial")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = ragtune("index", str(other), "--store", str(store))
+    assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+    assert second.returncode == 2 and "being written by another process" in second.stderr
+    assert "Traceback" not in second.stderr
+    documents = {pid.rsplit("#", 1)[0] for pid in passage_ids(store)}
+    assert len(documents) == 1501 and check_store(store).healthy
+
+
+# --- full disk -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here to fill a disk (needs root with CAP_SYS_ADMIN): {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_gives_one_message_removes_the_partial_work_and_the_next_run_proceeds(
+    tmp_path: Path, tiny_model_dir: Path, small_disk: Path
+) -> None:
+    import shutil
+
+    docs = write_docs(tmp_path / "docs")
+    store = small_disk / "store"
+    index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
+    before = passage_ids(store)
+    free_before = shutil.disk_usage(small_disk).free
+    big = write_docs(tmp_path / "docs", {"big.txt": prose(600_000, 3)})  # ~4 MB of text: cannot fit
+    result = runner.invoke(app, ["index", str(docs), "--store", str(store)])
+    assert result.exit_code == 2, result.output
+    assert "disk full" in result.stderr and "run the same command again" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not list(store.glob("*.partial")) and passage_ids(store) == before
+    assert shutil.disk_usage(small_disk).free >= free_before - 256 * 1024  # the cache's growth was given back
+    (big / "big.txt").write_text(prose(300, 4))  # the user trims the input: the next plain run succeeds
+    report = index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
+    assert report.files_added == 1 and len(passage_ids(store)) > len(before)
+    assert check_store(store).healthy
+
+
+# --- damaged files ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def built(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    store = tmp_path / "store"
+    index_sources(store, [many_docs(tmp_path / "docs", 300)], model=str(tiny_model_dir), show_progress=False)
+    return store
+
+
+def _generation(store: Path) -> Path:
+    return store / json.loads((store / "manifest.json").read_text())["generation"]
+
+
+def test_overwritten_pages_are_found_by_info_and_check_and_repaired(built: Path, tmp_path: Path) -> None:
+    total = len(passage_ids(built))
+    table = _generation(built) / "passages.sqlite"
+    data = bytearray(table.read_bytes())
+    page = 4096
+    for offset in range(len(data) // 2, len(data) // 2 + 3 * page):  # three pages in the middle: garbage
+        data[offset] = (offset * 31) % 251
+    table.write_bytes(bytes(data))
+    info = runner.invoke(app, ["info", "--store", str(built)])
+    assert info.exit_code == 2 and "damaged" in info.stderr and "--repair" in info.stderr
+    search = runner.invoke(app, ["search", "pump seal", "--store", str(built), "--mode", "bm25"])
+    assert search.exit_code in (0, 2) and "Traceback" not in search.output
+    checked = runner.invoke(app, ["check", "--store", str(built)])
+    assert checked.exit_code == 1 and "problem:" in checked.stdout
+    repaired = repair_store(built)
+    assert repaired.healthy and any("rebuilt" in action for action in repaired.actions)
+    kept = len(passage_ids(built))
+    assert 0 < kept < total
+    report = index_sources(built, [tmp_path / "docs"], show_progress=False)  # puts back the sources left out
+    assert report.encoded == 0 and len(passage_ids(built)) == total and check_store(built).healthy
+
+
+def test_an_index_file_that_does_not_match_is_rebuilt(built: Path) -> None:
+    total = len(passage_ids(built))
+    (_generation(built) / "dense.faiss").write_bytes(b"not a faiss index")
+    assert not check_store(built).healthy
+    with pytest.raises(StoreError, match="check --store"):
+        Store.open(built)
+    assert repair_store(built).healthy
+    with Store.open(built) as opened:
+        assert len(opened.dense) == total
+
+
+@pytest.mark.parametrize(
+    "damage", [
+        lambda m: m.pop("model"),
+        lambda m: m["model"].pop("revision"),
+        lambda m: m.update(generation="../../etc"),
+        lambda m: m.update(generation="/tmp"),
+        lambda m: m["chunking"].pop("overlap_tokens"),
+        lambda m: m.update(dimension="384"),
+    ],
+)  # fmt: skip
+def test_a_damaged_manifest_is_one_clear_error_and_repair_restores_it(built: Path, damage) -> None:  # type: ignore[no-untyped-def]
+    total = len(passage_ids(built))
+    manifest = json.loads((built / "manifest.json").read_text())
+    damage(manifest)
+    (built / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="corrupt manifest.json"):
+        Store.open(built)
+    result = runner.invoke(app, ["search", "pump", "--store", str(built)])
+    assert result.exit_code == 2 and "ragtune check" in result.stderr
+    assert repair_store(built).healthy
+    assert len(passage_ids(built)) == total
+
+
+def test_truncated_manifest_and_leftovers(built: Path) -> None:
+    (built / "manifest.json").write_text('{"format_version": 1, "gener')
+    (built / "gen-000099.partial").mkdir()
+    report = repair_store(built)
+    assert report.healthy and "gen-000099.partial" not in [p.name for p in built.iterdir()]
+    assert any("restored manifest.json" in action for action in report.actions)
+
+
+# --- memory ----------------------------------------------------------------------------------------------------
+
+
+def test_a_single_line_file_of_12_mb_is_chunked_in_bounded_memory(tmp_path: Path, minilm_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "one-line.txt"
+    words = prose(20_000, 1).replace(".", "")
+    with path.open("w") as handle:
+        while handle.tell() < 12 * 1024 * 1024:  # past the 8 MB streaming threshold; BENCHMARKS.md measures 30 MB
+            handle.write(words + " ")
+    script = f"""
+import sys
+from pathlib import Path
+from transformers import AutoTokenizer
+def peak_mib():  # VmHWM, unlike ru_maxrss, starts afresh at exec (ru_maxrss keeps the forking parent's)
+    status = open("/proc/self/status").read()
+    return int(status.split("VmHWM:")[1].split()[0]) // 1024
+from ragtune.corpus import Chunker, ChunkingConfig, SourceFile, read_documents
+from ragtune.corpus.readers import discover_sources
+tokenizer = AutoTokenizer.from_pretrained({str(minilm_tokenizer.name_or_path)!r})
+files, _ = discover_sources([{str(path)!r}])
+chunker = Chunker(tokenizer, ChunkingConfig().resolve(256, 2))
+passages = chars = 0
+for document in read_documents(files[0]):
+    for passage in chunker.chunk(document):
+        passages += 1
+        chars += len(passage.text)
+print(passages, chars, peak_mib())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    passages, chars, peak_mib = map(int, done.stdout.split())
+    assert passages > 8_000 and chars >= 12 * 1024 * 1024 * 0.95
+    assert peak_mib < 700, f"peak RSS {peak_mib} MiB"
