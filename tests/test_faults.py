@@ -358,9 +358,10 @@ def test_overwritten_pages_are_found_by_info_and_check_and_repaired(built: Path,
     assert report.encoded == 0 and len(passage_ids(built)) == total and check_store(built).healthy
 
 
-def test_an_index_file_that_does_not_match_is_rebuilt(built: Path) -> None:
+@pytest.mark.parametrize("damaged", ["dense.faiss", "keyword/meta.json"])
+def test_an_index_file_that_does_not_match_is_rebuilt(built: Path, damaged: str) -> None:
     total = len(passage_ids(built))
-    (_generation(built) / "dense.faiss").write_bytes(b"not a faiss index")
+    (_generation(built) / damaged).write_bytes(b"not an index")
     assert not check_store(built).healthy
     with pytest.raises(StoreError, match="check --store"):
         Store.open(built)
@@ -390,6 +391,22 @@ def test_a_damaged_manifest_is_one_clear_error_and_repair_restores_it(built: Pat
     assert result.exit_code == 2 and "ragtune check" in result.stderr
     assert repair_store(built).healthy
     assert len(passage_ids(built)) == total
+
+
+def test_a_damaged_embedding_cache_is_one_error_and_repair_removes_it(built: Path, tmp_path: Path) -> None:
+    cache = built / "embeddings.sqlite"
+    runner.invoke(app, ["info", "--store", str(built)])  # (checkpoints the WAL into the file)
+    data = bytearray(cache.read_bytes())
+    data[100:4096 * 3] = bytes(len(data[100:4096 * 3]))  # the header's tail and the first pages: zeros
+    cache.write_bytes(bytes(data))
+    Path(f"{cache}-wal").unlink(missing_ok=True)
+    (tmp_path / "docs" / "part0" / "new.txt").write_text("A new note about torque.")
+    result = runner.invoke(app, ["index", str(tmp_path / "docs"), "--store", str(built)])
+    assert result.exit_code == 2 and "embedding cache" in result.stderr and "damaged" in result.stderr
+    assert "Traceback" not in result.output
+    report = repair_store(built)
+    assert report.healthy and any("embedding cache" in action for action in report.actions)
+    assert runner.invoke(app, ["index", str(tmp_path / "docs"), "--store", str(built)]).exit_code == 0
 
 
 def test_truncated_manifest_and_leftovers(built: Path) -> None:

@@ -47,8 +47,7 @@ def chat():  # type: ignore[no-untyped-def]
 def test_quickstart_smoke_and_resume(tmp_path: Path, tiny_model_dir: Path, chat: ChatServer) -> None:
     dataset = tiny_beir(tmp_path / "tiny")
     config = QuickstartConfig(
-        dataset=dataset, out=tmp_path / "out", budget_minutes=4, base=str(tiny_model_dir), generator=chat.url,
-        batch_size=8,
+        dataset=dataset, out=tmp_path / "out", base=str(tiny_model_dir), generator=chat.url, batch_size=8,
     )  # fmt: skip
     lines: list[str] = []
     result = Quickstart(config, reproduce_command(config), say=lines.append, show_progress=False).run()
@@ -63,6 +62,9 @@ def test_quickstart_smoke_and_resume(tmp_path: Path, tiny_model_dir: Path, chat:
     assert [line.split(":")[0] for line in lines if line.startswith("✓")] == [
         "✓ dataset", "✓ store", "✓ baseline", "✓ training data", "✓ fine-tune", "✓ re-index and evaluate", "✓ answers",
     ]
+    assert any(line.startswith("  fine-tune:") and "steps planned (2 epochs)" in line for line in lines)
+    tuned = next(line for line in lines if line.startswith("✓ fine-tune"))
+    assert "2 epochs as planned" in tuned and "2 epochs as planned" in report
 
     again: list[str] = []
     Quickstart(config, reproduce_command(config), say=again.append, show_progress=False).run()
@@ -73,8 +75,8 @@ def test_interrupted_quickstart_resumes_after_the_finished_steps(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dataset = tiny_beir(tmp_path / "tiny")
-    config = QuickstartConfig(dataset=dataset, out=tmp_path / "out", budget_minutes=4, base=str(tiny_model_dir),
-                              generator=None, batch_size=8)  # fmt: skip
+    config = QuickstartConfig(dataset=dataset, out=tmp_path / "out", base=str(tiny_model_dir), generator=None,
+                              batch_size=8)  # fmt: skip
 
     def interrupted(self: Quickstart) -> None:
         raise KeyboardInterrupt
@@ -98,10 +100,12 @@ def test_quickstart_cli_prints_the_table_and_marks_finished_steps(tmp_path: Path
     from ragtune.cli import app
 
     dataset = tiny_beir(tmp_path / "tiny")
-    command = ["quickstart", "--dataset", str(dataset), "--out", str(tmp_path / "out"), "--budget-minutes", "4",
+    command = ["quickstart", "--dataset", str(dataset), "--out", str(tmp_path / "out"), "--budget-minutes", "0.001",
                "--base", str(tiny_model_dir), "--generator", "none"]  # fmt: skip
     first = CliRunner().invoke(app, command)
     assert first.exit_code == 0, first.output
     assert "before / after" in first.stdout and "report.html" in first.stdout
+    assert "CUT SHORT by --budget-minutes 0.001" in first.stderr  # an explicit cap that ends training is flagged
+    assert "CUT SHORT" in (tmp_path / "out" / "report.md").read_text()
     second = CliRunner().invoke(app, command)
     assert second.exit_code == 0 and "[done before] fine-tune:" in second.stderr

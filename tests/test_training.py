@@ -239,16 +239,27 @@ def test_cli_mine_finetune_reindex(tiny_model_dir: Path, tmp_path: Path, docs_di
     tuned = runner.invoke(
         app, ["finetune", str(tmp_path / "mined.jsonl"), "--out", str(tmp_path / "model"), "--base",
               str(tiny_model_dir), "--epochs", "1", "--batch-size", "4", "--max-seq-length", "32", "--threads", "2",
-              "--dev-fraction", "0.25", "--merge-base", "0.5"],
+              "--dev-fraction", "0.25", "--merge-base", "0.5", "--bf16", "--low-memory"],
     )  # fmt: skip
     assert tuned.exit_code == 0, tuned.output
     assert "dev nDCG@10" in tuned.stdout and "distinct queries" in tuned.stderr and (tmp_path / "model-merged" / "modules.json").exists()
     record = json.loads((tmp_path / "model" / "ragtune_training.json").read_text())
-    assert record["config"]["loss"] == "mnrl" and record["data"]["dev_queries"] == 2
+    assert record["config"]["loss"] == "mnrl" and record["data"]["dev_queries"] == 2 and record["config"]["bf16"]
+    assert record["config"]["gradient_checkpointing"] and record["config"]["attention_dropout"] == 0.0
     reindexed = runner.invoke(app, ["reindex", "--store", str(store), "--model", str(tmp_path / "model")])
     assert reindexed.exit_code == 0, reindexed.output
     bad = runner.invoke(app, ["finetune", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "m")])
     assert bad.exit_code == 2 and "does not exist" in bad.stderr
+
+
+def test_attention_dropout_is_set_on_every_layer(tiny_model_dir: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.training.finetune import set_attention_dropout
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    assert set_attention_dropout(model, 0.0) == 2  # the tiny BERT's two layers
+    assert all(m.dropout.p == 0.0 for n, m in model.named_modules() if n.endswith("attention.self"))
 
 
 def test_examples_short_of_negatives_are_left_out_not_every_rows_negatives() -> None:

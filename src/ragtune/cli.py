@@ -487,12 +487,18 @@ def finetune(
         float | None, typer.Option(help="Also write OUT-merged: weights (1-a)·tuned + a·base.")
     ] = None,
     budget_minutes: Annotated[float | None, typer.Option(help="Stop training after this many minutes.")] = None,
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast (about 1.9× faster where the CPU has AVX512-BF16).")] = False,
+    low_memory: Annotated[
+        bool, typer.Option(help="No attention dropout + gradient checkpointing: the quickstart's 2 GB training.")
+    ] = False,
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all cores).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
     """Fine-tune the embedding model (resumes from the last checkpoint when re-run)."""
     from ragtune.training.examples import beir_corpus, duplicate_stats, load_examples
-    from ragtune.training.finetune import DevSet, FinetuneConfig, finetune as run_finetune, merge_with_base
+    from ragtune.training.finetune import (
+        LOW_MEMORY_TRAINING, DevSet, FinetuneConfig, finetune as run_finetune, merge_with_base,
+    )
 
     examples, corpus = load_examples(train, split)
     stats = duplicate_stats(examples)
@@ -506,7 +512,7 @@ def finetune(
     config = FinetuneConfig(
         base=base, loss=loss, epochs=epochs, batch_size=batch_size, learning_rate=lr, max_negatives=negatives,
         matryoshka_dims=dims, max_seq_length=max_seq_length, dev_fraction=dev_fraction, threads=threads, seed=seed,
-        time_budget_minutes=budget_minutes,
+        time_budget_minutes=budget_minutes, bf16=bf16, **(LOW_MEMORY_TRAINING if low_memory else {}),
     )  # fmt: skip
     dev = None
     if eval_dataset is not None:
@@ -680,7 +686,10 @@ def quickstart(
     ] = None,
     docs: Annotated[Path | None, typer.Option(help="A folder of your documents instead (no labels needed).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the stores, model and report go.")] = Path("quickstart"),
-    budget_minutes: Annotated[float, typer.Option(help="Wall-clock budget for the whole run.")] = 18.0,
+    epochs: Annotated[float, typer.Option(help="Fine-tuning epochs: a fixed amount of training, whatever the machine.")] = 2.0,
+    budget_minutes: Annotated[
+        float | None, typer.Option(help="Cap on fine-tuning minutes (the report flags a run it cut short).")
+    ] = None,
     base: Annotated[str, typer.Option(help="Embedding model to start from (short name or directory).")] = "minilm",
     generator: Annotated[
         str, typer.Option("--generator", help="Generator for the sample answers, or 'none' to skip them.")
@@ -697,7 +706,7 @@ def quickstart(
 
     set_threads(threads)
     config = QuickstartConfig(
-        dataset=dataset, docs=docs, out=out_dir, budget_minutes=budget_minutes, base=base,
+        dataset=dataset, docs=docs, out=out_dir, epochs=epochs, budget_minutes=budget_minutes, base=base,
         generator=None if generator.lower() == "none" else generator, threads=threads,
     )  # fmt: skip
     command = reproduce_command(config)

@@ -24,6 +24,7 @@ from ragtune.errors import InputError
 from ragtune.evaluation import evaluate_systems, load_beir, write_report
 from ragtune.evaluation.dataset import BeirDataset
 from ragtune.evaluation.runner import Evaluation, eval_store_dir
+from ragtune.memory import release_memory
 from ragtune.models import inference_precision, resolve_model
 from ragtune.quickstart.state import StepState
 from ragtune.retrieval import SearchMode
@@ -38,14 +39,14 @@ HELD_OUT_QUERIES = 200
 DEV_DISTRACTORS = 300
 """Passages besides the dev queries' own in the periodic dev evaluation: enough to rank against, cheap to encode."""
 SAMPLE_QUESTIONS = 3
-
-
 @dataclass(frozen=True)
 class QuickstartConfig:
     dataset: Path | None = None
     docs: Path | None = None
     out: Path = Path("quickstart")
-    budget_minutes: float = 18.0
+    epochs: float = 2.0
+    budget_minutes: float | None = None
+    """An explicit cap on fine-tuning minutes; by default the planned epochs run whatever the machine's speed."""
     base: str = "minilm"
     generator: str | None = "smollm2"
     batch_size: int = 32
@@ -62,23 +63,20 @@ class Quickstart:
     def __init__(self, config: QuickstartConfig, command: str, say: Say, show_progress: bool | None = None) -> None:
         if config.dataset and config.docs:
             raise InputError("give --dataset or --docs, not both")
-        if config.budget_minutes <= 0:
+        if config.budget_minutes is not None and config.budget_minutes <= 0:
             raise InputError("--budget-minutes must be positive")
+        if config.epochs <= 0:
+            raise InputError("--epochs must be positive")
         self.config = config
         self.out = config.out
         self.out.mkdir(parents=True, exist_ok=True)
         self.state = StepState(self.out / "state.json", command)
         self.say = say
         self.show_progress = show_progress
-        self.started = time.monotonic()
-        self.spent_before = sum(step["seconds"] for step in self.state.steps.values())
         self.stores = self.out / "stores"
         self.model_dir = self.out / "tuned-model"
 
     # -- bookkeeping ----------------------------------------------------------------------------------------------
-
-    def elapsed(self) -> float:
-        return self.spent_before + time.monotonic() - self.started
 
     def step(self, name: str, work: Callable[[], tuple[str, dict[str, Any]]]) -> dict[str, Any]:
         if self.state.done(name):
@@ -88,6 +86,7 @@ class Quickstart:
         self.say(f"{name} …")
         started = time.monotonic()
         summary, data = work()
+        release_memory()  # each step's freed buffers go back to the OS before the next step's peak
         seconds = time.monotonic() - started
         self.state.record(name, seconds, summary, data)
         self.say(f"✓ {name}: {summary} ({seconds:.0f} s)")
@@ -209,31 +208,39 @@ class Quickstart:
         return summary, {"examples": len(mined), "with_negatives": report.with_negatives}
 
     def _finetune(self) -> tuple[str, dict[str, Any]]:
-        from ragtune.training.finetune import FinetuneConfig, finetune
+        from ragtune.training.finetune import LOW_MEMORY_TRAINING, FinetuneConfig, finetune
 
         examples = read_training_jsonl(self.out / "train-mined.jsonl")
-        index_seconds = self.state.get("store")["seconds"]
-        # keep back what is left to do: re-encoding the corpus with the tuned model, evaluation, the answers
-        reserve = 1.15 * index_seconds + 60 + (90 if self.config.generator else 0)
-        minutes = (self.config.budget_minutes * 60 - self.elapsed() - reserve) / 60
-        if minutes < 1:
-            raise InputError(
-                f"--budget-minutes {self.config.budget_minutes:g} leaves {minutes:.1f} min for fine-tuning after indexing "
-                f"took {index_seconds / 60:.1f} min; raise the budget"
-            )
         steps_per_epoch = max(1, len(examples) // self.config.batch_size)
         config = FinetuneConfig(
-            base=self.config.base, epochs=2.0, batch_size=self.config.batch_size, time_budget_minutes=minutes,
-            threads=self.config.threads, seed=self.config.seed, eval_steps=max(5, steps_per_epoch // 2),
-            dev_distractors=DEV_DISTRACTORS, bf16=inference_precision() == "bf16",
+            base=self.config.base, epochs=self.config.epochs, batch_size=self.config.batch_size,
+            time_budget_minutes=self.config.budget_minutes, threads=self.config.threads, seed=self.config.seed,
+            eval_steps=max(5, steps_per_epoch // 2), dev_distractors=DEV_DISTRACTORS,
+            bf16=inference_precision() == "bf16", **LOW_MEMORY_TRAINING,
         )  # fmt: skip
-        result = finetune(examples, self.model_dir, config, show_progress=bool(self.show_progress))
+
+        def estimate(step: int, planned: int, seconds_per_step: float) -> None:
+            left = (planned - step) * seconds_per_step / 60
+            self.say(f"  fine-tune: {planned} steps planned ({self.config.epochs:g} epochs), {seconds_per_step:.1f} s "
+                     f"per step here: about {left:.0f} min to go")  # fmt: skip
+
+        result = finetune(examples, self.model_dir, config, show_progress=bool(self.show_progress), on_step_time=estimate)
         before, after = result.base_dev.get("ndcg@10", float("nan")), result.tuned_dev.get("ndcg@10", float("nan"))
+        if result.stopped_by == "time budget":
+            ended = f"CUT SHORT by --budget-minutes {self.config.budget_minutes:g} (of {result.planned_steps} planned)"
+        elif result.stopped_by == "early stopping":
+            ended = f"stopped early: dev nDCG@10 stopped improving (of {result.planned_steps} planned)"
+        else:
+            ended = f"{self.config.epochs:g} epochs as planned"
         summary = (
-            f"{result.steps} steps in {result.train_seconds / 60:.1f} min (budget {minutes:.1f}); "
+            f"{result.steps} steps, {ended}, in {result.train_seconds / 60:.1f} min; "
             f"dev nDCG@10 {before:.4f} → {after:.4f}"
         )
-        return summary, {"steps": result.steps, "train_seconds": result.train_seconds, "budget_minutes": minutes}
+        return summary, {
+            "steps": result.steps, "planned_steps": result.planned_steps, "stopped_by": result.stopped_by,
+            "epochs": self.config.epochs, "train_seconds": result.train_seconds,
+            "budget_minutes": self.config.budget_minutes,
+        }  # fmt: skip
 
     def _answers(self, test: BeirDataset, store_dir: Path) -> tuple[str, dict[str, Any]]:
         from ragtune.generation import Answerer, load_generator
@@ -263,7 +270,11 @@ def reproduce_command(config: QuickstartConfig) -> str:
         parts += ["--docs", str(config.docs)]
     elif config.dataset:
         parts += ["--dataset", str(config.dataset)]
-    parts += ["--out", str(config.out), "--budget-minutes", f"{config.budget_minutes:g}"]
+    parts += ["--out", str(config.out)]
+    if config.epochs != QuickstartConfig.epochs:
+        parts += ["--epochs", f"{config.epochs:g}"]
+    if config.budget_minutes is not None:
+        parts += ["--budget-minutes", f"{config.budget_minutes:g}"]
     if config.base != "minilm":
         parts += ["--base", config.base]
     if config.generator != "smollm2":

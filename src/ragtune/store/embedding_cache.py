@@ -13,22 +13,29 @@ from pathlib import Path
 
 import numpy as np
 
+from ragtune.store.fsutil import sqlite_damage_reported
+
 
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class EmbeddingCache:
+    """Vectors by (model revision, text hash). A damaged cache file is one `StoreError`: it only saves encoding
+    time, so the fix is to delete it (`ragtune check --repair` does)."""
+
     def __init__(self, path: Path, model_revision: str, dimension: int) -> None:
+        self.path = path
         self.model_revision = model_revision
         self.dimension = dimension
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path)
-        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file: lets discard_new shrink it
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS vectors (model TEXT, text_hash TEXT, vector BLOB, PRIMARY KEY (model, text_hash))"
-        )
+        with self._damage_reported():
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file: lets discard_new shrink it
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS vectors (model TEXT, text_hash TEXT, vector BLOB, PRIMARY KEY (model, text_hash))"
+            )
         self.hits = 0
         self.misses = 0
         self._added: list[str] = []  # hashes this instance stored, for discard_new
@@ -36,21 +43,26 @@ class EmbeddingCache:
     def close(self) -> None:
         self._db.close()
 
+    def _damage_reported(self):  # type: ignore[no-untyped-def]
+        fix = f"it only saves re-encoding: delete it (rm {self.path}*) or run ragtune check --repair on its store"
+        return sqlite_damage_reported(f"embedding cache '{self.path}'", fix)
+
     def get_many(self, hashes: Sequence[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(hashes))
-        for start in range(0, len(unique), 500):
-            chunk = unique[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT text_hash, vector FROM vectors WHERE model = ? AND text_hash IN ({marks})",
-                [self.model_revision, *chunk],
-            )
-            found.update((h, np.frombuffer(v, dtype=np.float32)) for h, v in rows)
+        with self._damage_reported():
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT text_hash, vector FROM vectors WHERE model = ? AND text_hash IN ({marks})",
+                    [self.model_revision, *chunk],
+                )
+                found.update((h, np.frombuffer(v, dtype=np.float32)) for h, v in rows)
         return found
 
     def put_many(self, items: Sequence[tuple[str, np.ndarray]]) -> None:
-        with self._db:
+        with self._damage_reported(), self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
                 [(self.model_revision, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items],
@@ -90,3 +102,23 @@ class EmbeddingCache:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.vstack([cached[h] for h in hashes])
+
+
+def cache_problems(path: Path) -> list[str]:
+    """SQLite's quick check of a cache file, read-only; [] when sound (or absent)."""
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = [r[0] for r in db.execute("PRAGMA quick_check(3)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    finally:
+        db.close()
+    return [] if rows == ["ok"] else rows
+
+
+def remove_cache(path: Path) -> None:
+    """Delete a cache file with its WAL and shared-memory files."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)

@@ -40,6 +40,18 @@ def free_space_text(path: Path) -> str:
     return f"{usage.free / 1e6:.1f} MB free of {usage.total / 1e6:.0f} MB"
 
 
+@contextmanager
+def sqlite_damage_reported(what: str, fix: str) -> Iterator[None]:
+    """SQLite's errors for a damaged file ("malformed", "not a database") as one `StoreError` naming the file and
+    the fix; a locked database or a full disk (OperationalError) is not damage and passes through."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError):
+            raise
+        raise StoreError(f"{what} is damaged ({exc}); {fix}") from exc
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

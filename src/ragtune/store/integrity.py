@@ -1,7 +1,7 @@
 """Checking a store's files against each other, and repairing what can be rebuilt from what is intact.
 
-`check_store` reads: the manifest's fields, SQLite's own check of the passage table, every vector's size, the
-dense and keyword indexes' counts against the table, and leftovers of interrupted runs. `repair_store` restores a
+`check_store` reads: the manifest's fields, SQLite's own check of the passage table (and of the embedding cache),
+every vector's size, the dense and keyword indexes' counts against the table, and leftovers of interrupted runs. `repair_store` restores a
 damaged manifest from the copy each generation holds, and rebuilds a damaged generation from the readable, whole
 sources of its passage table (the next `ragtune index` re-adds the rest, its vectors from the embedding cache).
 """
@@ -16,11 +16,12 @@ from typing import Any
 
 from ragtune.errors import StoreError
 from ragtune.store.dense import FaissDenseIndex
+from ragtune.store.embedding_cache import cache_problems, remove_cache
 from ragtune.store.fsutil import exclusive_lock
 from ragtune.store.keyword import TantivyKeywordIndex
 from ragtune.store.manifest import GENERATION_NAME, Manifest, manifest_problem, read_manifest, write_manifest
 from ragtune.store.passages import PassageTable, salvage_passages
-from ragtune.store.store import DENSE_FILE, KEYWORD_DIR, PASSAGES_FILE, rebuild_generation
+from ragtune.store.store import CACHE_FILE, DENSE_FILE, KEYWORD_DIR, PASSAGES_FILE, rebuild_generation
 
 
 @dataclass
@@ -53,6 +54,8 @@ def check_store(store_dir: str | Path, quick: bool = False) -> CheckReport:
         return report
     report.generation = manifest.generation
     report.problems += _generation_problems(store_dir / manifest.generation, manifest, quick)
+    if not quick:
+        report.problems += [f"embedding cache: {p}" for p in cache_problems(store_dir / CACHE_FILE)]
     report.leftovers = _leftovers(store_dir, manifest)
     return report
 
@@ -66,6 +69,10 @@ def repair_store(store_dir: str | Path) -> CheckReport:
         if report.generation is None:
             manifest = _restore_manifest(store_dir)
             report.actions.append(f"restored manifest.json from {manifest.generation}'s copy")
+            report = _recheck(store_dir, report.actions)
+        if any(problem.startswith("embedding cache:") for problem in report.problems):
+            remove_cache(store_dir / CACHE_FILE)
+            report.actions.append("removed the damaged embedding cache (vectors are encoded again when needed)")
             report = _recheck(store_dir, report.actions)
         if report.problems and not (store_dir / read_manifest(store_dir).generation).is_dir():
             manifest = _restore_manifest(store_dir)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ragtune.errors import InputError, StoreError
+from ragtune.store.fsutil import sqlite_damage_reported
 from ragtune.types import Hit, Passage, embedding_text
 
 _SCHEMA = """
@@ -67,16 +68,10 @@ class PassageTable:
         self._db.close()
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a read and fetch its rows; SQLite's "malformed" errors become one `StoreError`."""
-        try:
+        """Run a read and fetch its rows; a damaged file is one `StoreError` that says how to repair it."""
+        fix = f"run: ragtune check --store {self.path.parent.parent} --repair"
+        with sqlite_damage_reported(f"passage table '{self.path}'", fix):
             return self._db.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError):
-                raise  # locked, disk full, interrupted: not damage
-            raise StoreError(
-                f"passage table '{self.path}' is damaged ({exc}); run: ragtune check --store "
-                f"{self.path.parent.parent} --repair"
-            ) from exc
 
     def integrity_problems(self, quick: bool = True, limit: int = 5) -> list[str]:
         """SQLite's own check of the file (`quick_check` skips the index-to-table cross-check); [] when sound."""

@@ -202,10 +202,10 @@ def _building_generation(
             raise
         if table is not None:
             table.close()
-        _remove_unpublished(store_dir, generation)
+        current = _remove_unpublished(store_dir, generation)
         if cache is not None:
             cache.discard_new()
-        kept = f"it is unchanged at {previous.generation}" if previous else "nothing was written"
+        kept = f"it is unchanged at {current}" if current else "nothing was written"
         raise StoreError(
             f"disk full while writing store '{store_dir}' ({free_space_text(store_dir)} now): the unfinished update "
             f"was removed and {kept}; free space on that disk (or use a --store elsewhere) and run the same command again"
@@ -217,13 +217,15 @@ def _building_generation(
             cache.close()
 
 
-def _remove_unpublished(store_dir: Path, generation: str) -> None:
-    """Delete a generation the manifest does not point to (its `.partial` build or its renamed folder)."""
+def _remove_unpublished(store_dir: Path, generation: str) -> str | None:
+    """Delete `generation` unless the manifest points to it (its `.partial` build or its renamed folder), and a
+    half-written manifest. Returns the generation the manifest points to."""
     current = read_manifest(store_dir).generation if manifest_path(store_dir).exists() else None
     if generation != current:
         shutil.rmtree(store_dir / f"{generation}.partial", ignore_errors=True)
         shutil.rmtree(store_dir / generation, ignore_errors=True)
     manifest_path(store_dir).with_name(manifest_path(store_dir).name + ".tmp").unlink(missing_ok=True)
+    return current
 
 
 def rebuild_generation(store_dir: Path, manifest: Manifest, fill: Callable[[PassageTable], None]) -> Manifest:

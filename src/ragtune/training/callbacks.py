@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 
 def time_budget_callback(minutes: float):  # type: ignore[no-untyped-def]
@@ -14,6 +15,7 @@ def time_budget_callback(minutes: float):  # type: ignore[no-untyped-def]
 
     class TimeBudget(TrainerCallback):
         def __init__(self) -> None:
+            self.fired = False  # whether the budget, not the planned steps, ended training
             self.deadline = time.perf_counter() + 60.0 * minutes
             self.last_step_end = time.perf_counter()
             self.step_seconds = 0.0
@@ -28,12 +30,37 @@ def time_budget_callback(minutes: float):  # type: ignore[no-untyped-def]
             self.step_seconds = max(self.step_seconds, now - self.last_step_end)
             self.last_step_end = now
             if now + self.step_seconds + 1.2 * self.eval_seconds >= self.deadline and not control.should_training_stop:
+                self.fired = state.global_step < state.max_steps
                 control.should_training_stop = True
                 control.should_evaluate = _evaluates(args)
                 control.should_save = _evaluates(args)  # the best checkpoint is chosen by evaluation
             return control
 
     return TimeBudget()
+
+
+def step_time_callback(report: Callable[[int, int, float], None], after_steps: int = 2):  # type: ignore[no-untyped-def]
+    """Call `report(steps done, planned steps, seconds per step)` once, after `after_steps` steps of this run, so a
+    caller can say up front how long training will take."""
+    from transformers import TrainerCallback
+
+    class StepTime(TrainerCallback):
+        def __init__(self) -> None:
+            self.started: float | None = None
+            self.first_step = 0
+            self.reported = False
+
+        def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if self.started is None:
+                self.started, self.first_step = time.perf_counter(), state.global_step
+
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            done = state.global_step - self.first_step
+            if not self.reported and self.started is not None and done >= after_steps:
+                self.reported = True
+                report(state.global_step, state.max_steps, (time.perf_counter() - self.started) / done)
+
+    return StepTime()
 
 
 def _evaluates(args) -> bool:  # type: ignore[no-untyped-def]

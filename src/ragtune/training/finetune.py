@@ -11,7 +11,7 @@ import json
 import random
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from ragtune.errors import InputError, RagtuneError
 from ragtune.faults import arm_checkpoint_kill
 from ragtune.models import ModelRef, quiet_transformers, resolve_model, set_threads
 from ragtune.store.fsutil import write_directory_atomically
-from ragtune.training.callbacks import silence_log_printing, time_budget_callback
+from ragtune.training.callbacks import silence_log_printing, step_time_callback, time_budget_callback
 from ragtune.training.checkpoints import ResumePoint, find_resume_point
 from ragtune.training.examples import TrainingExample, duplicate_stats, split_by_query
 
@@ -28,6 +28,13 @@ LOSSES = ("mnrl", "cached-mnrl", "gist", "triplet", "contrastive")
 _NEEDS_NEGATIVES = ("triplet", "contrastive")
 DEV_NAME = "dev"
 TRAINING_RECORD = "ragtune_training.json"
+
+
+LOW_MEMORY_TRAINING: dict[str, Any] = {"attention_dropout": 0.0, "gradient_checkpointing": True}
+"""FinetuneConfig settings that bound training memory (the quickstart's, `finetune --low-memory`): without
+attention dropout PyTorch's fused attention keeps no (query, key) weight matrices, and checkpointing keeps one
+layer's activations at a time. SciFact batches (32 × 3 texts, 256 tokens, bf16, 2 cores): 7.6 GB peak and 15.7 s
+per step before, 2.0 GB and 9.2 s after (BENCHMARKS.md)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,12 @@ class FinetuneConfig:
     dev_fraction: float = 0.1
     dev_distractors: int = 1000
     bf16: bool = False
+    gradient_checkpointing: bool = False
+    attention_dropout: float | None = None
+    """Override the model's attention-probability dropout; 0 lets PyTorch's fused attention run in training
+    without keeping every (query, key) weight matrix for the backward pass."""
+    """Keep only each layer's input and recompute the rest in the backward pass: about a third more compute,
+    activation memory of one layer instead of all (batch 32 × 3 texts of 256 tokens: 8.4 GB peak without it)."""
     time_budget_minutes: float | None = None
 
     def check(self) -> None:
@@ -85,6 +98,9 @@ class FinetuneResult:
     data: dict[str, int]
     log_history: list[dict[str, Any]] = field(default_factory=list)
     resume: ResumePoint = field(default_factory=lambda: ResumePoint(None))
+    planned_steps: int = 0
+    stopped_by: str = "plan"
+    """Why training ended: "plan" (the planned steps ran), "time budget" or "early stopping"."""
 
 
 def carve_dev_set(
@@ -193,11 +209,13 @@ def finetune(
     dev: DevSet | None = None,
     distractor_pool: Sequence[str] = (),
     show_progress: bool = False,
+    on_step_time: Callable[[int, int, float], None] | None = None,
 ) -> FinetuneResult:
     """Train `config.base` on `examples` and write the best checkpoint (by dev nDCG@10) to `out_dir`.
 
     Without `dev`, a fraction of the training queries is held out. Checkpoints live in `<out_dir>.checkpoints`; a
-    re-run with the same arguments resumes from the last one.
+    re-run with the same arguments resumes from the last one. `on_step_time(step, planned steps, seconds per step)`
+    is called once, early, to estimate the time training will take.
     """
     config.check()
     quiet_transformers()
@@ -221,6 +239,8 @@ def finetune(
 
     model = SentenceTransformer(str(base.path), device=None, local_files_only=True)
     model.max_seq_length = config.max_seq_length
+    if config.attention_dropout is not None:
+        set_attention_dropout(model, config.attention_dropout)
     evaluator = _evaluator(dev, config.batch_size)
     base_dev = _scores(evaluator(model))
 
@@ -249,20 +269,22 @@ def finetune(
         seed=config.seed,
         data_seed=config.seed,
         bf16=config.bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on CPU unless told the device
         report_to="none",
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=not show_progress,
     )
+    budget = time_budget_callback(config.time_budget_minutes) if config.time_budget_minutes else None
+    extra = [c for c in (budget, step_time_callback(on_step_time) if on_step_time else None) if c is not None]
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         loss=_loss(model, config, base),
         evaluator=evaluator,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)]
-        + ([time_budget_callback(config.time_budget_minutes)] if config.time_budget_minutes else []),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience), *extra],
     )
     if not show_progress:
         silence_log_printing(trainer)
@@ -276,10 +298,27 @@ def finetune(
     result = FinetuneResult(
         model_dir=out_dir, base_dev=base_dev, tuned_dev=tuned_dev, train_seconds=train_seconds,
         steps=int(trainer.state.global_step), data=data_stats, log_history=list(trainer.state.log_history),
-        resume=resume,
+        resume=resume, planned_steps=int(trainer.state.max_steps), stopped_by=_stop_reason(trainer, budget),
     )  # fmt: skip
     save_model_atomically(model, out_dir, config, result, base, dev.description)
     return result
+
+
+def set_attention_dropout(model, p: float) -> int:  # type: ignore[no-untyped-def]
+    """Set the dropout of every self-attention block's weights (BERT-style `*SelfAttention.dropout`); returns how
+    many were set."""
+    changed = 0
+    for name, module in model.named_modules():
+        if name.endswith("attention.self") and hasattr(module, "dropout"):
+            module.dropout.p = p
+            changed += 1
+    return changed
+
+
+def _stop_reason(trainer, budget) -> str:  # type: ignore[no-untyped-def]
+    if trainer.state.global_step >= trainer.state.max_steps:
+        return "plan"
+    return "time budget" if budget is not None and budget.fired else "early stopping"
 
 
 def save_model_atomically(
