@@ -33,8 +33,8 @@ TRAINING_RECORD = "ragtune_training.json"
 LOW_MEMORY_TRAINING: dict[str, Any] = {"attention_dropout": 0.0, "gradient_checkpointing": True}
 """FinetuneConfig settings that bound training memory (the quickstart's, `finetune --low-memory`): without
 attention dropout PyTorch's fused attention keeps no (query, key) weight matrices, and checkpointing keeps one
-layer's activations at a time. SciFact batches (32 × 3 texts, 256 tokens, bf16, 2 cores): 7.6 GB peak and 15.7 s
-per step before, 2.0 GB and 9.2 s after (BENCHMARKS.md)."""
+layer's activations at a time. SciFact batches (32 × 3 texts, 256 tokens, bf16, 2 cores): 7.6 GB peak and 16.6 s
+per step before, 2.0 GB and 8.7 s after (BENCHMARKS.md)."""
 
 
 @dataclass(frozen=True)
