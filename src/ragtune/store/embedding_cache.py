@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragtune.store.fsutil import sqlite_damage_reported
+from ragtune.store.fsutil import sqlite_damage_reported, sqlite_problems
 
 
 def text_hash(text: str) -> str:
@@ -110,12 +110,9 @@ def cache_problems(path: Path) -> list[str]:
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = [r[0] for r in db.execute("PRAGMA quick_check(3)").fetchall()]
-    except sqlite3.DatabaseError as exc:
-        return [str(exc)]
+        return sqlite_problems(db, quick=True, limit=3)
     finally:
         db.close()
-    return [] if rows == ["ok"] else rows
 
 
 def remove_cache(path: Path) -> None:

@@ -52,6 +52,16 @@ def sqlite_damage_reported(what: str, fix: str) -> Iterator[None]:
         raise StoreError(f"{what} is damaged ({exc}); {fix}") from exc
 
 
+def sqlite_problems(db: sqlite3.Connection, quick: bool = True, limit: int = 5) -> list[str]:
+    """SQLite's own check of a database file (`quick_check` skips the index-to-table cross-check); [] when sound."""
+    pragma = "quick_check" if quick else "integrity_check"
+    try:
+        rows = [str(r[0]) for r in db.execute(f"PRAGMA {pragma}({int(limit)})").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    return [] if rows == ["ok"] else rows
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

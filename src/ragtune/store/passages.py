@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ragtune.errors import InputError, StoreError
-from ragtune.store.fsutil import sqlite_damage_reported
+from ragtune.store.fsutil import sqlite_damage_reported, sqlite_problems
 from ragtune.types import Hit, Passage, embedding_text
 
 _SCHEMA = """
@@ -74,13 +74,8 @@ class PassageTable:
             return self._db.execute(sql, params).fetchall()
 
     def integrity_problems(self, quick: bool = True, limit: int = 5) -> list[str]:
-        """SQLite's own check of the file (`quick_check` skips the index-to-table cross-check); [] when sound."""
-        pragma = "quick_check" if quick else "integrity_check"
-        try:
-            rows = self._db.execute(f"PRAGMA {pragma}({int(limit)})").fetchall()
-        except sqlite3.DatabaseError as exc:
-            return [str(exc)]
-        return [] if [r[0] for r in rows] == ["ok"] else [str(r[0]) for r in rows]
+        """SQLite's own check of the file; [] when sound."""
+        return sqlite_problems(self._db, quick, limit)
 
     def commit(self) -> None:
         self._db.commit()
