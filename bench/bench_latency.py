@@ -1,4 +1,4 @@
-"""Query latency on a SciFact store (query encoding included), bf16 vs fp32 query encoding in the same run.
+"""Query latency on a SciFact store (query encoding included): torch vs OpenVINO query encoding in the same run.
 
 Usage: python bench/bench_latency.py [--store DIR] [--data ../shared/data/scifact]
 Without --store, the evaluation store of all-MiniLM-L6-v2 (built by `ragtune eval` or the benchmarks) is used.
@@ -42,8 +42,8 @@ def main() -> None:
     result: dict = {"store": str(store_dir), "queries": len(queries), "rounds": args.rounds}
     with Store.open(store_dir) as store:
         result["passages"] = store.passages.count()
-        for precision in ("fp32", "bf16"):
-            store._embedder = Embedder(model, precision=precision)
+        for backend, precision in (("torch", "bf16"), ("openvino", "bf16"), ("openvino", "fp32")):
+            store._embedder = Embedder(model, precision=precision, backend=backend)
             retriever = Retriever(store)
             retriever.search("warm up", k=10, mode="hybrid")
             for mode in ("bm25", "dense", "hybrid"):
@@ -53,8 +53,8 @@ def main() -> None:
                         started = time.perf_counter()
                         retriever.search(query, k=10, mode=mode)
                         samples.append(time.perf_counter() - started)
-                result[f"{mode}_{precision}"] = percentiles(samples)
-                print(mode, precision, result[f"{mode}_{precision}"], flush=True)
+                result[f"{mode}_{backend}_{precision}"] = percentiles(samples)
+                print(mode, backend, precision, result[f"{mode}_{backend}_{precision}"], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -14,14 +14,11 @@ import time
 from pathlib import Path
 
 from ragtune.corpus import ChunkingConfig
-from ragtune.embedding import Embedder
 from ragtune.evaluation import evaluate_systems, load_beir, write_report
 from ragtune.evaluation.runner import default_cache_dir, eval_store_dir
 from ragtune.generation import load_generator
 from ragtune.models import inference_precision, resolve_model
 from ragtune.store import Store, index_sources
-from ragtune.store.embedding_cache import EmbeddingCache
-from ragtune.store.store import CACHE_FILE
 from ragtune.training.examples import read_training_jsonl, write_training_jsonl
 from ragtune.training.finetune import FinetuneConfig, finetune, merge_with_base
 from ragtune.training.mining import MiningConfig, mine_hard_negatives
@@ -84,12 +81,8 @@ def main() -> None:
         never_negative = {} if args.keep_siblings else {
             q: texts for f in pair_files for q, texts in same_document_texts(store, f).items()
         }  # fmt: skip
-    embedder = Embedder(model)
-    cache = EmbeddingCache(store_dir / CACHE_FILE, model.revision, embedder.dimension)
     mined, mining = mine_hard_negatives(examples, corpus, model, MiningConfig(num_negatives=1),
-                                        corpus_encoder=lambda texts: cache.encode(texts, embedder.encode),
-                                        never_negative=never_negative)  # fmt: skip
-    cache.close()
+                                        never_negative=never_negative)  # vectors from the shared cache
     timings["mining_s"] = time.perf_counter() - started
     write_training_jsonl(work / "train-mined.jsonl", mined)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -44,6 +45,22 @@ def write_docs(root: Path, docs: dict[str, str] = DOCS) -> Path:
 @pytest.fixture()
 def docs_dir(tmp_path: Path) -> Path:
     return write_docs(tmp_path / "docs")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_root(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Evaluation stores of this run in a temporary folder, never the user's ~/.cache/ragtune."""
+    os.environ["RAGTUNE_CACHE"] = str(tmp_path_factory.mktemp("ragtune-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _own_embedding_cache(tmp_path: Path) -> Iterator[Path]:
+    """Each test its own embedding cache (subprocesses inherit it), so `encoded` counts do not depend on test order.
+    (Its own MonkeyPatch: a test's `monkeypatch.undo()` must not point the cache at ~/.cache.)"""
+    path = tmp_path / "embedding-cache" / "embeddings.sqlite"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAGTUNE_EMBEDDING_CACHE", str(path))
+        yield path
 
 
 @pytest.fixture(scope="session")

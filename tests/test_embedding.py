@@ -28,3 +28,42 @@ def test_precision_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("RAGTUNE_PRECISION", "int4")
     with pytest.raises(RagtuneError, match="not one of fp32, bf16"):
         inference_precision()
+
+
+VARIED = [
+    "pump",
+    "Cavitation damages the impeller of a centrifugal pump when the inlet pressure drops too low.",
+    *[f"Passage {i}: " + "the seal and the bearings of pump number %d need checking. " % i * (i % 7 + 1) for i in range(40)],
+]
+
+
+@pytest.mark.integration
+def test_the_openvino_path_matches_the_reference_path(minilm: ModelRef) -> None:
+    """Every row (of lengths from 1 to ~100 tokens, over several length-sorted batches) in its own place, cos ≥ 0.999
+    against plain fp32 torch; the converted model is made once and reused."""
+    from ragtune.encoders import converted_model_path
+
+    reference = Embedder(minilm, precision="fp32", backend="torch").encode(VARIED)
+    for precision in ("fp32", "bf16"):
+        fast = Embedder(minilm, precision=precision, backend="openvino")
+        vectors = fast.encode(VARIED)
+        assert fast.vector_kind == f"{precision}/openvino"
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        assert (vectors * reference).sum(axis=1).min() >= 0.999
+        single = fast.encode_query(VARIED[5])
+        assert float(single @ reference[5]) >= 0.999
+    converted = converted_model_path(minilm)
+    made = converted.stat().st_mtime_ns
+    Embedder(minilm, backend="openvino").encode(["again"])
+    assert converted.stat().st_mtime_ns == made
+
+
+def test_the_encoder_backend_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragtune.encoders import encoder_backend
+
+    assert encoder_backend() == "openvino"  # installed with ragtune
+    monkeypatch.setenv("RAGTUNE_ENCODER", "torch")
+    assert encoder_backend() == "torch" and encoder_backend("openvino") == "openvino"
+    monkeypatch.setenv("RAGTUNE_ENCODER", "onnx")
+    with pytest.raises(RagtuneError, match="not one of torch, openvino"):
+        encoder_backend()

@@ -393,9 +393,11 @@ def test_a_damaged_manifest_is_one_clear_error_and_repair_restores_it(built: Pat
     assert len(passage_ids(built)) == total
 
 
-def test_a_damaged_embedding_cache_is_one_error_and_repair_removes_it(built: Path, tmp_path: Path) -> None:
-    cache = built / "embeddings.sqlite"
-    runner.invoke(app, ["info", "--store", str(built)])  # (checkpoints the WAL into the file)
+def test_a_damaged_embedding_cache_is_one_error_and_repair_removes_it(
+    built: Path, tmp_path: Path, _own_embedding_cache: Path
+) -> None:
+    cache = _own_embedding_cache
+    runner.invoke(app, ["cache", "info"])  # (checkpoints the WAL into the file)
     data = bytearray(cache.read_bytes())
     data[100:4096 * 3] = bytes(len(data[100:4096 * 3]))  # the header's tail and the first pages: zeros
     cache.write_bytes(bytes(data))
@@ -403,7 +405,9 @@ def test_a_damaged_embedding_cache_is_one_error_and_repair_removes_it(built: Pat
     (tmp_path / "docs" / "part0" / "new.txt").write_text("A new note about torque.")
     result = runner.invoke(app, ["index", str(tmp_path / "docs"), "--store", str(built)])
     assert result.exit_code == 2 and "embedding cache" in result.stderr and "damaged" in result.stderr
-    assert "Traceback" not in result.output
+    assert "ragtune cache clear" in result.stderr and "Traceback" not in result.output
+    info = runner.invoke(app, ["cache", "info"])
+    assert info.exit_code == 1 and "problem" in info.output
     report = repair_store(built)
     assert report.healthy and any("embedding cache" in action for action in report.actions)
     assert runner.invoke(app, ["index", str(tmp_path / "docs"), "--store", str(built)]).exit_code == 0

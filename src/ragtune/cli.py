@@ -17,6 +17,7 @@ from rich.table import Table
 from ragtune.corpus import ChunkingConfig
 from ragtune.errors import RagtuneError
 from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, parse_filters
+from ragtune.paths import CACHE_LIMIT_ENV, embedding_cache_path, parse_size
 from ragtune.store import Store, index_sources
 from ragtune.store.fsutil import is_disk_full
 from ragtune.training.checkpoints import ResumePoint
@@ -729,6 +730,55 @@ def quickstart(
     out.print(table)
     out.print(f"report: {result['report']['html']} (and report.md) · tuned model: {out_dir / 'tuned-model'}")
     out.print("next, on your documents: ragtune quickstart --docs PATH/TO/DOCS --out my-run", highlight=False)
+
+
+cache_app = typer.Typer(help="The shared embedding cache (every store, evaluation and mining run reads and fills it).",
+                        no_args_is_help=True)  # fmt: skip
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+@user_errors
+def cache_info(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Where the cache is, its size against its bound, vectors per model, and SQLite's quick check."""
+    from ragtune.embedding_cache import cache_summary
+
+    summary = cache_summary()
+    if as_json:
+        print_json(summary.to_json())
+    else:
+        out.print(f"[bold]{summary.path}[/]: {summary.size_bytes / 1e6:,.1f} MB of {summary.limit_bytes / 1e6:,.0f} MB "
+                  f"bound (${CACHE_LIMIT_ENV}), {summary.vectors:,} vectors", highlight=False)  # fmt: skip
+        for model, precision, count in summary.by_model:
+            out.print(f"  model {model} · {precision}: {count:,} vectors", highlight=False)
+        for problem in summary.problems:
+            out.print(f"[red]problem:[/] {problem} (run: ragtune cache clear)", highlight=False)
+    if summary.problems:
+        raise typer.Exit(1)
+
+
+@cache_app.command("prune")
+@user_errors
+def cache_prune(
+    max_size: Annotated[str, typer.Option(help="Keep at most this much: 500MB, 2GB, 0 (empties it).")],
+) -> None:
+    """Delete the least recently used vectors until the cache fits in --max-size."""
+    from ragtune.embedding_cache import cache_summary, prune_cache
+
+    removed = prune_cache(parse_size(max_size))
+    summary = cache_summary()
+    out.print(f"removed {removed:,} vectors; {summary.path} now holds {summary.vectors:,} "
+              f"({summary.size_bytes / 1e6:,.1f} MB)", highlight=False)  # fmt: skip
+
+
+@cache_app.command("clear")
+@user_errors
+def cache_clear() -> None:
+    """Delete the cache file (it only saves encoding time: vectors are made again when needed)."""
+    from ragtune.embedding_cache import remove_cache
+
+    remove_cache(embedding_cache_path())
+    out.print(f"removed {embedding_cache_path()}", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,4 @@
-"""Turning text into normalised vectors with a sentence-transformers model."""
+"""Turning text into normalised vectors with a sentence-transformers model (run by an `Encoder` backend)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ragtune.encoders import encoder_backend, make_encoder
 from ragtune.models import ModelRef, inference_precision, load_sentence_transformer
 
 if TYPE_CHECKING:
@@ -16,14 +17,25 @@ if TYPE_CHECKING:
 class Embedder:
     """Encodes passages and queries into unit-length float32 vectors (so inner product = cosine).
 
-    `precision` None picks bf16 on CPUs that support it natively (see `inference_precision`).
+    `precision` None picks bf16 on CPUs that support it natively (see `inference_precision`); `backend` None picks
+    the encoder (see `encoder_backend`: OpenVINO where installed, else torch).
     """
 
-    def __init__(self, model: ModelRef, batch_size: int = 64, precision: str | None = None) -> None:
+    def __init__(
+        self, model: ModelRef, batch_size: int = 64, precision: str | None = None, backend: str | None = None
+    ) -> None:
         self.model_ref = model
         self.batch_size = batch_size
         self.precision = inference_precision(precision)
-        self._model = load_sentence_transformer(model.path, self.precision)
+        self.backend = encoder_backend(backend)
+        self._model = load_sentence_transformer(model.path, self.precision if self.backend == "torch" else "fp32")
+        self._encoder = make_encoder(self.backend, self._model, model, self.precision, batch_size)
+
+    @property
+    def vector_kind(self) -> str:
+        """Precision and backend (`bf16/openvino`): vectors of one kind are identical for one text; of two kinds,
+        within rounding (cosine ≥ 0.999). The embedding cache keeps them apart."""
+        return f"{self.precision}/{self.backend}"
 
     @property
     def dimension(self) -> int:
@@ -40,13 +52,7 @@ class Embedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            convert_to_tensor=True,
-            show_progress_bar=False,
-        )
-        vectors = vectors.float().numpy()  # normalised in float32: a bf16 norm is off by up to 0.3 %
+        vectors = self._encoder.encode(texts)  # normalised here in float32: a bf16 norm is off by up to 0.3 %
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 

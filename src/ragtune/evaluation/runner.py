@@ -13,6 +13,7 @@ from ragtune.evaluation.dataset import BeirDataset
 from ragtune.evaluation.metrics import DEFAULT_METRICS, Run, mean_scores, per_query_scores
 from ragtune.evaluation.significance import PairedComparison, compare
 from ragtune.models import resolve_model
+from ragtune.paths import cache_root
 from ragtune.retrieval import Reranker, Retriever, SearchMode
 from ragtune.store import Store, index_sources
 from ragtune.types import Hit
@@ -42,8 +43,8 @@ class Evaluation:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("RAGTUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ragtune")
-    return Path(base) / "eval-stores"
+    """Where evaluation stores are kept: `<cache root>/eval-stores` (see `ragtune.paths`)."""
+    return cache_root() / "eval-stores"
 
 
 def documents_run(hits_per_query: dict[str, list[Hit]]) -> Run:
@@ -92,10 +93,14 @@ def evaluate_systems(
     query_ids = list(dataset.queries)
     query_texts = [dataset.queries[q] for q in query_ids]
     bm25_done = False
+    encoding: dict[str, dict[str, float]] = {}
     for model_name in models:
         model = resolve_model(model_name)
         store_dir = eval_store_dir(cache_dir, dataset, model.revision, chunking)
-        index_sources(store_dir, [dataset.corpus_path], model=model_name, chunking=chunking, show_progress=show_progress)
+        indexed = index_sources(
+            store_dir, [dataset.corpus_path], model=model_name, chunking=chunking, show_progress=show_progress
+        )
+        encoding[model_name] = {"encoded": indexed.encoded, "encode_seconds": round(indexed.encode_seconds, 1)}
         with Store.open(store_dir) as store:
             retrievers = [("", Retriever(store, depth=max(k, 100)))]
             if cross_encoder is not None:
@@ -123,7 +128,7 @@ def evaluate_systems(
     settings = {
         "models": list(models), "modes": [m.value for m in modes], "k": k, "metrics": list(metrics),
         "chunking": chunking.to_json(), "scoring": "document = max over its passages", "fusion": "rrf k=60",
-        "dataset_fingerprint": dataset.fingerprint(),
+        "dataset_fingerprint": dataset.fingerprint(), "encoding": encoding,
         "reranker": str(reranker) if reranker else None, "rerank_depth": rerank_depth if reranker else None,
         "rerank_weight": rerank_weight if reranker else None,
     }  # fmt: skip

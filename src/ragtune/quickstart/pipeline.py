@@ -29,8 +29,6 @@ from ragtune.models import inference_precision, resolve_model
 from ragtune.quickstart.state import StepState
 from ragtune.retrieval import SearchMode
 from ragtune.store import Store, index_sources
-from ragtune.store.embedding_cache import EmbeddingCache
-from ragtune.store.store import CACHE_FILE
 from ragtune.training.examples import TrainingExample, examples_from_beir, read_training_jsonl, write_training_jsonl
 
 SHIPPED_DATASET = Path(__file__).resolve().parents[3] / "data" / "scifact"
@@ -135,7 +133,7 @@ class Quickstart:
         if not docs.is_dir():
             raise InputError(f"--docs '{docs}' is not a folder")
         source_store = self.out / "docs-store"
-        index_sources(source_store, [docs], model=self.config.base, show_progress=self.show_progress)
+        indexed = index_sources(source_store, [docs], model=self.config.base, show_progress=self.show_progress)
         pairs_file = self.out / "pairs.jsonl"
         for method in (PairMethod.ict, PairMethod.heading):
             build_pairs(source_store, pairs_file, PairsConfig(method=method), show_progress=self.show_progress)
@@ -162,13 +160,25 @@ class Quickstart:
         (root / "qrels" / "test.tsv").write_text(qrels, encoding="utf-8")
         train = [TrainingExample(r["query"], r["positive"]) for r in train_rows]
         write_training_jsonl(self.out / "train-pairs.jsonl", train)
-        summary = f"{len(rows)} synthetic pairs (ict + heading): {len(train_rows)} to train, {len(held_rows)} held out"
-        return summary, {"root": str(root), "labelled": False, "pairs": len(rows), "held_out": len(held_rows)}
+        summary = (
+            f"{indexed.passages_total:,} passages (encoded {indexed.encoded:,} in {indexed.encode_seconds:.0f} s), "
+            f"{len(rows)} synthetic pairs (ict + heading): {len(train_rows)} to train, {len(held_rows)} held out"
+        )
+        return summary, {
+            "root": str(root), "labelled": False, "pairs": len(rows), "held_out": len(held_rows),
+            "encoded": indexed.encoded, "encode_seconds": indexed.encode_seconds,
+        }  # fmt: skip
 
     def _index(self, test: BeirDataset, store_dir: Path) -> tuple[str, dict[str, Any]]:
         report = index_sources(store_dir, [test.corpus_path], model=self.config.base, show_progress=self.show_progress)
-        summary = f"{report.passages_total:,} passages from {test.corpus_path.name}, encoded {report.encoded:,}"
-        return summary, {"store": str(store_dir), "passages": report.passages_total, "seconds": report.seconds}
+        summary = (
+            f"{report.passages_total:,} passages from {test.corpus_path.name}, encoded {report.encoded:,} "
+            f"in {report.encode_seconds:.0f} s (the rest from the embedding cache)"
+        )
+        return summary, {
+            "store": str(store_dir), "passages": report.passages_total, "seconds": report.seconds,
+            "encoded": report.encoded, "encode_seconds": report.encode_seconds,
+        }  # fmt: skip
 
     def _evaluate(self, test: BeirDataset, models: list[str], name: str) -> tuple[str, dict[str, Any]]:
         evaluation = evaluate_systems(
@@ -176,10 +186,14 @@ class Quickstart:
         )
         write_report(evaluation, self.out / name)
         stores = [str(eval_store_dir(self.stores, test, resolve_model(m).revision, ChunkingConfig())) for m in models]
-        return _headline(evaluation), {"metrics_file": str(self.out / name / "metrics.json"), "stores": stores}
+        encoding = evaluation.settings["encoding"]
+        encoded = ", ".join(f"{_model_label(m, self.config.base)} {e['encoded']:,} in {e['encode_seconds']:.0f} s"
+                            for m, e in encoding.items())  # fmt: skip
+        return f"{_headline(evaluation)}; encoded: {encoded}", {
+            "metrics_file": str(self.out / name / "metrics.json"), "stores": stores, "encoding": encoding,
+        }  # fmt: skip
 
     def _training_data(self, root: Path, store_dir: Path) -> tuple[str, dict[str, Any]]:
-        from ragtune.embedding import Embedder
         from ragtune.training.mining import MiningConfig, mine_hard_negatives
 
         never_negative = None
@@ -194,15 +208,9 @@ class Quickstart:
         model = resolve_model(self.config.base)
         with Store.open(store_dir) as store:
             corpus = [text for _, texts, _ in store.passages.iter_for_indexing() for text in texts]
-            embedder = Embedder(model)
-            cache = EmbeddingCache(store_dir / CACHE_FILE, model.revision, embedder.dimension)
-            try:
-                mined, report = mine_hard_negatives(
-                    examples, corpus, model, MiningConfig(num_negatives=1),
-                    corpus_encoder=lambda texts: cache.encode(texts, embedder.encode), never_negative=never_negative,
-                )  # fmt: skip
-            finally:
-                cache.close()
+        mined, report = mine_hard_negatives(  # the corpus's vectors come from the shared cache: no encoding
+            examples, corpus, model, MiningConfig(num_negatives=1), never_negative=never_negative
+        )
         write_training_jsonl(self.out / "train-mined.jsonl", mined)
         summary = f"{len(mined)} pairs, {report.with_negatives} with a mined hard negative"
         return summary, {"examples": len(mined), "with_negatives": report.with_negatives}
@@ -257,6 +265,10 @@ class Quickstart:
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def _model_label(model: str, base: str) -> str:
+    return "base" if model == base else "tuned"
 
 
 def _headline(evaluation: Evaluation) -> str:

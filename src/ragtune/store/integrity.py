@@ -1,6 +1,6 @@
 """Checking a store's files against each other, and repairing what can be rebuilt from what is intact.
 
-`check_store` reads: the manifest's fields, SQLite's own check of the passage table (and of the embedding cache),
+`check_store` reads: the manifest's fields, SQLite's own check of the passage table (and of the user's embedding cache),
 every vector's size, the dense and keyword indexes' counts against the table, and leftovers of interrupted runs. `repair_store` restores a
 damaged manifest from the copy each generation holds, and rebuilds a damaged generation from the readable, whole
 sources of its passage table (the next `ragtune index` re-adds the rest, its vectors from the embedding cache).
@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragtune.embedding_cache import cache_problems, remove_cache
 from ragtune.errors import StoreError
+from ragtune.paths import embedding_cache_path
 from ragtune.store.dense import FaissDenseIndex
-from ragtune.store.embedding_cache import cache_problems, remove_cache
 from ragtune.store.fsutil import exclusive_lock
 from ragtune.store.keyword import TantivyKeywordIndex
 from ragtune.store.manifest import GENERATION_NAME, Manifest, manifest_problem, read_manifest, write_manifest
 from ragtune.store.passages import PassageTable, salvage_passages
-from ragtune.store.store import CACHE_FILE, DENSE_FILE, KEYWORD_DIR, PASSAGES_FILE, rebuild_generation
+from ragtune.store.store import DENSE_FILE, LEGACY_CACHE_FILE, KEYWORD_DIR, PASSAGES_FILE, rebuild_generation
 
 
 @dataclass
@@ -55,7 +56,7 @@ def check_store(store_dir: str | Path, quick: bool = False) -> CheckReport:
     report.generation = manifest.generation
     report.problems += _generation_problems(store_dir / manifest.generation, manifest, quick)
     if not quick:
-        report.problems += [f"embedding cache: {p}" for p in cache_problems(store_dir / CACHE_FILE)]
+        report.problems += [f"embedding cache: {p}" for p in cache_problems(embedding_cache_path())]
     report.leftovers = _leftovers(store_dir, manifest)
     return report
 
@@ -71,7 +72,7 @@ def repair_store(store_dir: str | Path) -> CheckReport:
             report.actions.append(f"restored manifest.json from {manifest.generation}'s copy")
             report = _recheck(store_dir, report.actions)
         if any(problem.startswith("embedding cache:") for problem in report.problems):
-            remove_cache(store_dir / CACHE_FILE)
+            remove_cache(embedding_cache_path())
             report.actions.append("removed the damaged embedding cache (vectors are encoded again when needed)")
             report = _recheck(store_dir, report.actions)
         if report.problems and not (store_dir / read_manifest(store_dir).generation).is_dir():
@@ -95,6 +96,8 @@ def repair_store(store_dir: str | Path) -> CheckReport:
             )  # fmt: skip
             report = _recheck(store_dir, report.actions)
         for leftover in report.leftovers:
+            if leftover == LEGACY_CACHE_FILE:
+                remove_cache(store_dir / LEGACY_CACHE_FILE)
             shutil.rmtree(store_dir / leftover, ignore_errors=True)
             report.actions.append(f"removed leftover {leftover}")
         report.leftovers = []
@@ -142,14 +145,16 @@ def _generation_problems(generation: Path, manifest: Manifest, quick: bool) -> l
 
 def _leftovers(store_dir: Path, manifest: Manifest) -> list[str]:
     """Folders of interrupted runs: unfinished `.partial` builds and generations no manifest points to, except the
-    one before the current (kept for readers that still have it open)."""
+    one before the current (kept for readers that still have it open), and a format-1 store's own embedding cache
+    (the user's shared cache replaced it)."""
     numbers = sorted(p.name for p in store_dir.glob("gen-*") if GENERATION_NAME.match(p.name))
     keep = {manifest.generation}
     older = [name for name in numbers if name < manifest.generation]
     if older:
         keep.add(older[-1])
     partial = [p.name for p in store_dir.glob("gen-*.partial")]
-    return sorted(partial + [name for name in numbers if name not in keep])
+    legacy = [LEGACY_CACHE_FILE] if (store_dir / LEGACY_CACHE_FILE).exists() else []
+    return sorted(partial + [name for name in numbers if name not in keep]) + legacy
 
 
 def _restore_manifest(store_dir: Path) -> Manifest:

@@ -150,6 +150,13 @@ class PassageTable:
             vectors = np.vstack([np.frombuffer(r[3], dtype=np.float32) for r in rows])
             yield ids, texts, vectors
 
+    def vectors_of_sources(self, keys: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
+        """(embedding text, stored vector) of every passage of the sources `keys`."""
+        for title, text, vector in self._select_in(
+            "SELECT title, text, embedding FROM passages WHERE source IN ({marks})", keys
+        ):
+            yield embedding_text(title, text), np.frombuffer(vector, dtype=np.float32)
+
     def embedding(self, passage_id: str) -> np.ndarray:
         """The stored vector of one passage (the one the dense index holds)."""
         row = next(iter(self._rows("SELECT embedding FROM passages WHERE id = ?", (passage_id,))), None)

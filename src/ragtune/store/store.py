@@ -2,8 +2,8 @@
 
 Writes never touch the current generation. `index_sources` builds the next generation in `gen-N.partial/`, renames
 it into place, and only then points the manifest at it (an atomic rename), so a crash at any moment leaves the
-previous store readable. Embeddings are saved to a cache as they are computed, so the next run finishes the work
-without encoding the same text twice.
+previous store readable. Embeddings are saved to the user's embedding cache as they are computed, so the next run
+finishes the work without encoding the same text twice (and another store of the same text encodes nothing).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any
 from ragtune.corpus import Chunker, ChunkingConfig, SkippedFile, SourceFile, discover_sources, read_documents
 from ragtune.corpus.readers import file_hash
 from ragtune.embedding import Embedder
+from ragtune.embedding_cache import EmbeddingCache
 from ragtune.errors import StoreError
 from ragtune.faults import kill_point
 from ragtune.models import DEFAULT_EMBEDDING_MODEL, ModelRef, resolve_model
 from ragtune.progress import progress_bar
 from ragtune.store.dense import EXACT_THRESHOLD, FaissDenseIndex
-from ragtune.store.embedding_cache import EmbeddingCache
 from ragtune.store.fsutil import exclusive_lock, free_space_text, fsync_dir, is_disk_full
 from ragtune.store.keyword import TantivyKeywordIndex, build_tantivy_index
 from ragtune.store.manifest import FORMAT_VERSION, Manifest, manifest_path, read_manifest, write_manifest
@@ -37,7 +37,8 @@ from ragtune.types import Passage
 PASSAGES_FILE = "passages.sqlite"
 DENSE_FILE = "dense.faiss"
 KEYWORD_DIR = "keyword"
-CACHE_FILE = "embeddings.sqlite"
+LEGACY_CACHE_FILE = "embeddings.sqlite"
+"""Where format-1 stores kept their own embedding cache; the shared cache (`ragtune.embedding_cache`) replaced it."""
 _EMBED_BATCH = 512
 
 
@@ -60,6 +61,8 @@ class IndexReport:
     generation: str
     dense_kind: str
     files_migrated: int = 0
+    encode_seconds: float = 0.0
+    """Of `seconds`, the time the model spent encoding (0 when every vector came from the cache)."""
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -134,9 +137,11 @@ def index_sources(
         if previous is not None:
             config = ChunkingConfig(**previous.chunking)
 
-        building = _building_generation(store_dir, previous, model_ref, embedder.dimension)
-        with building as (generation, partial, table, cache):
-            removed = sum(table.remove_source(key) for key in plan.modified + plan.deleted + plan.migrated)
+        cache = EmbeddingCache.for_embedder(embedder)
+        with cache, _building_generation(store_dir, previous, cache) as (generation, partial, table):
+            leaving = plan.modified + plan.deleted + plan.migrated
+            cache.adopt(table.vectors_of_sources(leaving))  # moved or edited files keep the vectors of unchanged text
+            removed = sum(table.remove_source(key) for key in leaving)
             added, skipped = _ingest(plan.changed, table, Chunker(embedder.tokenizer, config), embedder, cache, show_progress)
             stats, dense_kind = _commit_and_build_indexes(table, partial, embedder.dimension)
             _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
@@ -145,7 +150,7 @@ def index_sources(
             files_modified=len(plan.modified), files_deleted=len(plan.deleted), skipped=skipped,
             passages_added=added, passages_removed=removed, passages_total=stats["passages"], encoded=cache.misses,
             cached=cache.hits, seconds=time.perf_counter() - started, generation=generation, dense_kind=dense_kind,
-            files_migrated=len(plan.migrated),
+            files_migrated=len(plan.migrated), encode_seconds=cache.encode_seconds,
         )  # fmt: skip
 
 
@@ -160,8 +165,8 @@ def reindex_store(store_dir: str | Path, model: str, show_progress: bool | None 
         previous = read_manifest(store_dir)
         model_ref = resolve_model(model)
         embedder = Embedder(model_ref)
-        building = _building_generation(store_dir, previous, model_ref, embedder.dimension)
-        with building as (generation, partial, table, cache):
+        cache = EmbeddingCache.for_embedder(embedder)
+        with cache, _building_generation(store_dir, previous, cache) as (generation, partial, table):
             with progress_bar(show_progress) as progress:
                 task = progress.add_task("re-embedding", total=table.count(), unit="passages")
                 for ids, texts, _ in table.iter_for_indexing(batch=_EMBED_BATCH):
@@ -175,28 +180,27 @@ def reindex_store(store_dir: str | Path, model: str, show_progress: bool | None 
             files_seen=0, files_unchanged=stats["sources"], files_added=0, files_modified=0, files_deleted=0,
             skipped={}, passages_added=0, passages_removed=0, passages_total=stats["passages"], encoded=cache.misses,
             cached=cache.hits, seconds=time.perf_counter() - started, generation=generation, dense_kind=dense_kind,
+            encode_seconds=cache.encode_seconds,
         )  # fmt: skip
 
 
 @contextmanager
 def _building_generation(
-    store_dir: Path, previous: Manifest | None, model_ref: ModelRef, dimension: int
-) -> Iterator[tuple[str, Path, PassageTable, EmbeddingCache]]:
-    """The next generation's passage table in `gen-N.partial/` (a copy of the current one) and the embedding cache;
-    both are closed however the block ends. If the disk fills up, the unfinished generation and what this run added
-    to the cache are removed at once and the one `StoreError` says so (the store stays at its last generation)."""
+    store_dir: Path, previous: Manifest | None, cache: EmbeddingCache | None
+) -> Iterator[tuple[str, Path, PassageTable]]:
+    """The next generation's passage table in `gen-N.partial/` (a copy of the current one), closed however the block
+    ends. If the disk fills up, the unfinished generation and what this run added to `cache` are removed at once and
+    the one `StoreError` says so (the store stays at its last generation)."""
     generation = _next_generation(store_dir)
     partial = store_dir / f"{generation}.partial"
     table: PassageTable | None = None
-    cache: EmbeddingCache | None = None
     try:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         if previous is not None:
             _copy_sqlite(store_dir / previous.generation / PASSAGES_FILE, partial / PASSAGES_FILE)
         table = PassageTable(partial / PASSAGES_FILE)
-        cache = EmbeddingCache(store_dir / CACHE_FILE, model_ref.revision, dimension)
-        yield generation, partial, table, cache
+        yield generation, partial, table
     except Exception as exc:
         if not is_disk_full(exc):
             raise
@@ -213,8 +217,6 @@ def _building_generation(
     finally:
         if table is not None:
             table.close()
-        if cache is not None:
-            cache.close()
 
 
 def _remove_unpublished(store_dir: Path, generation: str) -> str | None:
@@ -232,7 +234,7 @@ def rebuild_generation(store_dir: Path, manifest: Manifest, fill: Callable[[Pass
     """Publish a new generation whose passage table `fill` writes (from scratch), with indexes built from it and
     the manifest's model and chunking. The caller holds the store's lock. Returns the new manifest."""
     model_ref = ModelRef(manifest.model["name"], Path(manifest.model.get("path", "")), manifest.model["revision"])
-    with _building_generation(store_dir, None, model_ref, manifest.dimension) as (_, partial, table, _cache):
+    with _building_generation(store_dir, None, None) as (_, partial, table):
         fill(table)
         stats, dense_kind = _commit_and_build_indexes(table, partial, manifest.dimension)
         config = ChunkingConfig(**manifest.chunking)
@@ -300,7 +302,7 @@ def _refuse_foreign_directory(store_dir: Path) -> None:
     if store_dir.exists() and not store_dir.is_dir():
         raise StoreError(f"--store '{store_dir}' is a file; give a directory")
     if store_dir.is_dir() and not manifest_path(store_dir).exists():
-        own = {".lock", CACHE_FILE, CACHE_FILE + "-wal", CACHE_FILE + "-shm"}
+        own = {".lock", LEGACY_CACHE_FILE, LEGACY_CACHE_FILE + "-wal", LEGACY_CACHE_FILE + "-shm"}
         foreign = [p.name for p in store_dir.iterdir() if p.name not in own and not p.name.startswith("gen-")]
         if foreign:
             raise StoreError(
@@ -316,7 +318,7 @@ def _plan(files: list[SourceFile], roots: list[str], old: dict[str, SourceState]
         seen.add(source.key)
         state = old.get(source.key)
         if state is None and _is_legacy(old.get(source.legacy_key)):
-            plan.migrated.append(source.legacy_key)  # re-added under its path key; vectors come from the cache
+            plan.migrated.append(source.legacy_key)  # re-added under its path key; vectors from the cache
             plan.changed.append((source, file_hash(source.path)))
             continue
         if state is not None and state.size == source.size and state.mtime_ns == source.mtime_ns:

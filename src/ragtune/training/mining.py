@@ -12,12 +12,14 @@ import tempfile
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ragtune.errors import InputError
 from ragtune.embedding import Embedder
+from ragtune.embedding_cache import encode_cached
 from ragtune.models import ModelRef
 from ragtune.store.keyword import TantivyKeywordIndex, build_tantivy_index
 from ragtune.training.examples import TrainingExample
@@ -60,8 +62,8 @@ def mine_hard_negatives(
 ) -> tuple[list[TrainingExample], MiningReport]:
     """Return the examples with `negatives` filled in (up to `num_negatives` each), and score statistics.
 
-    `corpus_encoder` (texts → unit vectors of `model`) lets a caller supply vectors it already has, e.g. a store's
-    embedding cache, instead of encoding the corpus again. `never_negative` maps a query to corpus texts that must not
+    The corpus is encoded through the user's embedding cache (a store indexed with `model` has put its vectors
+    there), unless `corpus_encoder` (texts → unit vectors of `model`) supplies them. `never_negative` maps a query to corpus texts that must not
     be its negatives although they are not its positive: for pairs made from a passage, the other passages of the
     same document (a title's first passage is the positive, the abstract's second half is no counter-example).
     """
@@ -76,7 +78,7 @@ def mine_hard_negatives(
     for e in examples:
         positives_of.setdefault(e.query, set()).add(e.positive)
 
-    corpus_vectors = (corpus_encoder or embedder.encode)(corpus)
+    corpus_vectors = (corpus_encoder or partial(encode_cached, embedder))(corpus)
     query_vectors = embedder.encode(queries)
     position = {text: i for i, text in enumerate(corpus)}
     query_row = {q: i for i, q in enumerate(queries)}

@@ -1,0 +1,183 @@
+"""Encoder backends behind one protocol: the model's forward pass over a batch of texts, in torch or OpenVINO.
+
+`Embedder` (ragtune.embedding) picks one by name (`make_encoder`) and normalises what it returns. The OpenVINO
+backend runs the same sentence-transformers model (transformer + its pooling, whatever that is), converted once per
+model revision into OpenVINO's format under the ragtune cache folder; on CPUs with AMX/AVX512-BF16 it runs bf16
+matrix products with float32 accumulation and keeps layer norms and softmax in float32 (bench/bench_encode.py).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from ragtune.errors import RagtuneError, missing_dependency
+from ragtune.models import ModelRef
+from ragtune.paths import cache_root
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+BACKENDS = ("torch", "openvino")
+BACKEND_ENV = "RAGTUNE_ENCODER"
+_OPENVINO_BATCH = 16
+"""Texts per OpenVINO request, after sorting by length: small batches waste little on padding."""
+
+
+class Encoder(Protocol):
+    name: str
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 vectors, one row per text (not necessarily unit length)."""
+        ...
+
+
+def encoder_backend(requested: str | None = None) -> str:
+    """`requested`, else $RAGTUNE_ENCODER, else `openvino` when it is installed (faster on every CPU measured: see
+    BENCHMARKS.md), else `torch`."""
+    choice = (requested or os.environ.get(BACKEND_ENV) or "auto").lower()
+    if choice == "auto":
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "torch"
+        return "openvino"
+    if choice not in BACKENDS:
+        raise RagtuneError(f"encoder '{choice}' is not one of {', '.join(BACKENDS)} (or auto)")
+    return choice
+
+
+def make_encoder(backend: str, model: SentenceTransformer, ref: ModelRef, precision: str, batch_size: int) -> Encoder:
+    if backend == "torch":
+        return TorchEncoder(model, batch_size)
+    if backend == "openvino":
+        return OpenVinoEncoder(model, ref, precision)
+    raise RagtuneError(f"encoder '{backend}' is not one of {', '.join(BACKENDS)}")
+
+
+class TorchEncoder:
+    """sentence-transformers' own `encode` (length-sorted batches) on the loaded torch model."""
+
+    name = "torch"
+
+    def __init__(self, model: SentenceTransformer, batch_size: int) -> None:
+        self.model = model
+        self.batch_size = batch_size
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True,
+                                    show_progress_bar=False)  # fmt: skip
+        return vectors.float().numpy()
+
+
+class OpenVinoEncoder:
+    """The model converted to OpenVINO IR (cached per revision), compiled for this CPU at `precision`."""
+
+    name = "openvino"
+
+    def __init__(self, model: SentenceTransformer, ref: ModelRef, precision: str) -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise missing_dependency("openvino", "openvino") from exc
+        self.tokenizer = model.tokenizer
+        self.max_length = int(model.max_seq_length)
+        self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
+                            if n in self.tokenizer.model_input_names]  # fmt: skip
+        ir = converted_model_path(ref)
+        if not ir.exists():
+            convert_to_openvino(ref.path, ir, self.input_names)
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        threads = _torch_threads()
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self._compiled = ov.Core().compile_model(str(ir), "CPU", config)
+        self._requests = threading.local()  # an infer request serves one call at a time: one per thread
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        ids = encoded["input_ids"]
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        out: np.ndarray | None = None
+        for start in range(0, len(order), _OPENVINO_BATCH):
+            rows = order[start : start + _OPENVINO_BATCH]
+            length = max(len(ids[i]) for i in rows)
+            inputs = {name: np.zeros((len(rows), length), dtype=np.int64) for name in self.input_names}
+            for k, i in enumerate(rows):
+                for name in self.input_names:
+                    values = encoded[name][i]
+                    inputs[name][k, : len(values)] = values
+            vectors = next(iter(self._request().infer(inputs).values()))
+            if out is None:
+                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[rows] = vectors
+        assert out is not None
+        return out
+
+
+    def _request(self):  # type: ignore[no-untyped-def]
+        if not hasattr(self._requests, "request"):
+            self._requests.request = self._compiled.create_infer_request()
+        return self._requests.request
+
+
+def converted_model_path(ref: ModelRef) -> Path:
+    """Per model revision and OpenVINO release (a newer release converts again)."""
+    import openvino as ov
+
+    return cache_root() / "openvino" / ov.__version__.split("-")[0] / ref.revision / "model.xml"
+
+
+def convert_to_openvino(model_dir: Path, target: Path, input_names: list[str]) -> None:
+    """Trace the sentence-transformers pipeline (transformer with eager attention, pooling, any dense layers) in
+    float32 and save it as OpenVINO IR, atomically (a half-written model is never picked up)."""
+    import openvino as ov
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    source = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True,
+                                 model_kwargs={"attn_implementation": "eager"})  # fmt: skip
+    source.eval()
+
+    class Pipeline(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = source
+
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            features = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if token_type_ids is not None:
+                features["token_type_ids"] = token_type_ids
+            return self.model(features)["sentence_embedding"]
+
+    ids = torch.randint(1000, 2000, (2, 12))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    ids[1, 7:], mask[1, 7:] = 0, 0  # padding in the example, so that masking is traced
+    example = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer notes two shape tests it fixes as constants; for an encoder both hold for every input length
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        converted = ov.convert_model(Pipeline(), example_input={n: example[n] for n in input_names})
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"partial-{os.getpid()}-{target.name}")
+    ov.save_model(converted, str(partial), compress_to_fp16=False)
+    partial.with_suffix(".bin").replace(target.with_suffix(".bin"))
+    partial.replace(target)
+
+
+def _torch_threads() -> int | None:
+    """OpenVINO uses as many threads as torch is allowed (`--threads`, `torch.set_num_threads`)."""
+    import torch
+
+    return int(torch.get_num_threads()) or None
