@@ -61,9 +61,10 @@ def test_the_openvino_path_matches_the_reference_path(minilm: ModelRef) -> None:
 def test_the_encoder_backend_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from ragtune.encoders import encoder_backend
 
-    assert encoder_backend() == "openvino"  # installed with ragtune
+    monkeypatch.delenv("RAGTUNE_ENCODER", raising=False)
+    assert encoder_backend() == "torch" and encoder_backend(purpose="queries") == "openvino"  # installed with ragtune
     monkeypatch.setenv("RAGTUNE_ENCODER", "torch")
-    assert encoder_backend() == "torch" and encoder_backend("openvino") == "openvino"
+    assert encoder_backend(purpose="queries") == "torch" and encoder_backend("openvino") == "openvino"
     monkeypatch.setenv("RAGTUNE_ENCODER", "onnx")
     with pytest.raises(RagtuneError, match="not one of torch, openvino"):
         encoder_backend()

@@ -18,16 +18,21 @@ class Embedder:
     """Encodes passages and queries into unit-length float32 vectors (so inner product = cosine).
 
     `precision` None picks bf16 on CPUs that support it natively (see `inference_precision`); `backend` None picks
-    the encoder (see `encoder_backend`: OpenVINO where installed, else torch).
+    the encoder measured faster for `purpose` (see `encoder_backend`: torch for documents, OpenVINO for queries).
     """
 
     def __init__(
-        self, model: ModelRef, batch_size: int = 64, precision: str | None = None, backend: str | None = None
+        self,
+        model: ModelRef,
+        batch_size: int = 64,
+        precision: str | None = None,
+        backend: str | None = None,
+        purpose: str = "documents",
     ) -> None:
         self.model_ref = model
         self.batch_size = batch_size
         self.precision = inference_precision(precision)
-        self.backend = encoder_backend(backend)
+        self.backend = encoder_backend(backend, purpose)
         self._model = load_sentence_transformer(model.path, self.precision if self.backend == "torch" else "fp32")
         self._encoder = make_encoder(self.backend, self._model, model, self.precision, batch_size)
 

@@ -38,11 +38,14 @@ class Encoder(Protocol):
         ...
 
 
-def encoder_backend(requested: str | None = None) -> str:
-    """`requested`, else $RAGTUNE_ENCODER, else `openvino` when it is installed (faster on every CPU measured: see
-    BENCHMARKS.md), else `torch`."""
+def encoder_backend(requested: str | None = None, purpose: str = "documents") -> str:
+    """`requested`, else $RAGTUNE_ENCODER, else by what is measured faster here (BENCHMARKS.md, same runs): torch for
+    documents (SciFact corpus, bf16: 2.9× plain sentence-transformers, OpenVINO 2.5×), OpenVINO for queries (one
+    short text at a time: hybrid search p50 18.9 ms against torch's 23.0 ms) where it is installed."""
     choice = (requested or os.environ.get(BACKEND_ENV) or "auto").lower()
     if choice == "auto":
+        if purpose != "queries":
+            return "torch"
         try:
             import openvino  # noqa: F401
         except ImportError:

@@ -479,9 +479,10 @@ class Store:
 
     @property
     def embedder(self) -> Embedder:
-        """The store's embedding model; loading it is refused if its weights differ from the ones indexed."""
+        """The store's embedding model, for queries; loading it is refused if its weights differ from the ones
+        indexed."""
         if self._embedder is None:
-            self._embedder = Embedder(check_model(self.manifest, None))
+            self._embedder = Embedder(check_model(self.manifest, None), purpose="queries")
         return self._embedder
 
     def info(self) -> dict[str, Any]:
