@@ -109,6 +109,8 @@ def main() -> None:
             "fraction_of_bf16_floor": result["floor_seconds"]["bf16"] / seconds,
         }
         print(name, json.dumps(result["paths"][name]), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")  # what is measured survives a cut-short run
     base = result["paths"]["plain sentence-transformers (fp32, batch 32)"]
     again = result["paths"]["plain sentence-transformers, again (machine drift)"]
     plain_seconds = (base["seconds"] + again["seconds"]) / 2  # the peer before and after: drift shows as their gap
