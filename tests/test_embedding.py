@@ -68,3 +68,19 @@ def test_the_encoder_backend_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("RAGTUNE_ENCODER", "onnx")
     with pytest.raises(RagtuneError, match="not one of torch, openvino"):
         encoder_backend()
+
+
+def test_an_unwritable_cache_folder_is_one_clear_error(
+    minilm: ModelRef, tmp_path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    import os
+
+    if os.geteuid() == 0:
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_text("")  # root ignores permissions: a file where a folder must go fails for everyone
+        monkeypatch.setenv("RAGTUNE_CACHE", str(blocker))
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path / "ro"))
+    with pytest.raises(RagtuneError, match="RAGTUNE_ENCODER=torch"):
+        Embedder(minilm, backend="openvino")

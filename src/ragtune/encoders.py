@@ -95,7 +95,13 @@ class OpenVinoEncoder:
                             if n in self.tokenizer.model_input_names]  # fmt: skip
         ir = converted_model_path(ref)
         if not ir.exists():
-            convert_to_openvino(ref.path, ir, self.input_names)
+            try:
+                convert_to_openvino(ref.path, ir, self.input_names)
+            except OSError as exc:
+                raise RagtuneError(
+                    f"cannot write the OpenVINO copy of the model to '{ir.parent}' ({exc.strerror or exc}): point "
+                    f"$RAGTUNE_CACHE at a writable folder, or set {BACKEND_ENV}=torch"
+                ) from None
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
