@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -214,17 +215,13 @@ def cache_summary(path: Path | None = None) -> CacheSummary:
     if not path.exists():
         return CacheSummary(path, 0, limit, 0, [], [])
     size = sum(p.stat().st_size for p in _files(path) if p.exists())
-    problems = cache_problems(path)
     by_model: list[tuple[str, str, int]] = []
-    if not problems:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_SECONDS)
-        try:
-            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'embeddings'").fetchone():
-                by_model = db.execute(
-                    "SELECT model, precision, count(*) FROM embeddings GROUP BY model, precision ORDER BY 3 DESC"
-                ).fetchall()
-        finally:
-            db.close()
+    with _read_only(path) as db:
+        problems = sqlite_problems(db, quick=True, limit=3)
+        if not problems and db.execute("SELECT 1 FROM sqlite_master WHERE name = 'embeddings'").fetchone():
+            by_model = db.execute(
+                "SELECT model, precision, count(*) FROM embeddings GROUP BY model, precision ORDER BY 3 DESC"
+            ).fetchall()
     return CacheSummary(path, size, limit, sum(n for _, _, n in by_model), by_model, problems)
 
 
@@ -245,11 +242,8 @@ def cache_problems(path: Path) -> list[str]:
     """SQLite's quick check of a cache file, read-only; [] when sound (or absent)."""
     if not path.exists():
         return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_SECONDS)
-    try:
+    with _read_only(path) as db:
         return sqlite_problems(db, quick=True, limit=3)
-    finally:
-        db.close()
 
 
 def remove_cache(path: Path | None = None) -> None:
@@ -260,6 +254,15 @@ def remove_cache(path: Path | None = None) -> None:
 
 def _files(path: Path) -> list[Path]:
     return [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")]
+
+
+@contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=_BUSY_TIMEOUT_SECONDS)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -277,18 +280,17 @@ def _damage_reported(path: Path):  # type: ignore[no-untyped-def]
     return sqlite_damage_reported(f"embedding cache '{path}'", _repair_hint(path))
 
 
-class _write_transaction:
+@contextmanager
+def _write_transaction(db: sqlite3.Connection) -> Iterator[None]:
     """`BEGIN IMMEDIATE` … `COMMIT` (or `ROLLBACK`): the write lock is taken up front, so a second writer waits
     for the busy timeout instead of failing on a read-to-write upgrade."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
-        self.db.execute("ROLLBACK" if kind else "COMMIT")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _used_bytes(db: sqlite3.Connection) -> int:

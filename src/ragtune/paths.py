@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from ragtune.errors import InputError
 
 CACHE_ENV = "RAGTUNE_CACHE"
 EMBEDDING_CACHE_ENV = "RAGTUNE_EMBEDDING_CACHE"
@@ -28,8 +31,6 @@ def embedding_cache_limit_bytes() -> int:
     try:
         gigabytes = float(raw) if raw else DEFAULT_CACHE_LIMIT_GB
     except ValueError:
-        from ragtune.errors import InputError
-
         raise InputError(f"${CACHE_LIMIT_ENV}='{raw}' is not a number of gigabytes (e.g. 2 or 0.5)") from None
     return int(gigabytes * 1e9)
 
@@ -40,12 +41,8 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 
 
 def parse_size(text: str) -> int:
     """'500MB', '2GB', '1.5 GiB', '0' → bytes."""
-    import re
-
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
     if not match or unit not in _UNITS:
-        from ragtune.errors import InputError
-
         raise InputError(f"size '{text}' is not understood: give a number with MB, GB (or KiB, MiB, GiB), e.g. 2GB")
     return int(float(match.group(1)) * _UNITS[unit])
