@@ -300,10 +300,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_disk_full_gives_one_message_removes_the_partial_work_and_the_next_run_proceeds(
-    tmp_path: Path, tiny_model_dir: Path, small_disk: Path
+    tmp_path: Path, tiny_model_dir: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import shutil
 
+    monkeypatch.setenv("RAGTUNE_EMBEDDING_CACHE", str(small_disk / "cache" / "embeddings.sqlite"))  # full too
     docs = write_docs(tmp_path / "docs")
     store = small_disk / "store"
     index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
