@@ -10,6 +10,8 @@ import pytest
 
 from chat_server import ChatServer, running
 from ragtune.quickstart import Quickstart, QuickstartConfig, reproduce_command
+from ragtune.retrieval import SearchSettings, store_search_settings
+from ragtune.store import Store
 
 TOPICS = {
     "pump": ["impeller", "cavitation", "seal", "bearing", "inlet", "pressure", "flow"],
@@ -60,8 +62,10 @@ def test_quickstart_smoke_and_resume(tmp_path: Path, tiny_model_dir: Path, chat:
     assert (tmp_path / "out" / "tuned-model" / "README.md").exists()
     assert len(result["answers"]["answers"]) == 3
     assert [line.split(":")[0] for line in lines if line.startswith("✓")] == [
-        "✓ dataset", "✓ store", "✓ baseline", "✓ training data", "✓ fine-tune", "✓ re-index and evaluate", "✓ answers",
+        "✓ dataset", "✓ store", "✓ baseline", "✓ training data", "✓ fine-tune", "✓ merge", "✓ choose system",
+        "✓ re-index and evaluate", "✓ answers",
     ]
+    _assert_chosen_system_reported(tmp_path / "out", report, dev_queries=2)  # 15 % of 16 train queries
     assert any(line.startswith("  fine-tune:") and "steps planned (2 epochs)" in line for line in lines)
     tuned = next(line for line in lines if line.startswith("✓ fine-tune"))
     assert "2 epochs as planned" in tuned and "2 epochs as planned" in report
@@ -69,6 +73,26 @@ def test_quickstart_smoke_and_resume(tmp_path: Path, tiny_model_dir: Path, chat:
     again: list[str] = []
     Quickstart(config, reproduce_command(config), say=again.append, show_progress=False).run()
     assert all(line.startswith("[done before]") for line in again)
+
+
+def _assert_chosen_system_reported(out: Path, report: str, dev_queries: int) -> None:
+    """The choice made on dev is in selection.json, recorded in the chosen store and shown beside BM25 and the base
+    hybrid on the test queries."""
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["dev_queries"] == dev_queries
+    labels = [c["label"] for c in selection["candidates"]]
+    assert labels[0] == "bm25" and len(labels) == 1 + 3 * 11  # bm25; per model: dense, rrf, 9 convex weights
+    best = max(c["ndcg@10"] for c in selection["candidates"])
+    chosen, reference = selection["chosen"], selection["reference"]
+    assert chosen["ndcg@10"] >= reference["ndcg@10"]  # never worse than what the user had, on dev
+    assert chosen == reference or chosen["ndcg@10"] == best
+    with Store.open(selection["store"]) as store:
+        assert store_search_settings(store) == SearchSettings.from_json(chosen["settings"], "")
+        assert store.manifest.search["reason"] == selection["reason"]
+    section = report[report.index("## The system you get") : report.index("## Before / after")]
+    assert f"**{chosen['label']}**" in section and "| bm25 | BM25 alone" in section and "hybrid RRF" in section
+    chosen_rows = [line for line in section.splitlines() if "chosen on dev |" in line]
+    assert len(chosen_rows) == 1 and chosen_rows[0].startswith(f"| {chosen['label']} |")
 
 
 def test_interrupted_quickstart_resumes_after_the_finished_steps(
@@ -109,3 +133,83 @@ def test_quickstart_cli_prints_the_table_and_marks_finished_steps(tmp_path: Path
     assert "CUT SHORT" in (tmp_path / "out" / "report.md").read_text()
     second = CliRunner().invoke(app, command)
     assert second.exit_code == 0 and "[done before] fine-tune:" in second.stderr
+
+
+@pytest.mark.parametrize("dev", ["synthetic", "user"])
+def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_their_passage(
+    tmp_path: Path, tiny_model_dir: Path, dev: str
+) -> None:
+    docs = tmp_path / "manual"
+    docs.mkdir()
+    for topic, words in TOPICS.items():
+        for n in range(3):
+            sentences = [f"The {topic} {words[(n + i) % 7]} needs {words[(n + i + 2) % 7]} checks every {i + 2} weeks."
+                         for i in range(5)]  # fmt: skip
+            (docs / f"{topic}-{n}.md").write_text(f"# Care of the {topic} part {n}\n\n" + " ".join(sentences) + "\n")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"query": f"how often to check the {topic}", "relevant": [f"{topic}-1.md"]})
+                                 + "\n" for topic in TOPICS))  # fmt: skip
+    config = QuickstartConfig(docs=docs, out=tmp_path / "out", base=str(tiny_model_dir), generator=None, batch_size=8,
+                              queries=questions if dev == "user" else None)  # fmt: skip
+    lines: list[str] = []
+    Quickstart(config, reproduce_command(config), say=lines.append, show_progress=False).run()
+    assert [line.split(":")[0] for line in lines if line.startswith("✓")] == [
+        "✓ dataset", "✓ store", "✓ baseline", "✓ training data", "✓ fine-tune", "✓ merge", "✓ choose system",
+        "✓ re-index and evaluate",
+    ]
+    held = tmp_path / "out" / "heldout"
+    queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in (held / "queries.jsonl").open()}
+    corpus = {json.loads(line)["_id"]: json.loads(line) for line in (held / "corpus.jsonl").open()}
+    judged = {}
+    for split in ("dev", "test"):
+        rows = [line.split("\t") for line in (held / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]]
+        judged[split] = {qid: pid for qid, pid, _ in rows}
+    assert len(judged["dev"]) >= 1 and len(judged["test"]) >= 1 and not set(judged["dev"]) & set(judged["test"])
+    if dev == "user":  # the user's questions are the dev split, judged on their documents' passages
+        assert sorted(judged["dev"]) == ["u0", "u1", "u2", "u3"] and judged["dev"]["u0"].endswith("pump-1.md#0")
+        judged["dev"] = {}
+    trained = {json.loads(line)["query"] for line in (tmp_path / "out" / "train-pairs.jsonl").open()}
+    for qid, pid in {**judged["dev"], **judged["test"]}.items():
+        record = corpus[pid]
+        assert queries[qid] not in record["title"] + " " + record["text"]  # the query is no copy of its answer
+        assert queries[qid] not in trained
+    shortened = [r for r in corpus.values() if r["text"].count(".") != 5]  # each passage here has 5 sentences
+    assert len(shortened) == sum(qid.startswith("q") for qid in queries)  # only the held-out queries' passages
+    selection = json.loads((tmp_path / "out" / "selection.json").read_text())
+    report = (tmp_path / "out" / "report.md").read_text()
+    if dev == "user":
+        assert selection["dev_queries"] == 4 and "4 questions you supplied" in report
+    else:
+        assert selection["dev_queries"] == len(judged["dev"])
+        assert "held-out synthetic queries" in report and "not user questions" in report
+
+
+def test_user_questions_name_documents_by_path_or_id_and_bad_lines_say_where(docs_dir: Path, tmp_path: Path) -> None:
+    from ragtune.errors import InputError
+    from ragtune.quickstart.pipeline import read_user_queries
+    from ragtune.store import index_sources
+
+    store_dir = tmp_path / "store"
+    index_sources(store_dir, [docs_dir], show_progress=False)
+    with Store.open(store_dir) as store:
+        passages = {p.id: p.doc_id for p in store.passages.iter_passages()}
+        pump_passages = [pid for pid, doc in passages.items() if doc.endswith("guide/pumps.md")]
+        valve_passage = next(pid for pid, doc in passages.items() if doc.endswith("guide/valves.txt"))
+        good = tmp_path / "questions.jsonl"
+        good.write_text(json.dumps({"query": "why is my impeller pitted", "relevant": ["guide/pumps.md"]}) + "\n"
+                        + json.dumps({"text": "can a gate valve throttle", "relevant": [valve_passage]}) + "\n")  # fmt: skip
+        assert read_user_queries(good, store, docs_dir) == [
+            ("why is my impeller pitted", pump_passages), ("can a gate valve throttle", [valve_passage]),
+        ]
+        assert len(pump_passages) >= 1
+        for line, message in (
+            ({"query": "no answers"}, "needs 'relevant'"),
+            ({"query": "x", "relevant": ["guide/missing.md"]}, "'guide/missing.md' is no passage id"),
+            ({"relevant": ["guide/pumps.md"]}, "needs a non-empty 'query'"),
+        ):
+            bad = tmp_path / "bad.jsonl"
+            bad.write_text(json.dumps({"query": "fine", "relevant": ["guide/pumps.md"]}) + "\n" + json.dumps(line) + "\n")
+            with pytest.raises(InputError, match=rf"bad.jsonl:2: .*{message}"):
+                read_user_queries(bad, store, docs_dir)
+    with pytest.raises(InputError, match="--queries goes with --docs"):
+        Quickstart(QuickstartConfig(queries=good, out=tmp_path / "o"), "", say=print)

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from ragtune.corpus import ChunkingConfig
 from ragtune.errors import RagtuneError
-from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, parse_filters
+from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, SearchSettings, parse_filters
 from ragtune.paths import CACHE_LIMIT_ENV, embedding_cache_path, parse_size
 from ragtune.store import Store, index_sources
 from ragtune.store.fsutil import is_disk_full
@@ -116,17 +117,20 @@ def index(
 def search(
     query: Annotated[str, typer.Argument(help="What to search for.")],
     store: StoreOption,
-    mode: Annotated[SearchMode, typer.Option(help="dense (meaning), bm25 (keywords) or hybrid (both).")] = (
-        SearchMode.hybrid
-    ),
+    mode: Annotated[
+        SearchMode | None,
+        typer.Option(help="dense (meaning), bm25 (keywords) or hybrid (both); default: the store's recorded setting."),
+    ] = None,
     k: Annotated[int, typer.Option("--k", help="Number of results.")] = 10,
     filters: Annotated[
         list[str] | None,
         typer.Option("--filter", help="KEY=VALUE; source=PREFIX matches a path prefix. Repeatable."),
     ] = None,
-    fusion: Annotated[Fusion, typer.Option(help="Hybrid fusion: rrf or convex.")] = Fusion.rrf,
-    rrf_k: Annotated[int, typer.Option(help="RRF constant k.")] = 60,
-    alpha: Annotated[float, typer.Option(help="Convex fusion: weight of dense (BM25 gets 1-alpha).")] = 0.5,
+    fusion: Annotated[Fusion | None, typer.Option(help="Hybrid fusion: rrf or convex (default: recorded).")] = None,
+    rrf_k: Annotated[int | None, typer.Option(help="RRF constant k (default: recorded, else 60).")] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="Convex fusion: weight of dense, BM25 gets 1-alpha (default: recorded).")
+    ] = None,
     rerank: RerankOption = None,
     rerank_depth: RerankDepthOption = 20,
     rerank_weight: RerankWeightOption = 1.0,
@@ -140,13 +144,14 @@ def search(
             opened, fusion=fusion, rrf_k=rrf_k, alpha=alpha, reranker=reranker, rerank_depth=rerank_depth
         )
         hits = retriever.search(query, k=k, mode=mode, filters=parsed)
+        settings = retriever.settings if mode is None else replace(retriever.settings, mode=mode)
     if as_json:
         print_json([hit.to_json() for hit in hits])
         return
     if not hits:
         out.print("no results")
         return
-    table = Table(title=f"{mode.value} · {query}", show_lines=True)
+    table = Table(title=f"{settings.label} · {query}", show_lines=True)
     for column in ("#", "score", "passage", "title / source", "text"):
         table.add_column(column, overflow="fold")
     for rank, hit in enumerate(hits, start=1):
@@ -173,7 +178,9 @@ GeneratorModelOption = Annotated[
 def ask(
     question: Annotated[str, typer.Argument(help="The question to answer from the store.")],
     store: StoreOption,
-    mode: Annotated[SearchMode, typer.Option(help="Retrieval mode.")] = SearchMode.hybrid,
+    mode: Annotated[
+        SearchMode | None, typer.Option(help="Retrieval mode (default: the store's recorded setting).")
+    ] = None,
     k: Annotated[int, typer.Option("--k", help="Passages retrieved (packed into the prompt best first).")] = 5,
     rerank: RerankOption = None,
     rerank_depth: RerankDepthOption = 20,
@@ -264,6 +271,10 @@ def info(
         table.add_row(name, f"{count:,}")
     for name, size in data["size_bytes"].items():
         table.add_row(f"size: {name}", f"{size / 1e6:,.1f} MB")
+    search_settings = data["search"]
+    chosen = SearchSettings.from_json(search_settings, str(store)).label if search_settings else "defaults (hybrid rrf)"
+    why = f" — {search_settings['reason']}" if search_settings.get("reason") else ""
+    table.add_row("search", chosen + why)
     table.add_row("generation", data["generation"])
     table.add_row("updated", data["updated"])
     out.print(table)
@@ -438,7 +449,7 @@ def mine(
     range_min: Annotated[int, typer.Option(help="Skip this many top candidates (likely unlabelled positives).")] = 3,
     range_max: Annotated[int, typer.Option(help="Consider candidates up to this rank.")] = 50,
     relative_margin: Annotated[
-        float, typer.Option(help="Keep a negative only if its score < (1 - margin) × the positive's.")
+        float, typer.Option(help="Keep a negative only if its score ≤ the positive's − |positive's| × margin.")
     ] = 0.05,
     source: Annotated[str, typer.Option(help="Candidates from dense, bm25 or both.")] = "dense",
 ) -> None:
@@ -455,6 +466,12 @@ def mine(
 
         with Store.open(store) as opened:
             never_negative = same_document_texts(opened, train)
+    elif store is not None:  # a BEIR split: no passage of a document judged relevant is a negative
+        from ragtune.evaluation import load_beir
+        from ragtune.training.examples import judged_document_texts
+
+        with Store.open(store) as opened:
+            never_negative = judged_document_texts(opened, load_beir(train, split))
     config = MiningConfig(negatives, range_min, range_max, relative_margin, CandidateSource(source))
     mined, report = mine_hard_negatives(examples, texts, resolve_model(model), config, never_negative=never_negative)
     write_training_jsonl(out_file, mined)
@@ -696,6 +713,11 @@ def quickstart(
         str, typer.Option("--generator", help="Generator for the sample answers, or 'none' to skip them.")
     ] = "smollm2",
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: one per core).")] = None,
+    queries: Annotated[
+        Path | None,
+        typer.Option(help="With --docs: JSONL of real questions, {\"query\", \"relevant\": [document or passage "
+                     "ids, or file paths]}, to choose the final system on instead of synthetic ones."),
+    ] = None,
 ) -> None:
     """The whole loop: index → baseline → training data → fine-tune → re-index → evaluate → answer, with a report.
 
@@ -708,7 +730,7 @@ def quickstart(
     set_threads(threads)
     config = QuickstartConfig(
         dataset=dataset, docs=docs, out=out_dir, epochs=epochs, budget_minutes=budget_minutes, base=base,
-        generator=None if generator.lower() == "none" else generator, threads=threads,
+        generator=None if generator.lower() == "none" else generator, threads=threads, queries=queries,
     )  # fmt: skip
     command = reproduce_command(config)
     err.print(f"[bold]ragtune quickstart[/] → {out_dir}  (resume: run the same command again)", highlight=False)
@@ -728,6 +750,9 @@ def quickstart(
             table.add_row(row.mode, row.metric, f"{row.before:.4f}", f"{row.after:.4f}",
                           f"[{colour}]{row.delta:+.4f}{star}[/]", f"{row.t_test_p:.2g}")  # fmt: skip
     out.print(table)
+    chosen = result["chosen"]
+    out.print(f"the system you get: {chosen['chosen']['label']} ({chosen['reason']}); recorded as the default search "
+              f"of {chosen['store']}", highlight=False)  # fmt: skip
     out.print(f"report: {result['report']['html']} (and report.md) · tuned model: {out_dir / 'tuned-model'}")
     out.print("next, on your documents: ragtune quickstart --docs PATH/TO/DOCS --out my-run", highlight=False)
 

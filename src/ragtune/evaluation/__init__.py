@@ -3,7 +3,7 @@
 from ragtune.evaluation.dataset import BeirDataset, load_beir
 from ragtune.evaluation.metrics import DEFAULT_METRICS, per_query_scores
 from ragtune.evaluation.report import write_report
-from ragtune.evaluation.runner import Evaluation, SystemResult, evaluate_systems
+from ragtune.evaluation.runner import Evaluation, SystemResult, SystemSpec, evaluate_specs, evaluate_systems, system_label
 from ragtune.evaluation.significance import PairedComparison, compare
 
 __all__ = [
@@ -12,9 +12,12 @@ __all__ = [
     "Evaluation",
     "PairedComparison",
     "SystemResult",
+    "SystemSpec",
     "compare",
+    "evaluate_specs",
     "evaluate_systems",
     "load_beir",
     "per_query_scores",
+    "system_label",
     "write_report",
 ]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,26 @@ class BeirDataset:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         return digest.hexdigest()[:16]
+
+
+def split_queries(dataset: BeirDataset, share: float, most: int, seed: int) -> tuple[BeirDataset, BeirDataset]:
+    """Hold out a random `share` of the split's queries (at least 1, at most `most`) as a `dev` split; returns
+    (the rest, dev). Both keep the corpus; the rest keeps the split's name."""
+    ids = sorted(dataset.queries)
+    random.Random(seed).shuffle(ids)
+    held = set(ids[: max(1, min(most, round(share * len(ids))))])
+    if len(held) >= len(ids):
+        raise InputError(f"split '{dataset.split}' of '{dataset.root}' has {len(ids)} queries: too few to hold some out")
+    return subset(dataset, [q for q in dataset.queries if q not in held]), subset(dataset, held, split="dev")
+
+
+def subset(dataset: BeirDataset, query_ids: Iterable[str], split: str | None = None) -> BeirDataset:
+    """The same corpus with only `query_ids` (and their judgements)."""
+    keep = [q for q in query_ids if q in dataset.queries]
+    return replace(
+        dataset, split=split or dataset.split, queries={q: dataset.queries[q] for q in keep},
+        qrels={q: dataset.qrels[q] for q in keep},
+    )  # fmt: skip
 
 
 def available_splits(root: Path) -> list[str]:

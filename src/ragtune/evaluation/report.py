@@ -35,7 +35,8 @@ def evaluation_json(evaluation: Evaluation) -> dict[str, Any]:
         "versions": versions(),
         "warnings": evaluation.warnings,
         "systems": [
-            {"label": s.label, "model": s.model, "mode": s.mode, "metrics": s.metrics, "store": s.store}
+            {"label": s.label, "model": s.model, "mode": s.mode, "settings": s.settings, "metrics": s.metrics,
+             "store": s.store}  # fmt: skip
             for s in evaluation.systems
         ],
         "baseline": evaluation.systems[0].label if evaluation.systems else None,

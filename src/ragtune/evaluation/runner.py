@@ -14,7 +14,7 @@ from ragtune.evaluation.metrics import DEFAULT_METRICS, Run, mean_scores, per_qu
 from ragtune.evaluation.significance import PairedComparison, compare
 from ragtune.models import resolve_model
 from ragtune.paths import cache_root
-from ragtune.retrieval import Reranker, Retriever, SearchMode
+from ragtune.retrieval import Reranker, Retriever, SearchMode, SearchSettings
 from ragtune.store import Store, index_sources
 from ragtune.types import Hit
 
@@ -28,6 +28,7 @@ class SystemResult:
     per_query: dict[str, dict[str, float]]
     run: Run
     store: str
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,24 @@ def eval_store_dir(cache_dir: Path, dataset: BeirDataset, model_revision: str, c
     return cache_dir / name
 
 
+@dataclass(frozen=True)
+class SystemSpec:
+    """One system to score: the store of `model` searched with `settings` (BM25 does not use the model)."""
+
+    model: str
+    settings: SearchSettings
+    label: str
+
+
+def system_label(model_name: str, settings: SearchSettings) -> str:
+    """`bm25`, `minilm:dense`, `minilm:hybrid` (RRF k=60, the default) or e.g. `minilm:hybrid convex 0.30`."""
+    if settings.mode is SearchMode.bm25:
+        return "bm25"
+    default = SearchSettings(mode=settings.mode)
+    name = f"{_short(model_name)}:{settings.mode.value}"
+    return name if settings == default or settings.mode is SearchMode.dense else f"{name} {settings.fusion_label}"
+
+
 def evaluate_systems(
     dataset: BeirDataset,
     models: Sequence[str] = ("minilm",),
@@ -78,23 +97,52 @@ def evaluate_systems(
     reranker: str | Path | None = None,
     rerank_depth: int = 20,
     rerank_weight: float = 1.0,
+    extra: Sequence[SystemSpec] = (),
 ) -> Evaluation:
-    """Score each system; the first system is the baseline every other one is compared with.
+    """Score each (model × mode) system (hybrid = RRF k=60), then the `extra` systems; the first system is the
+    baseline every other one is compared with.
 
     BM25 does not depend on the embedding model, so it runs once (on the first model's store). With a `reranker`,
     each system is also scored with its top `rerank_depth` candidates re-ranked (label suffix `+rerank`), the
     cross-encoder's score weighted by `rerank_weight` (see `Reranker`).
     """
+    modes = [SearchMode(m) for m in modes]
+    specs: list[SystemSpec] = []
+    for model_name in models:
+        for mode in modes:
+            settings = SearchSettings(mode=mode)
+            if not (mode is SearchMode.bm25 and any(s.settings.mode is SearchMode.bm25 for s in specs)):
+                specs.append(SystemSpec(model_name, settings, system_label(model_name, settings)))
+    specs += [spec for spec in extra if spec.label not in {s.label for s in specs}]
+    evaluation = evaluate_specs(
+        dataset, specs, k=k, cache_dir=cache_dir, chunking=chunking, metrics=metrics, show_progress=show_progress,
+        reranker=reranker, rerank_depth=rerank_depth, rerank_weight=rerank_weight,
+    )  # fmt: skip
+    evaluation.settings["modes"] = [m.value for m in modes]
+    return evaluation
+
+
+def evaluate_specs(
+    dataset: BeirDataset,
+    specs: Sequence[SystemSpec],
+    k: int = 100,
+    cache_dir: Path | None = None,
+    chunking: ChunkingConfig | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    show_progress: bool | None = None,
+    reranker: str | Path | None = None,
+    rerank_depth: int = 20,
+    rerank_weight: float = 1.0,
+) -> Evaluation:
+    """Score each system, in order; each model's store is indexed (or reused) once. The first is the baseline."""
     cross_encoder = Reranker(reranker, weight=rerank_weight) if reranker else None
     cache_dir = cache_dir or default_cache_dir()
     chunking = chunking or ChunkingConfig()
-    modes = [SearchMode(m) for m in modes]
-    systems: list[SystemResult] = []
     query_ids = list(dataset.queries)
     query_texts = [dataset.queries[q] for q in query_ids]
-    bm25_done = False
     encoding: dict[str, dict[str, float]] = {}
-    for model_name in models:
+    results: dict[str, list[SystemResult]] = {}
+    for model_name in dict.fromkeys(spec.model for spec in specs):
         model = resolve_model(model_name)
         store_dir = eval_store_dir(cache_dir, dataset, model.revision, chunking)
         indexed = index_sources(
@@ -102,32 +150,32 @@ def evaluate_systems(
         )
         encoding[model_name] = {"encoded": indexed.encoded, "encode_seconds": round(indexed.encode_seconds, 1)}
         with Store.open(store_dir) as store:
-            retrievers = [("", Retriever(store, depth=max(k, 100)))]
-            if cross_encoder is not None:
-                retrievers.append(("+rerank", Retriever(store, depth=max(k, 100), reranker=cross_encoder,
-                                                        rerank_depth=rerank_depth)))  # fmt: skip
-            for mode in modes:
-                if mode is SearchMode.bm25 and bm25_done:
-                    continue
-                for suffix, retriever in retrievers:
-                    hits = retriever.search_many(query_texts, k=k, mode=mode)
-                    run = documents_run(dict(zip(query_ids, hits)))
+            for spec in (s for s in specs if s.model == model_name):
+                variants = [("", None)] + ([("+rerank", cross_encoder)] if cross_encoder is not None else [])
+                for suffix, rescorer in variants:
+                    retriever = Retriever(
+                        store, fusion=spec.settings.fusion, rrf_k=spec.settings.rrf_k, alpha=spec.settings.alpha,
+                        depth=max(k, 100), reranker=rescorer, rerank_depth=rerank_depth, mode=spec.settings.mode,
+                    )  # fmt: skip
+                    run = documents_run(dict(zip(query_ids, retriever.search_many(query_texts, k=k))))
                     per_query = per_query_scores(dataset.qrels, run, metrics)
-                    label = ("bm25" if mode is SearchMode.bm25 else f"{_short(model_name)}:{mode.value}") + suffix
-                    systems.append(
+                    results.setdefault(spec.label, []).append(
                         SystemResult(
-                            label=label, model=model_name if mode is not SearchMode.bm25 else "-", mode=mode.value,
-                            metrics=mean_scores(per_query), per_query=per_query, run=run, store=str(store_dir),
+                            label=spec.label + suffix, model=model_name if spec.settings.mode is not SearchMode.bm25
+                            else "-", mode=spec.settings.mode.value, metrics=mean_scores(per_query),
+                            per_query=per_query, run=run, store=str(store_dir), settings=spec.settings.to_json(),
                         )
                     )  # fmt: skip
-                bm25_done = bm25_done or mode is SearchMode.bm25
+    systems = [result for spec in specs for result in results[spec.label]]
     comparisons = {
         system.label: [compare(m, systems[0].per_query[m], system.per_query[m]) for m in metrics]
         for system in systems[1:]
     }
     settings = {
-        "models": list(models), "modes": [m.value for m in modes], "k": k, "metrics": list(metrics),
-        "chunking": chunking.to_json(), "scoring": "document = max over its passages", "fusion": "rrf k=60",
+        "models": list(dict.fromkeys(spec.model for spec in specs)),
+        "modes": list(dict.fromkeys(spec.settings.mode.value for spec in specs)), "k": k, "metrics": list(metrics),
+        "chunking": chunking.to_json(), "scoring": "document = max over its passages",
+        "fusion": "rrf k=60 unless the label says otherwise",
         "dataset_fingerprint": dataset.fingerprint(), "encoding": encoding,
         "reranker": str(reranker) if reranker else None, "rerank_depth": rerank_depth if reranker else None,
         "rerank_weight": rerank_weight if reranker else None,

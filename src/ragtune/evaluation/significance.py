@@ -28,17 +28,22 @@ class PairedComparison:
 
 
 def paired_t_test(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sided paired t-test p-value; 1.0 when the two systems score every query the same."""
+    """Two-sided paired t-test p-value; 1.0 when the two systems score every query the same, NaN (no test) with
+    fewer than two queries."""
     if np.allclose(a, b):
         return 1.0
+    if len(a) < 2:
+        return float("nan")
     return float(stats.ttest_rel(b, a).pvalue)
 
 
 def paired_randomization_test(a: np.ndarray, b: np.ndarray, resamples: int = 10_000, seed: int = 0) -> float:
     """Two-sided Fisher randomisation test on the mean difference (random sign flips of per-query deltas);
-    exact when 2^n ≤ resamples."""
+    exact when 2^n ≤ resamples. NaN (no test) with fewer than two queries."""
     if np.allclose(a, b):
         return 1.0
+    if len(a) < 2:
+        return float("nan")
     result = stats.permutation_test(
         (b, a),
         lambda x, y, axis: np.mean(x - y, axis=axis),

@@ -99,7 +99,7 @@ class Answerer:
         retriever: Retriever,
         generator: Generator,
         k: int = 5,
-        mode: SearchMode | str = SearchMode.hybrid,
+        mode: SearchMode | str | None = None,
         min_relevance: float = DEFAULT_MIN_RELEVANCE,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         system_prompt: str | None = None,
@@ -110,7 +110,7 @@ class Answerer:
         self.retriever = retriever
         self.generator = generator
         self.k = k
-        self.mode = SearchMode(mode)
+        self.mode = SearchMode(mode) if mode is not None else None  # None: the store's recorded mode
         self.min_relevance = min_relevance
         self.max_new_tokens = max_new_tokens
         self.system_prompt = system_prompt

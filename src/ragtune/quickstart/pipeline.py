@@ -1,8 +1,15 @@
 """The whole loop in one call: index → baseline → training data → fine-tune → (reranker) → re-index → evaluate → answer.
 
 Two paths. Labelled (a BEIR dataset; the default is the SciFact copy shipped in the repository): train qrels give the
-pairs, test qrels the evaluation. Unlabelled (`docs`): inverse-cloze and heading pairs are made from the passages,
-and a held-out share of them (never trained on) is written as a BEIR folder to evaluate on.
+pairs (less a dev share of the queries), test qrels the evaluation. Unlabelled (`docs`): inverse-cloze and heading
+pairs are made from the passages, and a held-out share of them (never trained on) is written as a BEIR folder with a
+dev and a test split; each held-out passage loses its query sentence there, as training positives do, so the held-out
+query is not a copy of its answer's text.
+
+After fine-tuning, the model is also merged half-and-half with the base, and the system the user gets — base, tuned
+or merged model; dense, RRF or convex fusion with its weight, or BM25 alone — is chosen on the dev queries
+(`ragtune.evaluation.selection`), recorded in its store as the default search, and shown beside BM25 and the base
+hybrid on the test queries.
 
 Each finished step is recorded in `out/state.json`; running the same command again skips what is done, and an
 interrupted fine-tune resumes from its last checkpoint.
@@ -21,19 +28,29 @@ from typing import Any
 
 from ragtune.corpus import ChunkingConfig
 from ragtune.errors import InputError
-from ragtune.evaluation import evaluate_systems, load_beir, write_report
-from ragtune.evaluation.dataset import BeirDataset
+from ragtune.evaluation import SystemSpec, evaluate_systems, load_beir, write_report
+from ragtune.evaluation.dataset import BeirDataset, split_queries, subset
 from ragtune.evaluation.runner import Evaluation, eval_store_dir
 from ragtune.memory import release_memory
 from ragtune.models import inference_precision, resolve_model
 from ragtune.quickstart.state import StepState
-from ragtune.retrieval import SearchMode
-from ragtune.store import Store, index_sources
-from ragtune.training.examples import TrainingExample, examples_from_beir, read_training_jsonl, write_training_jsonl
+from ragtune.retrieval import SearchMode, SearchSettings
+from ragtune.store import Store, index_sources, record_search_settings
+from ragtune.training.examples import (
+    TrainingExample, examples_from_beir, judged_document_texts, read_training_jsonl, write_training_jsonl,
+)  # fmt: skip
 
 SHIPPED_DATASET = Path(__file__).resolve().parents[3] / "data" / "scifact"
 MODES = (SearchMode.bm25, SearchMode.dense, SearchMode.hybrid)
 HELD_OUT_QUERIES = 200
+"""Per held-out split (dev, test) of the unlabelled path, and at most a fifth of the passages in all."""
+DEV_SHARE = 0.15
+DEV_QUERIES = 200
+"""The labelled path's dev split: this share of the train queries (at most this many), never trained on."""
+MERGE_ALPHA = 0.5
+DOCS_TRAIN_PAIRS = 3200
+"""The unlabelled path trains on at most this many synthetic pairs (a seeded sample): 100 steps of 32 per epoch,
+whatever the corpus size, so that mining and training cost the same on 3k or 30k passages."""
 DEV_DISTRACTORS = 300
 """Passages besides the dev queries' own in the periodic dev evaluation: enough to rank against, cheap to encode."""
 SAMPLE_QUESTIONS = 3
@@ -50,6 +67,8 @@ class QuickstartConfig:
     batch_size: int = 32
     threads: int | None = None
     seed: int = 42
+    queries: Path | None = None
+    """Real questions with their expected documents (JSONL), the dev split of the `docs` path instead of synthetic ones."""
 
 
 Say = Callable[[str], None]
@@ -65,6 +84,8 @@ class Quickstart:
             raise InputError("--budget-minutes must be positive")
         if config.epochs <= 0:
             raise InputError("--epochs must be positive")
+        if config.queries and not config.docs:
+            raise InputError("--queries goes with --docs; a BEIR dataset's dev queries are held-out train queries")
         self.config = config
         self.out = config.out
         self.out.mkdir(parents=True, exist_ok=True)
@@ -73,6 +94,7 @@ class Quickstart:
         self.show_progress = show_progress
         self.stores = self.out / "stores"
         self.model_dir = self.out / "tuned-model"
+        self.merged_dir = self.out / "merged-model"
 
     # -- bookkeeping ----------------------------------------------------------------------------------------------
 
@@ -93,23 +115,30 @@ class Quickstart:
     # -- the loop -------------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        dataset_root = self.step("dataset", self._dataset)["root"]
+        dataset = self.step("dataset", self._dataset)
+        if "dev_queries" not in dataset and dataset["labelled"]:
+            raise InputError(f"'{self.out}' was begun by an older ragtune that kept no dev queries apart from "
+                             "training; start again with a new --out folder")  # fmt: skip
+        dataset_root = dataset["root"]
         test = load_beir(Path(dataset_root), "test")
         store_dir = eval_store_dir(self.stores, test, resolve_model(self.config.base).revision, ChunkingConfig())
         self.step("store", lambda: self._index(test, store_dir))
         self.step("baseline", lambda: self._evaluate(test, [self.config.base], "baseline"))
         self.step("training data", lambda: self._training_data(Path(dataset_root), store_dir))
         self.step("fine-tune", self._finetune)
-        models = [self.config.base, str(self.model_dir)]
-        after = self.step("re-index and evaluate", lambda: self._evaluate(test, models, "evaluation"))
+        self.step("merge", self._merge)
+        models = [self.config.base, str(self.model_dir), str(self.merged_dir)]
+        chosen = self.step("choose system", lambda: self._choose(Path(dataset_root), models))
+        chosen_spec = SystemSpec(chosen["chosen"]["model"], SearchSettings.from_json(
+            chosen["chosen"]["settings"], str(self.out / "selection.json")), chosen["chosen"]["label"])  # fmt: skip
+        after = self.step("re-index and evaluate", lambda: self._evaluate(test, models, "evaluation", [chosen_spec]))
         answers: dict[str, Any] = {}
         if self.config.generator:
-            tuned_store = Path(after["stores"][-1])
-            answers = self.step("answers", lambda: self._answers(test, tuned_store))
+            answers = self.step("answers", lambda: self._answers(test, Path(chosen["store"])))
         from ragtune.quickstart.report import write_quickstart_report
 
         paths = write_quickstart_report(self.out, self.state, self.model_dir, self.config, self.state.command)
-        return {"evaluation": after, "answers": answers, "report": paths}
+        return {"evaluation": after, "chosen": chosen, "answers": answers, "report": paths}
 
     # -- steps ----------------------------------------------------------------------------------------------------
 
@@ -120,9 +149,17 @@ class Quickstart:
                 raise InputError(
                     f"no BEIR dataset at '{root}' (corpus.jsonl missing); pass --dataset DIR or --docs DIR"
                 )
-            train = load_beir(root, "train")
-            return f"{root.name}: labelled, {len(train.queries)} train queries", {"root": str(root), "labelled": True}
+            train, dev = split_queries(load_beir(root, "train"), DEV_SHARE, DEV_QUERIES, self.config.seed)
+            summary = f"{root.name}: labelled, {len(train.queries)} train queries, {len(dev.queries)} more held out as dev"
+            return summary, {"root": str(root), "labelled": True, "dev_queries": sorted(dev.queries), "dev": "train"}
         return self._heldout_from_docs()
+
+    def _dev(self, root: Path) -> BeirDataset:
+        """The dev queries: held-out train queries (labelled), or the held-out folder's dev split (docs)."""
+        data = self.state.get("dataset")["data"]
+        if data["labelled"]:
+            return subset(load_beir(root, "train"), data["dev_queries"], split="dev")
+        return load_beir(root, "dev")
 
     def _heldout_from_docs(self) -> tuple[str, dict[str, Any]]:
         """Index the documents, make pairs, hold some out as a BEIR test set; the rest are the training pairs."""
@@ -145,27 +182,52 @@ class Quickstart:
             )
         rng = random.Random(self.config.seed)
         passages = sorted({row["passage_id"] for row in rows})
+        if len(passages) < 3:
+            raise InputError(f"pairs came from only {len(passages)} passages of '{docs}': too few to hold out dev and "
+                             "test queries; add documents")  # fmt: skip
         rng.shuffle(passages)
-        held = set(passages[: min(HELD_OUT_QUERIES, max(1, len(passages) // 5))])
+        held = passages[: min(2 * HELD_OUT_QUERIES, max(2, len(passages) // 5))]
+        one_row: dict[str, dict[str, Any]] = {}  # held-out passage → its query (an ict one where there is one)
+        held_set = set(held)
+        for row in rows:
+            if row["passage_id"] in held_set and (row["passage_id"] not in one_row or row["method"] == "ict"):
+                one_row[row["passage_id"]] = row
+        with Store.open(source_store) as store:
+            corpus = [_heldout_record(p.id, p.title, p.text, one_row.get(p.id)) for p in store.passages.iter_passages()]
         root = self.out / "heldout"
         (root / "qrels").mkdir(parents=True, exist_ok=True)
-        with Store.open(source_store) as store:
-            corpus = [{"_id": p.id, "title": p.title, "text": p.text} for p in store.passages.iter_passages()]
-        held_rows = [row for row in rows if row["passage_id"] in held]
-        train_rows = [row for row in rows if row["passage_id"] not in held]
         _write_jsonl(root / "corpus.jsonl", corpus)
-        _write_jsonl(root / "queries.jsonl", [{"_id": f"q{i}", "text": r["query"]} for i, r in enumerate(held_rows)])
-        judged = "".join(f"q{i}\t{r['passage_id']}\t1\n" for i, r in enumerate(held_rows))
-        qrels = "query-id\tcorpus-id\tscore\n" + judged
-        (root / "qrels" / "test.tsv").write_text(qrels, encoding="utf-8")
+        queries = [(f"q{i}", one_row[pid]) for i, pid in enumerate(held)]
+        half = len(queries) // 2
+        judged = {"dev": [(qid, row["passage_id"]) for qid, row in queries[:half]],
+                  "test": [(qid, row["passage_id"]) for qid, row in queries[half:]]}  # fmt: skip
+        texts = [{"_id": qid, "text": row["query"]} for qid, row in queries]
+        if self.config.queries:  # the user's questions are the dev split; the synthetic dev half is not used
+            with Store.open(source_store) as store:
+                user = read_user_queries(self.config.queries, store, docs)
+            texts += [{"_id": f"u{i}", "text": query} for i, (query, _) in enumerate(user)]
+            judged["dev"] = [(f"u{i}", pid) for i, (_, passages) in enumerate(user) for pid in passages]
+        _write_jsonl(root / "queries.jsonl", texts)
+        for split, pairs in judged.items():
+            lines = "".join(f"{qid}\t{pid}\t1\n" for qid, pid in pairs)
+            (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + lines, encoding="utf-8")
+        train_rows = [row for row in rows if row["passage_id"] not in one_row]
+        available = len(train_rows)
+        if available > DOCS_TRAIN_PAIRS:
+            train_rows = rng.sample(train_rows, DOCS_TRAIN_PAIRS)
         train = [TrainingExample(r["query"], r["positive"]) for r in train_rows]
         write_training_jsonl(self.out / "train-pairs.jsonl", train)
         summary = (
             f"{indexed.passages_total:,} passages (encoded {indexed.encoded:,} in {indexed.encode_seconds:.0f} s), "
-            f"{len(rows)} synthetic pairs (ict + heading): {len(train_rows)} to train, {len(held_rows)} held out"
+            f"{len(rows)} synthetic pairs (ict + heading): {len(train_rows)} to train"
+            + (f" (a sample of {available})" if available > len(train_rows) else "")
+            + f"; {len(queries) - half} test "
+            f"queries held out (with their passages' other pairs); dev: "
+            + (f"your {len(user)} questions" if self.config.queries else f"{half} more held out")
         )
         return summary, {
-            "root": str(root), "labelled": False, "pairs": len(rows), "held_out": len(held_rows),
+            "root": str(root), "labelled": False, "pairs": len(rows), "held_out": len(queries),
+            "dev": "user" if self.config.queries else "synthetic",
             "encoded": indexed.encoded, "encode_seconds": indexed.encode_seconds,
         }  # fmt: skip
 
@@ -180,9 +242,11 @@ class Quickstart:
             "encoded": report.encoded, "encode_seconds": report.encode_seconds,
         }  # fmt: skip
 
-    def _evaluate(self, test: BeirDataset, models: list[str], name: str) -> tuple[str, dict[str, Any]]:
+    def _evaluate(
+        self, test: BeirDataset, models: list[str], name: str, extra: list[SystemSpec] | None = None
+    ) -> tuple[str, dict[str, Any]]:
         evaluation = evaluate_systems(
-            test, models=models, modes=MODES, cache_dir=self.stores, show_progress=self.show_progress
+            test, models=models, modes=MODES, cache_dir=self.stores, show_progress=self.show_progress, extra=extra or []
         )
         write_report(evaluation, self.out / name)
         stores = [str(eval_store_dir(self.stores, test, resolve_model(m).revision, ChunkingConfig())) for m in models]
@@ -197,8 +261,14 @@ class Quickstart:
         from ragtune.training.mining import MiningConfig, mine_hard_negatives
 
         never_negative = None
-        if self.state.get("dataset")["data"]["labelled"]:
-            examples, _ = examples_from_beir(root, "train")
+        dataset = self.state.get("dataset")["data"]
+        if dataset["labelled"]:
+            dev = set(dataset["dev_queries"])
+            examples, _ = examples_from_beir(root, "train", exclude_queries=dev)
+            train = load_beir(root, "train")
+            train = subset(train, [q for q in train.queries if q not in dev])
+            with Store.open(store_dir) as store:  # no passage of a relevant document is a negative
+                never_negative = judged_document_texts(store, train)
         else:
             from ragtune.training.pairs import same_document_texts
 
@@ -250,17 +320,82 @@ class Quickstart:
             "budget_minutes": self.config.budget_minutes,
         }  # fmt: skip
 
+    def _merge(self) -> tuple[str, dict[str, Any]]:
+        from ragtune.training.finetune import merge_with_base
+
+        merge_with_base(self.model_dir, self.config.base, MERGE_ALPHA, self.merged_dir)
+        return f"{self.merged_dir.name}: weights {MERGE_ALPHA:g} × base + {1 - MERGE_ALPHA:g} × tuned", {
+            "model": str(self.merged_dir), "alpha": MERGE_ALPHA,
+        }  # fmt: skip
+
+    def _choose(self, root: Path, models: list[str]) -> tuple[str, dict[str, Any]]:
+        from ragtune.evaluation.selection import select_system
+
+        dev = self._dev(root)
+        selection = select_system(dev, models, cache_dir=self.stores, show_progress=self.show_progress)
+        chosen_model = selection.chosen.model
+        store_dir = eval_store_dir(self.stores, dev, resolve_model(chosen_model).revision, ChunkingConfig())
+        record_search_settings(store_dir, selection.search_record())
+        data = selection.to_json() | {"store": str(store_dir)}
+        (self.out / "selection.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        return f"{selection.chosen.label} — {selection.reason}", data
+
     def _answers(self, test: BeirDataset, store_dir: Path) -> tuple[str, dict[str, Any]]:
         from ragtune.generation import Answerer, load_generator
         from ragtune.retrieval import Retriever
 
         generator = load_generator(self.config.generator)
         questions = [test.queries[q] for q in list(test.queries)[:SAMPLE_QUESTIONS]]
-        with Store.open(store_dir) as store:
+        with Store.open(store_dir) as store:  # the chosen system: its store records the chosen search settings
             answers = Answerer(Retriever(store), generator, k=3, max_new_tokens=96).ask_many(questions)
         data = [a.to_json() for a in answers]
         cited = sum(bool(a.citations) for a in answers)
         return f"{len(answers)} questions answered with {generator.name}, {cited} with citations", {"answers": data}
+
+
+def read_user_queries(path: Path, store: Store, docs: Path) -> list[tuple[str, list[str]]]:
+    """`{"query", "relevant": [...]}` lines → (question, passage ids). A relevant entry is a passage id, a document
+    id, or a file path (absolute or relative to `docs`), which stands for every passage of that document; nDCG is
+    then scored over passages. Each line needs at least one relevant entry the store knows."""
+    from ragtune.jsonl import iter_json_objects
+
+    known = {p.id: p.doc_id for p in store.passages.iter_passages()}
+    passages_of: dict[str, list[str]] = {}
+    for pid, doc_id in known.items():
+        passages_of.setdefault(doc_id, []).append(pid)
+    found: list[tuple[str, list[str]]] = []
+    for number, record in iter_json_objects(path, "'query' and 'relevant'"):
+        query = record.get("query", record.get("text"))
+        relevant = record.get("relevant")
+        if not isinstance(query, str) or not query.strip():
+            raise InputError(f"{path}:{number}: needs a non-empty 'query'")
+        if not isinstance(relevant, list) or not relevant or not all(isinstance(r, str) for r in relevant):
+            raise InputError(f"{path}:{number}: needs 'relevant': a list of the documents that answer the question "
+                             "(document or passage ids, or file paths): without them a question cannot grade a system")  # fmt: skip
+        passages: list[str] = []
+        for entry in relevant:
+            as_path = str((docs / entry).resolve()) if not Path(entry).is_absolute() else str(Path(entry).resolve())
+            if entry in known:
+                passages.append(entry)
+            elif entry in passages_of or as_path in passages_of:
+                passages += passages_of.get(entry) or passages_of[as_path]
+            else:
+                raise InputError(f"{path}:{number}: '{entry}' is no passage id, document id or file of '{docs}'")
+        found.append((query.strip(), list(dict.fromkeys(passages))))
+    if not found:
+        raise InputError(f"{path} holds no questions")
+    return found
+
+
+def _heldout_record(passage_id: str, title: str, text: str, row: dict[str, Any] | None) -> dict[str, str]:
+    """A passage of the held-out corpus; one whose pair is held out reads as that pair's positive (an ict query's
+    sentence removed; a heading's section without the heading, and without the title a heading query contains)."""
+    if row is not None:
+        positive = row["positive"]
+        if row["method"] != "ict":
+            return {"_id": passage_id, "title": "", "text": positive}
+        text = positive[len(title) :].strip() if title and positive.startswith(title + " ") else positive
+    return {"_id": passage_id, "title": title, "text": text}
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -268,7 +403,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _model_label(model: str, base: str) -> str:
-    return "base" if model == base else "tuned"
+    return "base" if model == base else Path(model).name.removesuffix("-model")
 
 
 def _headline(evaluation: Evaluation) -> str:
@@ -291,4 +426,6 @@ def reproduce_command(config: QuickstartConfig) -> str:
         parts += ["--base", config.base]
     if config.generator != "smollm2":
         parts += ["--generator", config.generator or "none"]
+    if config.queries:
+        parts += ["--queries", str(config.queries)]
     return shlex.join(parts)

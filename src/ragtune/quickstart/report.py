@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ragtune.evaluation.report import plot_delta
 from ragtune.evaluation.significance import compare
 from ragtune.quickstart.state import StepState
+from ragtune.retrieval import SearchMode, SearchSettings
 
 if TYPE_CHECKING:
     from ragtune.quickstart.pipeline import QuickstartConfig
@@ -62,11 +63,12 @@ def before_after(metrics: dict[str, Any]) -> list[BeforeAfter]:
 
 
 def _base_and_tuned_labels(metrics: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """mode → (label of the base model's system, label of the tuned model's system)."""
+    """mode → (label of the base model's system, label of the tuned model's system), default fusion (RRF k=60)."""
     base_model, tuned_model = metrics["settings"]["models"][:2]
     by_mode: dict[str, dict[str, str]] = {}
     for system in metrics["systems"]:
-        if system["model"] in (base_model, tuned_model):
+        default = SearchSettings(mode=SearchMode(system["mode"]))
+        if system["model"] in (base_model, tuned_model) and SearchSettings.from_json(system["settings"], "") == default:
             by_mode.setdefault(system["mode"], {})[system["model"]] = system["label"]
     return {mode: (labels[base_model], labels[tuned_model]) for mode, labels in by_mode.items() if len(labels) == 2}
 
@@ -104,7 +106,7 @@ def training_curves(model_dir: Path, path: Path) -> Path | None:
 
 
 def _p(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2g}"
+    return "–" if value is None or value != value else f"{value:.2g}"  # None: not compared; NaN: too few queries
 
 
 def markdown_table(rows: list[BeforeAfter]) -> str:
@@ -116,6 +118,75 @@ def markdown_table(rows: list[BeforeAfter]) -> str:
             f"| {r.mode} | {r.metric} | {r.before:.4f} | {r.after:.4f} | {delta} | {_p(r.t_test_p)} | {_p(r.randomization_p)} |"
         )
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TestRow:
+    label: str
+    role: str
+    metrics: dict[str, float]
+    delta: float | None
+    t_test_p: float | None
+
+
+def chosen_on_test(metrics: dict[str, Any], selection: dict[str, Any]) -> list[TestRow]:
+    """BM25, the base hybrid and the chosen system on the test queries, the chosen one compared with the better of
+    the other two (what the user had)."""
+    systems = {s["label"]: s for s in metrics["systems"]}
+    base_model = metrics["settings"]["models"][0]
+    base_hybrid = next(s["label"] for s in metrics["systems"] if s["model"] == base_model and s["mode"] == "hybrid"
+                       and SearchSettings.from_json(s["settings"], "") == SearchSettings())  # fmt: skip
+    had = max(("bm25", base_hybrid), key=lambda label: systems[label]["metrics"]["ndcg@10"])
+    chosen = selection["chosen"]["label"]
+    roles = {"bm25": "BM25 alone", base_hybrid: "base model, hybrid RRF"}
+    roles[chosen] = roles[chosen] + " — chosen on dev" if chosen in roles else "chosen on dev"
+    rows = []
+    for label, role in roles.items():
+        delta = p = None
+        if label == chosen:
+            comparison = compare("ndcg@10", metrics["per_query"][had]["ndcg@10"], metrics["per_query"][label]["ndcg@10"])
+            delta, p = comparison.delta, comparison.t_test_p
+        rows.append(TestRow(label, role, systems[label]["metrics"], delta, p))
+    return rows
+
+
+DEV_KINDS = {
+    "train": "{n} train queries held out from training: the same kind of questions as the test queries, so the "
+             "choice can be trusted as far as their number allows (paired test below)",
+    "user": "{n} questions you supplied (--queries), graded over passages: real questions, so the choice can be "
+            "trusted as far as their number allows (paired test below)",
+    "synthetic": "{n} held-out synthetic queries (sentences of the documents; each one's passage lost that sentence). "
+                 "They are not user questions: BM25 and copied wording are favoured on them, so treat the choice as a "
+                 "hint and check it on a few real questions (--queries FILE)",
+}  # fmt: skip
+
+
+def chosen_section(selection: dict[str, Any], rows: list[TestRow], dev: str) -> list[str]:
+    candidates = sorted(selection["candidates"], key=lambda c: -c["ndcg@10"])
+    dev_kind = DEV_KINDS[dev].format(n=selection["dev_queries"])
+    comparison = selection["chosen_vs_reference"]
+    lines = [
+        "## The system you get",
+        "",
+        f"**{selection['chosen']['label']}** — {selection['reason']}.",
+        "",
+        f"Chosen on {dev_kind}. On dev, chosen − {selection['reference']['label']}: {comparison['delta']:+.4f} nDCG@10 "
+        f"(t-test p {_p(comparison['t_test_p'])}). It is recorded in its store as the default search "
+        "(`ragtune search`, `ask` and `serve` use it; `ragtune info` shows it).",
+        "",
+        "Test queries (never used for any choice):",
+        "",
+        "| system | role | nDCG@10 | Recall@100 | MRR@10 | Δ nDCG@10 vs the better of the first two | t-test p |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        star = "*" if r.t_test_p is not None and r.t_test_p < 0.05 else ""
+        delta = "" if r.delta is None else f"{r.delta:+.4f}{star}"
+        lines.append(f"| {r.label} | {r.role} | {r.metrics['ndcg@10']:.4f} | {r.metrics['recall@100']:.4f} | "
+                     f"{r.metrics['mrr@10']:.4f} | {delta} | {_p(r.t_test_p)} |")  # fmt: skip
+    lines += ["", "Best dev candidates (of " + str(len(candidates)) + "):", "", "| system | dev nDCG@10 |", "|---|---:|"]
+    lines += [f"| {c['label']} | {c['ndcg@10']:.4f} |" for c in candidates[:8]]
+    return lines + [""]
 
 
 def write_quickstart_report(
@@ -169,6 +240,13 @@ def write_quickstart_report(
             md += [f"- [{c['number']}] {c['passage_id']} — {c['title']}" for c in answer["citations"]] or ["- (no citation)"]
             md.append("")
     md += ["## Reproduce", "", "```", reproduce, "```", ""]
+    if "choose system" in state.steps:
+        selection = state.get("choose system")["data"]
+        dataset = state.get("dataset")["data"]
+        dev = dataset.get("dev") or ("train" if dataset["labelled"] else "synthetic")  # a run begun before "dev"
+        section = chosen_section(selection, chosen_on_test(metrics, selection), dev)
+        at = md.index("## Before / after")
+        md[at:at] = section
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
     (out / "report.html").write_text(_html(md, images, out), encoding="utf-8")
     return {"markdown": str(out / "report.md"), "html": str(out / "report.html")}

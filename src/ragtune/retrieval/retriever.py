@@ -3,63 +3,59 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
 
 import numpy as np
 
 from ragtune.errors import InputError
 from ragtune.retrieval.fusion import convex_combination, reciprocal_rank_fusion
 from ragtune.retrieval.rerank import Reranker
+from ragtune.retrieval.settings import Fusion, SearchMode, SearchSettings
 from ragtune.store import Store
 from ragtune.types import Hit
 
-DEFAULT_RRF_K = 60
 DEFAULT_DEPTH = 100
 DEFAULT_RERANK_DEPTH = 20
-
-
-class SearchMode(str, Enum):
-    dense = "dense"
-    bm25 = "bm25"
-    hybrid = "hybrid"
-
-
-class Fusion(str, Enum):
-    rrf = "rrf"
-    convex = "convex"
 
 
 class Retriever:
     """Runs queries against one opened store. Hybrid fuses the top `depth` of each list.
 
-    `alpha` is the dense weight of the convex combination (BM25 gets 1 − alpha); `rrf_k` the RRF constant. With a
-    `reranker`, the top `rerank_depth` candidates are re-scored by the cross-encoder.
+    `alpha` is the dense weight of the convex combination (BM25 gets 1 − alpha); `rrf_k` the RRF constant. Mode,
+    fusion, alpha and rrf_k left as None take the store's recorded search settings (`store_search_settings`), or
+    the defaults (hybrid, RRF k=60) where none are recorded. With a `reranker`, the top `rerank_depth` candidates
+    are re-scored by the cross-encoder.
     """
 
     def __init__(
         self,
         store: Store,
-        fusion: Fusion = Fusion.rrf,
-        rrf_k: int = DEFAULT_RRF_K,
-        alpha: float = 0.5,
+        fusion: Fusion | None = None,
+        rrf_k: int | None = None,
+        alpha: float | None = None,
         depth: int = DEFAULT_DEPTH,
         reranker: Reranker | None = None,
         rerank_depth: int = DEFAULT_RERANK_DEPTH,
+        mode: SearchMode | None = None,
     ) -> None:
-        if not 0.0 <= alpha <= 1.0:
-            raise InputError(f"--alpha {alpha} must be within [0, 1]")
-        if rrf_k < 0 or depth < 1 or rerank_depth < 1:
+        recorded = store_search_settings(store)
+        settings = SearchSettings(
+            mode=SearchMode(mode) if mode is not None else recorded.mode,
+            fusion=Fusion(fusion) if fusion is not None else recorded.fusion,
+            alpha=alpha if alpha is not None else recorded.alpha,
+            rrf_k=rrf_k if rrf_k is not None else recorded.rrf_k,
+        )
+        if not 0.0 <= settings.alpha <= 1.0:
+            raise InputError(f"--alpha {settings.alpha} must be within [0, 1]")
+        if settings.rrf_k < 0 or depth < 1 or rerank_depth < 1:
             raise InputError("--rrf-k must be ≥ 0, the fusion depth and --rerank-depth ≥ 1")
         self.store = store
-        self.fusion = Fusion(fusion)
-        self.rrf_k = rrf_k
-        self.alpha = alpha
+        self.settings = settings
         self.depth = depth
         self.reranker = reranker
         self.rerank_depth = rerank_depth
 
     def search(
-        self, query: str, k: int = 10, mode: SearchMode | str = SearchMode.hybrid, filters: Sequence[tuple[str, str]] = ()
+        self, query: str, k: int = 10, mode: SearchMode | str | None = None, filters: Sequence[tuple[str, str]] = ()
     ) -> list[Hit]:
         return self.search_many([query], k=k, mode=mode, filters=filters)[0]
 
@@ -67,11 +63,11 @@ class Retriever:
         self,
         queries: Sequence[str],
         k: int = 10,
-        mode: SearchMode | str = SearchMode.hybrid,
+        mode: SearchMode | str | None = None,
         filters: Sequence[tuple[str, str]] = (),
     ) -> list[list[Hit]]:
-        """Search several queries at once (query encoding is batched)."""
-        mode = SearchMode(mode)
+        """Search several queries at once (query encoding is batched); `mode` None = this retriever's mode."""
+        mode = SearchMode(mode) if mode is not None else self.settings.mode
         if k < 1:
             raise InputError(f"k must be at least 1 (got {k})")
         for query in queries:
@@ -105,6 +101,11 @@ class Retriever:
         ]
 
     def _fuse(self, dense: list[tuple[int, float]], keyword: list[tuple[int, float]]) -> list[tuple[int, float]]:
-        if self.fusion is Fusion.rrf:
-            return reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in keyword]], k=self.rrf_k)
-        return convex_combination(dense, keyword, weight=self.alpha)
+        if self.settings.fusion is Fusion.rrf:
+            return reciprocal_rank_fusion([[i for i, _ in dense], [i for i, _ in keyword]], k=self.settings.rrf_k)
+        return convex_combination(dense, keyword, weight=self.settings.alpha)
+
+
+def store_search_settings(store: Store) -> SearchSettings:
+    """The search settings recorded in the store's manifest (see `record_search_settings`), or the defaults."""
+    return SearchSettings.from_json(store.manifest.search, f"store '{store.directory}'")

@@ -41,7 +41,7 @@ def _not_blank(value: str, name: str) -> str:
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=2000, description="What to search for.")
     k: int = Field(10, ge=1, le=MAX_K, description="Number of hits.")
-    mode: SearchMode = Field(SearchMode.hybrid, description="dense, bm25 or hybrid.")
+    mode: SearchMode | None = Field(None, description="dense, bm25 or hybrid; default: the store's recorded setting.")
     filters: dict[str, str] = Field(default_factory=dict, description="source=PREFIX, or a field's exact value.")
 
     _not_blank = field_validator("query")(lambda cls, value: _not_blank(value, "query"))
@@ -50,7 +50,7 @@ class SearchRequest(BaseModel):
 class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=2000, description="The question to answer from the store.")
     k: int = Field(5, ge=1, le=20, description="Passages retrieved and packed into the prompt.")
-    mode: SearchMode = Field(SearchMode.hybrid, description="dense, bm25 or hybrid.")
+    mode: SearchMode | None = Field(None, description="dense, bm25 or hybrid; default: the store's recorded setting.")
 
     _not_blank = field_validator("question")(lambda cls, value: _not_blank(value, "question"))
 

@@ -28,6 +28,8 @@ class Manifest:
     counts: dict[str, int] = field(default_factory=dict)
     created: str = ""
     updated: str = ""
+    search: dict[str, Any] = field(default_factory=dict)
+    """Default search settings chosen for this store (mode, fusion, alpha, rrf_k, and why); empty = the defaults."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +84,8 @@ def manifest_problem(manifest: Manifest) -> str | None:
         return "chunking lacks chunk_tokens or overlap_tokens"
     if not isinstance(manifest.backends, dict) or not isinstance(manifest.counts, dict):
         return "backends or counts is not an object"
+    if not isinstance(manifest.search, dict):
+        return "search is not an object"
     return None
 
 

@@ -167,12 +167,17 @@ class PassageTable:
     def sibling_texts(self, passage_ids: Iterable[str]) -> dict[str, list[str]]:
         """Passage id → the embedding texts of every passage of its document (itself included)."""
         doc_of = dict(self._select_in("SELECT id, doc_id FROM passages WHERE id IN ({marks})", passage_ids))
+        texts_of_doc = self.document_texts(doc_of.values())
+        return {pid: texts_of_doc.get(doc, []) for pid, doc in doc_of.items()}
+
+    def document_texts(self, doc_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Document id → the embedding texts of its passages, in order (ids the store lacks are left out)."""
         texts_of_doc: dict[str, list[str]] = {}
         for doc_id, title, text in self._select_in(
-            "SELECT doc_id, title, text FROM passages WHERE doc_id IN ({marks}) ORDER BY rowid", doc_of.values()
+            "SELECT doc_id, title, text FROM passages WHERE doc_id IN ({marks}) ORDER BY rowid", doc_ids
         ):
             texts_of_doc.setdefault(doc_id, []).append(embedding_text(title, text))
-        return {pid: texts_of_doc.get(doc, []) for pid, doc in doc_of.items()}
+        return texts_of_doc
 
     def _select_in(self, sql: str, values: Iterable[str], chunk: int = 500) -> Iterator[tuple[Any, ...]]:
         """Rows of `sql` whose `IN ({marks})` takes the distinct `values`, in chunks under SQLite's variable limit."""

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -264,7 +264,8 @@ def _publish_generation(
         format_version=FORMAT_VERSION, generation=generation, model=model_ref.to_json(), dimension=dimension,
         chunking=chunking.to_json(), backends={"dense": "faiss", "dense_kind": dense_kind, "keyword": "tantivy"},
         counts=counts, created=previous.created if previous else _now(), updated=_now(),
-    )  # fmt: skip
+        search=previous.search if previous and previous.model.get("revision") == model_ref.revision else {},
+    )  # fmt: skip  # search settings chosen for one model do not carry over to another
     write_manifest(partial, manifest)  # a copy inside the generation, from which `check --repair` can restore
     _sync_tree(partial)
     kill_point("publish-rename")
@@ -273,6 +274,17 @@ def _publish_generation(
     kill_point("publish-manifest")
     write_manifest(store_dir, manifest)
     _remove_old_generations(store_dir, keep={generation, previous.generation if previous else generation})
+
+
+def record_search_settings(store_dir: str | Path, settings: dict[str, Any]) -> Manifest:
+    """Record the store's default search settings (e.g. the system the quickstart chose on dev queries) in its
+    manifest and the current generation's copy; contents are untouched. Returns the new manifest."""
+    store_dir = Path(store_dir).expanduser()
+    with exclusive_lock(store_dir):
+        manifest = replace(read_manifest(store_dir), search=dict(settings), updated=_now())
+        write_manifest(store_dir / manifest.generation, manifest)
+        write_manifest(store_dir, manifest)
+    return manifest
 
 
 def _sources_of(store_dir: Path, manifest: Manifest | None) -> dict[str, SourceState]:
@@ -504,4 +516,5 @@ class Store:
             },
             "created": self.manifest.created,
             "updated": self.manifest.updated,
+            "search": self.manifest.search,
         }

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ragtune.errors import InputError
-from ragtune.evaluation.dataset import BeirDataset, load_beir
+from ragtune.evaluation.dataset import BeirDataset, load_beir, subset
 from ragtune.jsonl import iter_json_objects
+from ragtune.store import Store
 from ragtune.store.fsutil import atomic_write_text
 
 
@@ -65,9 +66,14 @@ def beir_corpus(dataset: BeirDataset) -> dict[str, str]:
     return corpus
 
 
-def examples_from_beir(root: str | Path, split: str = "train") -> tuple[list[TrainingExample], dict[str, str]]:
-    """One example per relevant (query, document) judgement of the split; also returns the corpus texts."""
+def examples_from_beir(
+    root: str | Path, split: str = "train", exclude_queries: Collection[str] = ()
+) -> tuple[list[TrainingExample], dict[str, str]]:
+    """One example per relevant (query, document) judgement of the split, leaving out the queries of
+    `exclude_queries` (ids, e.g. a dev split); also returns the corpus texts."""
     dataset = load_beir(root, split)
+    excluded = set(exclude_queries)
+    dataset = subset(dataset, [q for q in dataset.queries if q not in excluded])
     corpus = beir_corpus(dataset)
     examples = [
         TrainingExample(dataset.queries[qid], corpus[doc_id])
@@ -78,6 +84,18 @@ def examples_from_beir(root: str | Path, split: str = "train") -> tuple[list[Tra
     if not examples:
         raise InputError(f"split '{split}' of '{root}' has no relevant judgements that point into the corpus")
     return examples, corpus
+
+
+def judged_document_texts(store: Store, dataset: BeirDataset) -> dict[str, list[str]]:
+    """Query text → the store's passages of every document judged relevant to it, for `mine_hard_negatives`'
+    `never_negative`: a relevant document's other passages are no counter-examples (its positive is the whole
+    document, its passages are what the store holds)."""
+    relevant = {qid: [d for d, grade in judged.items() if grade > 0] for qid, judged in dataset.qrels.items()}
+    texts = store.passages.document_texts(d for docs in relevant.values() for d in docs)
+    excluded: dict[str, list[str]] = {}
+    for qid, docs in relevant.items():
+        excluded.setdefault(dataset.queries[qid], []).extend(t for d in docs for t in texts.get(d, []))
+    return excluded
 
 
 def load_examples(source: str | Path, split: str = "train") -> tuple[list[TrainingExample], dict[str, str] | None]:

@@ -1,8 +1,17 @@
 """Hard-negative mining: for each (query, positive), passages the model ranks high that are not positives.
 
 Dense candidates come from exact inner products over the corpus vectors; BM25 candidates from a temporary tantivy
-index, filtered with the same rule. The rule: skip the top `range_min` candidates, and keep a candidate only if its
-similarity to the query is below `(1 − relative_margin)` × the positive's (likely false negatives are dropped).
+index, filtered with the same rule. The margin rule is sentence-transformers' (`util.mine_hard_negatives`): keep a
+candidate only if its similarity to the query is at most `positive − |positive| × relative_margin` (likely false
+negatives are dropped). With `range_min = 0` and one positive per query the negatives are the library's "top"
+sampling exactly (tests/test_training.py). Where it differs, on purpose:
+- `range_min` skips the top candidates of the model's *raw* ranking (where unlabelled positives sit); the library
+  skips the first `range_min` of what is left after positives and the margin were removed, which throws away the
+  hardest valid negatives.
+- a query with several positives is judged per (query, positive) pair, against that positive's score; the library
+  uses the lowest positive score of the query for all of them.
+- `never_negative` texts (e.g. the other passages of a positive's document) are excluded too, and a row short of
+  negatives is filled with random passages below the margin instead of being dropped.
 """
 
 from __future__ import annotations
@@ -99,7 +108,7 @@ def mine_hard_negatives(
     for example in examples:
         q = query_vectors[query_row[example.query]]
         positive_score = float(q @ corpus_vectors[position[example.positive]])
-        ceiling = positive_score * (1.0 - config.relative_margin)
+        ceiling = positive_score - abs(positive_score) * config.relative_margin  # sign-safe, as the library
         excluded = {position[p] for p in positives_of[example.query]}
         if never_negative:
             excluded |= {position[t] for t in never_negative.get(example.query, ()) if t in position}
@@ -110,14 +119,14 @@ def mine_hard_negatives(
                 break
             if index in excluded or index in chosen:
                 continue
-            if float(q @ corpus_vectors[index]) < ceiling:
+            if float(q @ corpus_vectors[index]) <= ceiling:
                 chosen.append(index)
         # When the model ranks the positive low, every close candidate is above the margin; such examples still
         # get negatives (random passages below the margin) so all rows keep the same shape for the trainer.
         for index in rng.permutation(len(corpus))[: 20 * config.num_negatives].tolist():
             if len(chosen) == config.num_negatives:
                 break
-            if index not in excluded and index not in chosen and float(q @ corpus_vectors[index]) < ceiling:
+            if index not in excluded and index not in chosen and float(q @ corpus_vectors[index]) <= ceiling:
                 chosen.append(index)
                 random_fills += 1
         positive_scores.append(positive_score)
