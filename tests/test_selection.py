@@ -36,13 +36,23 @@ def test_a_clearly_better_system_is_chosen_and_compared_with_the_reference() -> 
     bm25 = _candidate("bm25", "base", BM25, [0.5, 0.4, 0.3])
     base_hybrid = _candidate("base:hybrid", "base", RRF, [0.6, 0.5, 0.4])
     convex = SearchSettings(mode=SearchMode.hybrid, fusion=Fusion.convex, alpha=0.3)
-    tuned = _candidate("tuned:hybrid convex 0.30", "tuned", convex, [0.7, 0.6, 0.5])
+    tuned = _candidate("tuned:hybrid convex 0.30", "tuned", convex, [0.71, 0.6, 0.49])
     selection = choose_system([bm25, base_hybrid, tuned], base="base")
     assert selection.reference is base_hybrid and selection.chosen is tuned
     assert selection.comparison.delta == pytest.approx(0.1) and selection.comparison.improved == 3
+    assert selection.comparison.t_test_p < 0.1 and "p " in selection.reason
     record = selection.search_record()
     assert SearchSettings.from_json(record, "") == convex and record["chosen_on"] == "3 dev queries"
     assert json.loads(json.dumps(selection.to_json()))["chosen"]["label"] == "tuned:hybrid convex 0.30"
+
+
+def test_a_gain_on_too_few_or_too_noisy_dev_queries_keeps_what_the_user_had() -> None:
+    bm25 = _candidate("bm25", "base", BM25, [0.5, 0.4])
+    base_hybrid = _candidate("base:hybrid", "base", RRF, [0.6, 0.5])
+    noisy = _candidate("tuned:dense", "tuned", DENSE, [1.0, 0.3])  # +0.1 on average, one query up, one down
+    selection = choose_system([bm25, base_hybrid, noisy], base="base")
+    assert selection.best is noisy and selection.chosen is base_hybrid
+    assert "with p < 0.1" in selection.reason and "kept what the user had" in selection.reason
 
 
 def test_candidates_cover_bm25_and_each_models_fusions_once() -> None:

@@ -3,8 +3,10 @@ no part in training, so that the loop never hands a user something worse on dev 
 
 Candidates: BM25; for each model, dense, hybrid RRF (k=60) and convex combinations with the dense weight on a grid.
 The reference is what the user had before tuning: the better of BM25 and the base model's RRF hybrid. The best
-candidate replaces it only when it scores at least `min_gain` nDCG@10 higher on dev; the paired test of the chosen
-system against the reference is reported with it.
+candidate replaces it only when it scores at least `min_gain` nDCG@10 higher on dev *and* a paired t-test on the dev
+queries gives p < `max_p` — on a handful of dev queries a lucky difference keeps what the user had. The test is
+optimistic (the best of 34 is compared), so it is a floor against noise, not a proof of a gain; the test split says
+how the choice did.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ragtune.retrieval import Fusion, SearchMode, SearchSettings
 CONVEX_ALPHAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Dense weights tried for the convex fusion (0 is BM25 alone and 1 dense alone, both candidates already)."""
 MIN_GAIN = 0.005
+MAX_P = 0.1
 METRIC = "ndcg@10"
 
 
@@ -73,20 +76,27 @@ def candidate_specs(models: Sequence[str], alphas: Sequence[float] = CONVEX_ALPH
     return specs
 
 
-def choose_system(candidates: Sequence[Candidate], base: str, min_gain: float = MIN_GAIN) -> Selection:
+def choose_system(
+    candidates: Sequence[Candidate], base: str, min_gain: float = MIN_GAIN, max_p: float = MAX_P
+) -> Selection:
     """Pick among scored candidates (the first on ties); `base` is the model the user had before tuning."""
     bm25 = next(c for c in candidates if c.settings.mode is SearchMode.bm25)
     base_hybrid = next(c for c in candidates if c.model == base and c.settings == SearchSettings())
     reference = bm25 if bm25.score > base_hybrid.score else base_hybrid
     best = max(candidates, key=lambda c: c.score)  # max keeps the first of equals
     gain = best.score - reference.score
-    if best is not reference and gain >= min_gain:
+    test = compare(METRIC, reference.per_query, best.per_query)
+    if best is not reference and gain >= min_gain and test.t_test_p < max_p:
         chosen = best
-        reason = f"best on dev: {best.label} {best.score:.4f} vs {reference.label} {reference.score:.4f} (+{gain:.4f})"
+        reason = (
+            f"best on dev: {best.label} {best.score:.4f} vs {reference.label} {reference.score:.4f} "
+            f"(+{gain:.4f}, p {test.t_test_p:.2g})"
+        )
     else:
         chosen = reference
+        why = f"by ≥ {min_gain}" if gain < min_gain else f"with p < {max_p} (+{gain:.4f}, p {test.t_test_p:.2g})"
         reason = (
-            f"no system beat {reference.label} ({reference.score:.4f}) on dev by ≥ {min_gain}"
+            f"no system beat {reference.label} ({reference.score:.4f}) on dev {why}"
             f" (best: {best.label} {best.score:.4f}): kept what the user had"
         )
     comparison = compare(METRIC, reference.per_query, chosen.per_query)
