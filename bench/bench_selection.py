@@ -35,6 +35,13 @@ def main() -> None:
     kendall = stats.kendalltau([r[1] for r in rows], [r[2] for r in rows]).statistic
     chosen = by_label[dev["chosen"]["label"]]
     versus = compare("ndcg@10", real.reference.per_query, chosen.per_query)
+    base_dense = next(c for c in real.candidates if c.model == models[0] and c.settings.mode.value == "dense")
+    dense_vs_base = {}
+    for candidate in real.candidates:
+        if candidate.settings.mode.value == "dense" and candidate is not base_dense:
+            test = compare("ndcg@10", base_dense.per_query, candidate.per_query)
+            dense_vs_base[candidate.label] = {"delta": test.delta, "t_test_p": test.t_test_p,
+                                              "randomization_p": test.randomization_p}  # fmt: skip
     summary = {
         "run": str(args.run), "data": str(args.data), "split": args.split, "real_queries": real.dev_queries,
         "dev_queries": dev["dev_queries"], "spearman": spearman, "kendall": kendall,
@@ -43,6 +50,7 @@ def main() -> None:
         "real_best": {"label": real.best.label, "ndcg@10": real.best.score},
         "dev_choice_vs_real_reference": {"delta": versus.delta, "t_test_p": versus.t_test_p,
                                          "randomization_p": versus.randomization_p},
+        "dense_vs_base_dense": dense_vs_base,
         "candidates": [{"label": label, "dev": d, "real": r} for label, d, r in rows],
     }  # fmt: skip
     out = args.out or args.run / f"selection-vs-{args.data.name}-{args.split}.json"

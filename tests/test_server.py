@@ -188,6 +188,21 @@ def test_concurrent_searches_and_reload_after_index(server: _Server, store_dir: 
     assert rel(hits[0]["doc_id"]) == "docs/guide/compressor.md"
 
 
+def test_search_without_a_mode_uses_the_stores_recorded_settings(server: _Server, store_dir: Path) -> None:
+    from ragtune.store import record_search_settings
+
+    query = {"query": "water pump impeller", "k": 4}
+    bm25 = httpx.post(server.url + "/search", json=query | {"mode": "bm25"}).json()
+    assert [h["id"] for h in httpx.post(server.url + "/search", json=query).json()] != [h["id"] for h in bm25]
+    try:
+        record_search_settings(store_dir, {"mode": "bm25", "reason": "chosen on dev"})
+        assert httpx.get(server.url + "/info").json()["search"]["mode"] == "bm25"  # the new manifest is picked up
+        assert httpx.post(server.url + "/search", json=query).json() == bm25
+        assert httpx.post(server.url + "/search", json=query | {"mode": None}).json() == bm25
+    finally:
+        record_search_settings(store_dir, {})
+
+
 def test_api_key(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ragtune.server import create_app
 
