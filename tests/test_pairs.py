@@ -49,8 +49,23 @@ def test_inverse_cloze_takes_a_sentence_out_of_its_passage(store: Path, tmp_path
     assert report.kept == len(found) >= 2
     for row in found:
         assert row["method"] == "ict" and row["query"] not in row["positive"]
-    assert all(not r["passage_id"].rsplit("/", 1)[-1].startswith("valves") for r in found)  # two sentences: too short for ict
+    short = {r["query"]: r["positive"] for r in found if "/valves.txt" in r["passage_id"]}  # two sentences
+    assert short == {"Gate valves are fully open or fully closed.": "valves Do not use a gate valve to throttle flow.",
+                     "Do not use a gate valve to throttle flow.": "valves Gate valves are fully open or fully closed."}
     assert len(read_training_jsonl(out)) == len(found)  # feeds mine/finetune as it is
+
+
+def test_inverse_cloze_serves_a_folder_of_two_sentence_manual_pages(tmp_path: Path) -> None:
+    parts = ["pump", "valve", "boiler", "motor", "fan", "filter", "hose", "gauge", "seal", "belt", "tank", "heater"]
+    pages = {f"manual/{part}.md": f"# Servicing the {part}\n\nInspect the {part} for wear every month. Replace the "
+             f"{part} when the wear mark is reached." for part in parts}  # fmt: skip
+    index_sources(tmp_path / "store", [write_docs(tmp_path / "docs", pages)], model="minilm", show_progress=False)
+    report = build_pairs(tmp_path / "store", tmp_path / "ict.jsonl", PairsConfig(method=PairMethod.ict),
+                         show_progress=False)  # fmt: skip
+    found = rows(tmp_path / "ict.jsonl")
+    assert report.kept == len(found) == 12
+    for row in found:
+        assert row["positive"].startswith("Servicing the") and row["query"] not in row["positive"]
 
 
 def test_salient_inverse_cloze_prefers_the_sentence_that_restates_the_passage() -> None:

@@ -51,11 +51,13 @@ class Selection:
     reason: str
     dev_queries: int
     min_gain: float
+    max_p: float
 
     def to_json(self) -> dict[str, Any]:
         return {
             "chosen": self.chosen.to_json(), "reference": self.reference.to_json(), "best": self.best.to_json(),
-            "reason": self.reason, "dev_queries": self.dev_queries, "min_gain": self.min_gain, "metric": METRIC,
+            "reason": self.reason, "dev_queries": self.dev_queries, "min_gain": self.min_gain, "max_p": self.max_p,
+            "metric": METRIC,
             "chosen_vs_reference": {"delta": self.comparison.delta, "t_test_p": self.comparison.t_test_p,
                                     "randomization_p": self.comparison.randomization_p},
             "candidates": [c.to_json() for c in self.candidates],
@@ -102,7 +104,7 @@ def choose_system(
     comparison = compare(METRIC, reference.per_query, chosen.per_query)
     return Selection(
         chosen=chosen, reference=reference, best=best, candidates=list(candidates), comparison=comparison,
-        reason=reason, dev_queries=len(reference.per_query), min_gain=min_gain,
+        reason=reason, dev_queries=len(reference.per_query), min_gain=min_gain, max_p=max_p,
     )  # fmt: skip
 
 

@@ -178,7 +178,7 @@ class Quickstart:
         if len(rows) < 10:
             raise InputError(
                 f"only {len(rows)} training pairs could be made from '{docs}': the documents are too few or too short "
-                "(inverse cloze needs passages of three or more sentences)"
+                "(inverse cloze needs passages of two or more sentences)"
             )
         rng = random.Random(self.config.seed)
         passages = sorted({row["passage_id"] for row in rows})

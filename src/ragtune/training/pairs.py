@@ -174,12 +174,13 @@ def ict_candidates(
 ) -> list[Candidate]:
     """Inverse cloze (Lee et al., 2019): a sentence is the query, the passage without it the positive.
 
-    Only passages of three or more sentences qualify, so the positive keeps context beyond the sentence. Sentences
-    are drawn at random, or with `salient` the ones that best restate the rest of the passage (see `_salience`).
-    The query is the sentence in `claim_form`; fragments and runs of numbers are never queries.
+    Passages of two or more sentences qualify: a short section (a manual page of two sentences) gives its other
+    sentence, after its title, as the positive. Sentences are drawn at random, or with `salient` the ones that best
+    restate the rest of the passage (see `_salience`). The query is the sentence in `claim_form`; fragments and runs
+    of numbers are never queries.
     """
     parts = sentences(passage.text)
-    if len(parts) < 3:
+    if len(parts) < 2:
         return []
     claims = [claim_form(s) for s in parts]
     usable = [i for i, c in enumerate(claims) if c is not None and min_words <= len(c.split()) <= max_words]
