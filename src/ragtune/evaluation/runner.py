@@ -140,6 +140,7 @@ def evaluate_specs(
     chunking = chunking or ChunkingConfig()
     query_ids = list(dataset.queries)
     query_texts = [dataset.queries[q] for q in query_ids]
+    variants = [("", None)] + ([("+rerank", cross_encoder)] if cross_encoder is not None else [])
     encoding: dict[str, dict[str, float]] = {}
     results: dict[str, list[SystemResult]] = {}
     for model_name in dict.fromkeys(spec.model for spec in specs):
@@ -151,7 +152,6 @@ def evaluate_specs(
         encoding[model_name] = {"encoded": indexed.encoded, "encode_seconds": round(indexed.encode_seconds, 1)}
         with Store.open(store_dir) as store:
             for spec in (s for s in specs if s.model == model_name):
-                variants = [("", None)] + ([("+rerank", cross_encoder)] if cross_encoder is not None else [])
                 for suffix, rescorer in variants:
                     retriever = Retriever(
                         store, fusion=spec.settings.fusion, rrf_k=spec.settings.rrf_k, alpha=spec.settings.alpha,

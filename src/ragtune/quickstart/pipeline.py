@@ -37,7 +37,7 @@ from ragtune.quickstart.state import StepState
 from ragtune.retrieval import SearchMode, SearchSettings
 from ragtune.store import Store, index_sources, record_search_settings
 from ragtune.training.examples import (
-    TrainingExample, examples_from_beir, judged_document_texts, read_training_jsonl, write_training_jsonl,
+    TrainingExample, examples_from_dataset, judged_document_texts, read_training_jsonl, write_training_jsonl,
 )  # fmt: skip
 
 SHIPPED_DATASET = Path(__file__).resolve().parents[3] / "data" / "scifact"
@@ -264,9 +264,9 @@ class Quickstart:
         dataset = self.state.get("dataset")["data"]
         if dataset["labelled"]:
             dev = set(dataset["dev_queries"])
-            examples, _ = examples_from_beir(root, "train", exclude_queries=dev)
             train = load_beir(root, "train")
             train = subset(train, [q for q in train.queries if q not in dev])
+            examples, _ = examples_from_dataset(train)
             with Store.open(store_dir) as store:  # no passage of a relevant document is a negative
                 never_negative = judged_document_texts(store, train)
         else:
@@ -374,7 +374,7 @@ def read_user_queries(path: Path, store: Store, docs: Path) -> list[tuple[str, l
                              "(document or passage ids, or file paths): without them a question cannot grade a system")  # fmt: skip
         passages: list[str] = []
         for entry in relevant:
-            as_path = str((docs / entry).resolve()) if not Path(entry).is_absolute() else str(Path(entry).resolve())
+            as_path = str((docs / entry).resolve())  # an absolute entry replaces `docs` in the join
             if entry in known:
                 passages.append(entry)
             elif entry in passages_of or as_path in passages_of:

@@ -62,13 +62,17 @@ def before_after(metrics: dict[str, Any]) -> list[BeforeAfter]:
     return rows
 
 
+def _default_fusion(system: dict[str, Any]) -> bool:
+    """Whether an evaluated system ran with its mode's default settings (hybrid = RRF k=60)."""
+    return SearchSettings.from_json(system["settings"], "") == SearchSettings(mode=SearchMode(system["mode"]))
+
+
 def _base_and_tuned_labels(metrics: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """mode → (label of the base model's system, label of the tuned model's system), default fusion (RRF k=60)."""
     base_model, tuned_model = metrics["settings"]["models"][:2]
     by_mode: dict[str, dict[str, str]] = {}
     for system in metrics["systems"]:
-        default = SearchSettings(mode=SearchMode(system["mode"]))
-        if system["model"] in (base_model, tuned_model) and SearchSettings.from_json(system["settings"], "") == default:
+        if system["model"] in (base_model, tuned_model) and _default_fusion(system):
             by_mode.setdefault(system["mode"], {})[system["model"]] = system["label"]
     return {mode: (labels[base_model], labels[tuned_model]) for mode, labels in by_mode.items() if len(labels) == 2}
 
@@ -134,8 +138,8 @@ def chosen_on_test(metrics: dict[str, Any], selection: dict[str, Any]) -> list[T
     the other two (what the user had)."""
     systems = {s["label"]: s for s in metrics["systems"]}
     base_model = metrics["settings"]["models"][0]
-    base_hybrid = next(s["label"] for s in metrics["systems"] if s["model"] == base_model and s["mode"] == "hybrid"
-                       and SearchSettings.from_json(s["settings"], "") == SearchSettings())  # fmt: skip
+    base_hybrid = next(s["label"] for s in metrics["systems"]
+                       if s["model"] == base_model and s["mode"] == "hybrid" and _default_fusion(s))  # fmt: skip
     had = max(("bm25", base_hybrid), key=lambda label: systems[label]["metrics"]["ndcg@10"])
     chosen = selection["chosen"]["label"]
     roles = {"bm25": "BM25 alone", base_hybrid: "base model, hybrid RRF"}

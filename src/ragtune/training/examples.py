@@ -73,7 +73,11 @@ def examples_from_beir(
     `exclude_queries` (ids, e.g. a dev split); also returns the corpus texts."""
     dataset = load_beir(root, split)
     excluded = set(exclude_queries)
-    dataset = subset(dataset, [q for q in dataset.queries if q not in excluded])
+    return examples_from_dataset(subset(dataset, [q for q in dataset.queries if q not in excluded]))
+
+
+def examples_from_dataset(dataset: BeirDataset) -> tuple[list[TrainingExample], dict[str, str]]:
+    """One example per relevant (query, document) judgement of a loaded split; also returns the corpus texts."""
     corpus = beir_corpus(dataset)
     examples = [
         TrainingExample(dataset.queries[qid], corpus[doc_id])
@@ -82,7 +86,9 @@ def examples_from_beir(
         if grade > 0 and doc_id in corpus
     ]
     if not examples:
-        raise InputError(f"split '{split}' of '{root}' has no relevant judgements that point into the corpus")
+        raise InputError(
+            f"split '{dataset.split}' of '{dataset.root}' has no relevant judgements that point into the corpus"
+        )
     return examples, corpus
 
 
