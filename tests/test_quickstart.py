@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from chat_server import ChatServer, running
+from ragtune.errors import RagtuneError
+from ragtune.faults import KILL_ENV
 from ragtune.quickstart import Quickstart, QuickstartConfig, reproduce_command
 from ragtune.retrieval import SearchSettings, store_search_settings
 from ragtune.store import Store
@@ -46,13 +48,23 @@ def chat():  # type: ignore[no-untyped-def]
         yield server
 
 
-def test_quickstart_smoke_and_resume(tmp_path: Path, tiny_model_dir: Path, chat: ChatServer) -> None:
+def test_quickstart_smoke_and_resume(
+    tmp_path: Path, tiny_model_dir: Path, chat: ChatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default run, each step in its own process: a step's process killed for real (SIGKILL while indexing)
+    stops the run with one clear error, and the same command resumes after the finished steps."""
     dataset = tiny_beir(tmp_path / "tiny")
     config = QuickstartConfig(
         dataset=dataset, out=tmp_path / "out", base=str(tiny_model_dir), generator=chat.url, batch_size=8,
     )  # fmt: skip
+    assert config.isolate_steps
+    with monkeypatch.context() as patch:
+        patch.setenv(KILL_ENV, "index-batch")
+        with pytest.raises(RagtuneError, match="'store' step stopped: its process was killed by SIGKILL"):
+            Quickstart(config, reproduce_command(config), say=lambda line: None, show_progress=False).run()
     lines: list[str] = []
     result = Quickstart(config, reproduce_command(config), say=lines.append, show_progress=False).run()
+    assert lines[0].startswith("[done before] dataset") and lines[1] == "store …"
 
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Before / after" in report and "| dense | ndcg@10 |" in report and "| hybrid | ndcg@10 |" in report
@@ -62,7 +74,7 @@ def test_quickstart_smoke_and_resume(tmp_path: Path, tiny_model_dir: Path, chat:
     assert (tmp_path / "out" / "tuned-model" / "README.md").exists()
     assert len(result["answers"]["answers"]) == 3
     assert [line.split(":")[0] for line in lines if line.startswith("✓")] == [
-        "✓ dataset", "✓ store", "✓ baseline", "✓ training data", "✓ fine-tune", "✓ merge", "✓ choose system",
+        "✓ store", "✓ baseline", "✓ training data", "✓ fine-tune", "✓ merge", "✓ choose system",
         "✓ re-index and evaluate", "✓ answers",
     ]
     _assert_chosen_system_reported(tmp_path / "out", report, dev_queries=2)  # 15 % of 16 train queries
@@ -100,7 +112,7 @@ def test_interrupted_quickstart_resumes_after_the_finished_steps(
 ) -> None:
     dataset = tiny_beir(tmp_path / "tiny")
     config = QuickstartConfig(dataset=dataset, out=tmp_path / "out", base=str(tiny_model_dir), generator=None,
-                              batch_size=8)  # fmt: skip
+                              batch_size=8, isolate_steps=False)  # fmt: skip
 
     def interrupted(self: Quickstart) -> None:
         raise KeyboardInterrupt
@@ -125,7 +137,7 @@ def test_quickstart_cli_prints_the_table_and_marks_finished_steps(tmp_path: Path
 
     dataset = tiny_beir(tmp_path / "tiny")
     command = ["quickstart", "--dataset", str(dataset), "--out", str(tmp_path / "out"), "--budget-minutes", "0.001",
-               "--base", str(tiny_model_dir), "--generator", "none"]  # fmt: skip
+               "--base", str(tiny_model_dir), "--generator", "none", "--in-process"]  # fmt: skip
     first = CliRunner().invoke(app, command)
     assert first.exit_code == 0, first.output
     assert "before / after" in first.stdout and "report.html" in first.stdout
@@ -150,7 +162,7 @@ def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_thei
     questions.write_text("".join(json.dumps({"query": f"how often to check the {topic}", "relevant": [f"{topic}-1.md"]})
                                  + "\n" for topic in TOPICS))  # fmt: skip
     config = QuickstartConfig(docs=docs, out=tmp_path / "out", base=str(tiny_model_dir), generator=None, batch_size=8,
-                              queries=questions if dev == "user" else None)  # fmt: skip
+                              queries=questions if dev == "user" else None, isolate_steps=False)  # fmt: skip
     lines: list[str] = []
     Quickstart(config, reproduce_command(config), say=lines.append, show_progress=False).run()
     assert [line.split(":")[0] for line in lines if line.startswith("✓")] == [

@@ -271,11 +271,18 @@ def test_mining_never_picks_texts_marked_never_negative(minilm) -> None:  # type
 
 
 @pytest.mark.integration
-def test_cli_mine_finetune_reindex(tiny_model_dir: Path, tmp_path: Path, docs_dir: Path) -> None:
+def test_cli_mine_finetune_reindex(
+    tiny_model_dir: Path, tmp_path: Path, docs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
+    import ragtune.memory
     from ragtune.cli import app
     from ragtune.store import index_sources
+
+    releases: list[bool] = []
+    release = ragtune.memory.release_memory
+    monkeypatch.setattr(ragtune.memory, "release_memory", lambda: releases.append(release()) or True)
 
     runner = CliRunner()
     store = tmp_path / "store"
@@ -298,6 +305,7 @@ def test_cli_mine_finetune_reindex(tiny_model_dir: Path, tmp_path: Path, docs_di
     record = json.loads((tmp_path / "model" / "ragtune_training.json").read_text())
     assert record["config"]["loss"] == "mnrl" and record["data"]["dev_queries"] == 2 and record["config"]["bf16"]
     assert record["config"]["gradient_checkpointing"] and record["config"]["attention_dropout"] == 0.0
+    assert record["config"]["release_memory_each_step"] and len(releases) >= record["steps"]  # --low-memory: each step
     reindexed = runner.invoke(app, ["reindex", "--store", str(store), "--model", str(tmp_path / "model")])
     assert reindexed.exit_code == 0, reindexed.output
     bad = runner.invoke(app, ["finetune", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "m")])

@@ -507,7 +507,8 @@ def finetune(
     budget_minutes: Annotated[float | None, typer.Option(help="Stop training after this many minutes.")] = None,
     bf16: Annotated[bool, typer.Option(help="bf16 autocast (about 1.9× faster where the CPU has AVX512-BF16).")] = False,
     low_memory: Annotated[
-        bool, typer.Option(help="No attention dropout + gradient checkpointing: the quickstart's 2 GB training.")
+        bool, typer.Option(help="No attention dropout, gradient checkpointing, freed memory returned each step: "
+                           "the quickstart's training.")
     ] = False,
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all cores).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
@@ -718,6 +719,10 @@ def quickstart(
         typer.Option(help="With --docs: JSONL of real questions, {\"query\", \"relevant\": [document or passage "
                      "ids, or file paths]}, to choose the final system on instead of synthetic ones."),
     ] = None,
+    in_process: Annotated[
+        bool, typer.Option(help="Run every step in this process (for a debugger or profiler); by default each step "
+                           "runs in a fresh process, which keeps the peak memory lower.")
+    ] = False,
 ) -> None:
     """The whole loop: index → baseline → training data → fine-tune → re-index → evaluate → answer, with a report.
 
@@ -731,6 +736,7 @@ def quickstart(
     config = QuickstartConfig(
         dataset=dataset, docs=docs, out=out_dir, epochs=epochs, budget_minutes=budget_minutes, base=base,
         generator=None if generator.lower() == "none" else generator, threads=threads, queries=queries,
+        isolate_steps=not in_process,
     )  # fmt: skip
     command = reproduce_command(config)
     err.print(f"[bold]ragtune quickstart[/] → {out_dir}  (resume: run the same command again)", highlight=False)

@@ -12,7 +12,9 @@ or merged model; dense, RRF or convex fusion with its weight, or BM25 alone — 
 hybrid on the test queries.
 
 Each finished step is recorded in `out/state.json`; running the same command again skips what is done, and an
-interrupted fine-tune resumes from its last checkpoint.
+interrupted fine-tune resumes from its last checkpoint. Each step runs in a fresh process by default (a step reads
+what it needs from the config and the records of the steps before it), so the memory one step used is given back
+before the next begins.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragtune.child_process import run_in_child
 from ragtune.corpus import ChunkingConfig
 from ragtune.errors import InputError
 from ragtune.evaluation import SystemSpec, evaluate_systems, load_beir, write_report
@@ -69,6 +72,10 @@ class QuickstartConfig:
     seed: int = 42
     queries: Path | None = None
     """Real questions with their expected documents (JSONL), the dev split of the `docs` path instead of synthetic ones."""
+    isolate_steps: bool = True
+    """Run each step in a fresh process (`ragtune.child_process`): all a step allocated goes back to the OS when it
+    ends, so each step's peak starts from a small parent, not from what earlier steps left. False runs the steps in
+    this process (tests that patch a step)."""
 
 
 Say = Callable[[str], None]
@@ -99,14 +106,20 @@ class Quickstart:
     # -- bookkeeping ----------------------------------------------------------------------------------------------
 
     def step(self, name: str, work: Callable[[], tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+        """Run `work` (a method of this class that takes no arguments: it reads what it needs from the config and
+        the earlier steps' records) unless a previous run finished it."""
         if self.state.done(name):
             saved = self.state.get(name)
             self.say(f"[done before] {name}: {saved['summary']}")
             return saved["data"]
         self.say(f"{name} …")
         started = time.monotonic()
-        summary, data = work()
-        release_memory()  # each step's freed buffers go back to the OS before the next step's peak
+        if self.config.isolate_steps:
+            summary, data = run_in_child(f"the quickstart's '{name}' step", _run_step, self.config, self.state.command,
+                                         self.show_progress, work.__name__, say=self.say)  # fmt: skip
+        else:
+            summary, data = work()
+            release_memory()  # each step's freed buffers go back to the OS before the next step's peak
         seconds = time.monotonic() - started
         self.state.record(name, seconds, summary, data)
         self.say(f"✓ {name}: {summary} ({seconds:.0f} s)")
@@ -119,26 +132,35 @@ class Quickstart:
         if "dev_queries" not in dataset and dataset["labelled"]:
             raise InputError(f"'{self.out}' was begun by an older ragtune that kept no dev queries apart from "
                              "training; start again with a new --out folder")  # fmt: skip
-        dataset_root = dataset["root"]
-        test = load_beir(Path(dataset_root), "test")
-        store_dir = eval_store_dir(self.stores, test, resolve_model(self.config.base).revision, ChunkingConfig())
-        self.step("store", lambda: self._index(test, store_dir))
-        self.step("baseline", lambda: self._evaluate(test, [self.config.base], "baseline"))
-        self.step("training data", lambda: self._training_data(Path(dataset_root), store_dir))
+        self.step("store", self._index)
+        self.step("baseline", self._baseline)
+        self.step("training data", self._training_data)
         self.step("fine-tune", self._finetune)
         self.step("merge", self._merge)
-        models = [self.config.base, str(self.model_dir), str(self.merged_dir)]
-        chosen = self.step("choose system", lambda: self._choose(Path(dataset_root), models))
-        chosen_spec = SystemSpec(chosen["chosen"]["model"], SearchSettings.from_json(
-            chosen["chosen"]["settings"], str(self.out / "selection.json")), chosen["chosen"]["label"])  # fmt: skip
-        after = self.step("re-index and evaluate", lambda: self._evaluate(test, models, "evaluation", [chosen_spec]))
+        chosen = self.step("choose system", self._choose)
+        after = self.step("re-index and evaluate", self._reevaluate)
         answers: dict[str, Any] = {}
         if self.config.generator:
-            answers = self.step("answers", lambda: self._answers(test, Path(chosen["store"])))
+            answers = self.step("answers", self._answers)
         from ragtune.quickstart.report import write_quickstart_report
 
         paths = write_quickstart_report(self.out, self.state, self.model_dir, self.config, self.state.command)
         return {"evaluation": after, "chosen": chosen, "answers": answers, "report": paths}
+
+    # -- what the steps share ---------------------------------------------------------------------------------------
+
+    def _root(self) -> Path:
+        """The BEIR folder the loop evaluates on: the dataset, or the docs path's held-out folder."""
+        return Path(self.state.get("dataset")["data"]["root"])
+
+    def _test(self) -> BeirDataset:
+        return load_beir(self._root(), "test")
+
+    def _store_dir(self) -> Path:
+        return eval_store_dir(self.stores, self._test(), resolve_model(self.config.base).revision, ChunkingConfig())
+
+    def _models(self) -> list[str]:
+        return [self.config.base, str(self.model_dir), str(self.merged_dir)]
 
     # -- steps ----------------------------------------------------------------------------------------------------
 
@@ -231,7 +253,8 @@ class Quickstart:
             "encoded": indexed.encoded, "encode_seconds": indexed.encode_seconds,
         }  # fmt: skip
 
-    def _index(self, test: BeirDataset, store_dir: Path) -> tuple[str, dict[str, Any]]:
+    def _index(self) -> tuple[str, dict[str, Any]]:
+        test, store_dir = self._test(), self._store_dir()
         report = index_sources(store_dir, [test.corpus_path], model=self.config.base, show_progress=self.show_progress)
         summary = (
             f"{report.passages_total:,} passages from {test.corpus_path.name}, encoded {report.encoded:,} "
@@ -242,9 +265,18 @@ class Quickstart:
             "encoded": report.encoded, "encode_seconds": report.encode_seconds,
         }  # fmt: skip
 
+    def _baseline(self) -> tuple[str, dict[str, Any]]:
+        return self._evaluate([self.config.base], "baseline")
+
+    def _reevaluate(self) -> tuple[str, dict[str, Any]]:
+        chosen = self.state.get("choose system")["data"]["chosen"]
+        settings = SearchSettings.from_json(chosen["settings"], str(self.out / "selection.json"))
+        return self._evaluate(self._models(), "evaluation", [SystemSpec(chosen["model"], settings, chosen["label"])])
+
     def _evaluate(
-        self, test: BeirDataset, models: list[str], name: str, extra: list[SystemSpec] | None = None
+        self, models: list[str], name: str, extra: list[SystemSpec] | None = None
     ) -> tuple[str, dict[str, Any]]:
+        test = self._test()
         evaluation = evaluate_systems(
             test, models=models, modes=MODES, cache_dir=self.stores, show_progress=self.show_progress, extra=extra or []
         )
@@ -257,9 +289,10 @@ class Quickstart:
             "metrics_file": str(self.out / name / "metrics.json"), "stores": stores, "encoding": encoding,
         }  # fmt: skip
 
-    def _training_data(self, root: Path, store_dir: Path) -> tuple[str, dict[str, Any]]:
+    def _training_data(self) -> tuple[str, dict[str, Any]]:
         from ragtune.training.mining import MiningConfig, mine_hard_negatives
 
+        root, store_dir = self._root(), self._store_dir()
         never_negative = None
         dataset = self.state.get("dataset")["data"]
         if dataset["labelled"]:
@@ -328,11 +361,11 @@ class Quickstart:
             "model": str(self.merged_dir), "alpha": MERGE_ALPHA,
         }  # fmt: skip
 
-    def _choose(self, root: Path, models: list[str]) -> tuple[str, dict[str, Any]]:
+    def _choose(self) -> tuple[str, dict[str, Any]]:
         from ragtune.evaluation.selection import select_system
 
-        dev = self._dev(root)
-        selection = select_system(dev, models, cache_dir=self.stores, show_progress=self.show_progress)
+        dev = self._dev(self._root())
+        selection = select_system(dev, self._models(), cache_dir=self.stores, show_progress=self.show_progress)
         chosen_model = selection.chosen.model
         store_dir = eval_store_dir(self.stores, dev, resolve_model(chosen_model).revision, ChunkingConfig())
         record_search_settings(store_dir, selection.search_record())
@@ -340,10 +373,11 @@ class Quickstart:
         (self.out / "selection.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         return f"{selection.chosen.label} — {selection.reason}", data
 
-    def _answers(self, test: BeirDataset, store_dir: Path) -> tuple[str, dict[str, Any]]:
+    def _answers(self) -> tuple[str, dict[str, Any]]:
         from ragtune.generation import Answerer, load_generator
         from ragtune.retrieval import Retriever
 
+        test, store_dir = self._test(), Path(self.state.get("choose system")["data"]["store"])
         generator = load_generator(self.config.generator)
         questions = [test.queries[q] for q in list(test.queries)[:SAMPLE_QUESTIONS]]
         with Store.open(store_dir) as store:  # the chosen system: its store records the chosen search settings
@@ -351,6 +385,14 @@ class Quickstart:
         data = [a.to_json() for a in answers]
         cited = sum(bool(a.citations) for a in answers)
         return f"{len(answers)} questions answered with {generator.name}, {cited} with citations", {"answers": data}
+
+
+def _run_step(
+    config: QuickstartConfig, command: str, show_progress: bool | None, method: str, say: Say
+) -> tuple[str, dict[str, Any]]:
+    """One step in a child process (`Quickstart.step` with `isolate_steps`): the child rebuilds the quickstart from
+    its config and the state file, which holds every earlier step's record."""
+    return getattr(Quickstart(config, command, say, show_progress), method)()  # type: ignore[no-any-return]
 
 
 def read_user_queries(path: Path, store: Store, docs: Path) -> list[tuple[str, list[str]]]:

