@@ -11,8 +11,6 @@ out-of-memory killer's SIGKILL) becomes one clear error naming the job; a child 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import multiprocessing
 import os
 import pickle
@@ -23,6 +21,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ragtune.errors import RagtuneError
+from ragtune.memory import libc_function
 
 Say = Callable[[str], None]
 _PR_SET_PDEATHSIG = 1
@@ -109,8 +108,7 @@ def _transportable(exc: BaseException) -> BaseException:
 def _die_with(parent: int) -> None:
     """Linux: the kernel SIGKILLs this process when its parent dies, so a killed quickstart leaves no orphan
     training on. Elsewhere (no prctl) the child runs to its end."""
-    name = ctypes.util.find_library("c")
-    prctl = getattr(ctypes.CDLL(name), "prctl", None) if name else None
+    prctl = libc_function("prctl")
     if prctl is not None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the death signal was armed

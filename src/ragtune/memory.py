@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+from collections.abc import Callable
 
 
 def release_memory() -> bool:
@@ -14,11 +15,15 @@ def release_memory() -> bool:
     (fine-tuning) would add its own peak on top. Returns False where the C library has no `malloc_trim` (not glibc).
     """
     gc.collect()
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    trim = libc_function("malloc_trim")
     if trim is None:
         return False
     trim(0)
     return True
+
+
+def libc_function(name: str) -> Callable[..., int] | None:
+    """A function of the C library by name (`malloc_trim`, `prctl`), or None where the library or the function is
+    missing (not Linux/glibc)."""
+    library = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(library), name, None) if library else None

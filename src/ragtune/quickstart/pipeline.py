@@ -156,8 +156,9 @@ class Quickstart:
     def _test(self) -> BeirDataset:
         return load_beir(self._root(), "test")
 
-    def _store_dir(self) -> Path:
-        return eval_store_dir(self.stores, self._test(), resolve_model(self.config.base).revision, ChunkingConfig())
+    def _store_dir(self, test: BeirDataset) -> Path:
+        """The base model's store of the test corpus."""
+        return eval_store_dir(self.stores, test, resolve_model(self.config.base).revision, ChunkingConfig())
 
     def _models(self) -> list[str]:
         return [self.config.base, str(self.model_dir), str(self.merged_dir)]
@@ -254,7 +255,8 @@ class Quickstart:
         }  # fmt: skip
 
     def _index(self) -> tuple[str, dict[str, Any]]:
-        test, store_dir = self._test(), self._store_dir()
+        test = self._test()
+        store_dir = self._store_dir(test)
         report = index_sources(store_dir, [test.corpus_path], model=self.config.base, show_progress=self.show_progress)
         summary = (
             f"{report.passages_total:,} passages from {test.corpus_path.name}, encoded {report.encoded:,} "
@@ -292,7 +294,7 @@ class Quickstart:
     def _training_data(self) -> tuple[str, dict[str, Any]]:
         from ragtune.training.mining import MiningConfig, mine_hard_negatives
 
-        root, store_dir = self._root(), self._store_dir()
+        root, store_dir = self._root(), self._store_dir(self._test())
         never_negative = None
         dataset = self.state.get("dataset")["data"]
         if dataset["labelled"]:
