@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -283,6 +284,7 @@ def test_cli_mine_finetune_reindex(
     releases: list[bool] = []
     release = ragtune.memory.release_memory
     monkeypatch.setattr(ragtune.memory, "release_memory", lambda: releases.append(release()) or True)
+    lengths = spy_batch_lengths(monkeypatch)
 
     runner = CliRunner()
     store = tmp_path / "store"
@@ -295,6 +297,7 @@ def test_cli_mine_finetune_reindex(
     assert mined.exit_code == 0, mined.output
     assert "with negatives" in mined.stdout
     assert any(e.negatives for e in read_training_jsonl(tmp_path / "mined.jsonl"))
+    lengths.clear()
     tuned = runner.invoke(
         app, ["finetune", str(tmp_path / "mined.jsonl"), "--out", str(tmp_path / "model"), "--base",
               str(tiny_model_dir), "--epochs", "1", "--batch-size", "4", "--max-seq-length", "32", "--threads", "2",
@@ -306,10 +309,55 @@ def test_cli_mine_finetune_reindex(
     assert record["config"]["loss"] == "mnrl" and record["data"]["dev_queries"] == 2 and record["config"]["bf16"]
     assert record["config"]["gradient_checkpointing"] and record["config"]["attention_dropout"] == 0.0
     assert record["config"]["release_memory_each_step"] and len(releases) >= record["steps"]  # --low-memory: each step
+    # --low-memory: every batch of the run (base and dev evaluations, 2 texts a training example) a multiple of 32
+    # tokens long (64, capped by max length 32) — a few shapes, so memory stays flat; the model card's encodes after
+    padded = [n for n in lengths if n % 32 == 0]
+    assert len(padded) >= 2 * record["steps"] and lengths[: len(padded)] == padded
+    assert "pad_to_multiple_of" not in (tmp_path / "model" / "sentence_bert_config.json").read_text()
     reindexed = runner.invoke(app, ["reindex", "--store", str(store), "--model", str(tmp_path / "model")])
     assert reindexed.exit_code == 0, reindexed.output
     bad = runner.invoke(app, ["finetune", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "m")])
     assert bad.exit_code == 2 and "does not exist" in bad.stderr
+
+
+def spy_batch_lengths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The token lengths of every text batch the transformer module prepares from now on."""
+    from sentence_transformers.base.modules.transformer import Transformer
+
+    lengths: list[int] = []
+    preprocess = Transformer.preprocess
+
+    def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        features = preprocess(self, *args, **kwargs)
+        lengths.append(int(features["input_ids"].shape[1]))
+        return features
+
+    monkeypatch.setattr(Transformer, "preprocess", spy)
+    return lengths
+
+
+def test_padded_batches_round_lengths_up_and_leave_no_setting_behind(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.training.finetune import padded_batches
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    lengths = spy_batch_lengths(monkeypatch)
+    texts = ["short", "a somewhat longer text of words"]
+    natural = model.encode(texts)
+    with padded_batches(model, 64):
+        padded = model.encode(texts)
+    model.encode(texts)
+    assert lengths[1] == 64 and lengths[0] == lengths[2] < 64
+    model.max_seq_length = 96
+    with padded_batches(model, 64):
+        model.encode(texts)
+    assert lengths[3] == 32  # truncation at 96 tokens: the largest multiple dividing both
+    assert np.allclose(natural, padded, atol=1e-5)  # padding is masked: the same vectors
+    model.save(str(tmp_path / "saved"))
+    assert "pad_to_multiple_of" not in (tmp_path / "saved" / "sentence_bert_config.json").read_text()
 
 
 def test_attention_dropout_is_set_on_every_layer(tiny_model_dir: Path) -> None:

@@ -8,10 +8,12 @@ with a model card.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,12 @@ TRAINING_RECORD = "ragtune_training.json"
 
 
 LOW_MEMORY_TRAINING: dict[str, Any] = {"attention_dropout": 0.0, "gradient_checkpointing": True,
-                                       "release_memory_each_step": True}
+                                       "release_memory_each_step": True, "pad_to_multiple_of": 64}
 """FinetuneConfig settings that bound training memory (the quickstart's, `finetune --low-memory`): without
 attention dropout PyTorch's fused attention keeps no (query, key) weight matrices, and checkpointing keeps one
 layer's activations at a time. SciFact batches (32 × 3 texts, 256 tokens, bf16, 2 cores): 7.6 GB peak and 16.6 s
-per step before, 2.0 GB and 8.7 s after (BENCHMARKS.md)."""
+per step before, 2.0 GB and 8.7 s after (BENCHMARKS.md). Padding to multiples of 64 tokens keeps the memory flat
+over a long run (`pad_to_multiple_of`)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,10 @@ class FinetuneConfig:
     release_memory_each_step: bool = False
     """Return freed heap to the OS after each step (`release_memory_callback`): a lower, steadier peak for ~0.2 s
     a step."""
+    pad_to_multiple_of: int | None = None
+    """Pad each training and evaluation batch to a multiple of this many tokens. With every batch its own length,
+    the CPU kernels' per-shape caches and the heap grow ~14 MB a step (180 steps: +2.5 GB); with a few lengths
+    the memory stays flat, for ~4 % more compute (BENCHMARKS.md). The saved model does not keep the setting."""
 
     def check(self) -> None:
         if self.loss not in LOSSES:
@@ -247,60 +254,61 @@ def finetune(
     model.max_seq_length = config.max_seq_length
     if config.attention_dropout is not None:
         set_attention_dropout(model, config.attention_dropout)
-    evaluator = _evaluator(dev, config.batch_size)
-    base_dev = _scores(evaluator(model))
+    with padded_batches(model, config.pad_to_multiple_of):
+        evaluator = _evaluator(dev, config.batch_size)
+        base_dev = _scores(evaluator(model))
 
-    train_dataset = _dataset(train_examples, config.loss, config.max_negatives)
-    steps_per_epoch = max(1, len(train_dataset) // config.batch_size)
-    eval_steps = config.eval_steps or steps_per_epoch  # once per epoch: each evaluation costs ~40 s on 2 cores
-    checkpoints = out_dir.with_name(out_dir.name + ".checkpoints")
-    sampler = BatchSamplers.BATCH_SAMPLER if config.loss == "contrastive" else BatchSamplers.NO_DUPLICATES
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        warmup_steps=int(config.warmup_ratio * steps_per_epoch * config.epochs),
-        batch_sampler=sampler,
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model=f"eval_{DEV_NAME}_cosine_ndcg@10",
-        greater_is_better=True,
-        logging_steps=max(1, min(10, eval_steps)),
-        seed=config.seed,
-        data_seed=config.seed,
-        bf16=config.bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on CPU unless told the device
-        report_to="none",
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        disable_tqdm=not show_progress,
-    )
-    budget = time_budget_callback(config.time_budget_minutes) if config.time_budget_minutes else None
-    extra = [c for c in (budget, step_time_callback(on_step_time) if on_step_time else None,
-                         release_memory_callback() if config.release_memory_each_step else None) if c is not None]
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        loss=_loss(model, config, base),
-        evaluator=evaluator,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience), *extra],
-    )
-    if not show_progress:
-        silence_log_printing(trainer)
-    arm_checkpoint_kill(trainer)
-    resume = find_resume_point(checkpoints)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
-    train_seconds = time.perf_counter() - started
-    tuned_dev = _scores(evaluator(model))
+        train_dataset = _dataset(train_examples, config.loss, config.max_negatives)
+        steps_per_epoch = max(1, len(train_dataset) // config.batch_size)
+        eval_steps = config.eval_steps or steps_per_epoch  # once per epoch: each evaluation costs ~40 s on 2 cores
+        checkpoints = out_dir.with_name(out_dir.name + ".checkpoints")
+        sampler = BatchSamplers.BATCH_SAMPLER if config.loss == "contrastive" else BatchSamplers.NO_DUPLICATES
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(checkpoints),
+            num_train_epochs=config.epochs,
+            per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            warmup_steps=int(config.warmup_ratio * steps_per_epoch * config.epochs),
+            batch_sampler=sampler,
+            eval_strategy="steps",
+            eval_steps=eval_steps,
+            save_strategy="steps",
+            save_steps=eval_steps,
+            save_total_limit=2,
+            load_best_model_at_end=True,
+            metric_for_best_model=f"eval_{DEV_NAME}_cosine_ndcg@10",
+            greater_is_better=True,
+            logging_steps=max(1, min(10, eval_steps)),
+            seed=config.seed,
+            data_seed=config.seed,
+            bf16=config.bf16,
+            gradient_checkpointing=config.gradient_checkpointing,
+            use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on CPU unless told the device
+            report_to="none",
+            dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available(),
+            disable_tqdm=not show_progress,
+        )
+        budget = time_budget_callback(config.time_budget_minutes) if config.time_budget_minutes else None
+        extra = [c for c in (budget, step_time_callback(on_step_time) if on_step_time else None,
+                             release_memory_callback() if config.release_memory_each_step else None) if c is not None]
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            loss=_loss(model, config, base),
+            evaluator=evaluator,
+            callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience), *extra],
+        )
+        if not show_progress:
+            silence_log_printing(trainer)
+        arm_checkpoint_kill(trainer)
+        resume = find_resume_point(checkpoints)
+        started = time.perf_counter()
+        trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
+        train_seconds = time.perf_counter() - started
+        tuned_dev = _scores(evaluator(model))
 
     result = FinetuneResult(
         model_dir=out_dir, base_dev=base_dev, tuned_dev=tuned_dev, train_seconds=train_seconds,
@@ -320,6 +328,24 @@ def set_attention_dropout(model, p: float) -> int:  # type: ignore[no-untyped-de
             module.dropout.p = p
             changed += 1
     return changed
+
+
+@contextmanager
+def padded_batches(model, multiple: int | None) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Within: the model's text batches are a multiple of `multiple` tokens long, rounded up (sentence-transformers'
+    `processing_kwargs` of its transformer module); after: as before, so a saved model does not keep it. The
+    tokenizer truncates at max_seq_length, so the multiple used is the largest that divides it too."""
+    if not multiple:
+        yield
+        return
+    module = model[0]
+    before = module.processing_kwargs
+    step = math.gcd(int(multiple), int(model.max_seq_length))
+    module.processing_kwargs = {**before, "text": {**before.get("text", {}), "pad_to_multiple_of": step}}
+    try:
+        yield
+    finally:
+        module.processing_kwargs = before
 
 
 def _stop_reason(trainer, budget) -> str:  # type: ignore[no-untyped-def]
