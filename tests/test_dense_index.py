@@ -41,3 +41,18 @@ def test_filtered_search_returns_only_allowed_ids(tmp_path) -> None:  # type: ig
         _, found = loaded.search(vectors[[77]], 3, allowed)
         assert found[0][0] == 77
         assert set(found[0]) <= set(allowed.tolist())
+
+
+def test_single_queries_search_on_one_thread_with_the_batch_result() -> None:
+    import faiss
+
+    vectors = _clustered(3_000, 32, seed=3)
+    index = FaissDenseIndex.create(32, len(vectors))
+    index.add(np.arange(len(vectors), dtype=np.int64), vectors)
+    queries = vectors[:25]
+    batch_scores, batch_ids = index.search(queries, 10)
+    threads = faiss.omp_get_max_threads()
+    for i in range(len(queries)):  # one at a time: below FAISS's BLAS threshold, run on one thread
+        scores, ids = index.search(queries[i], 10)
+        assert ids[0].tolist() == batch_ids[i].tolist() and np.allclose(scores[0], batch_scores[i], atol=1e-5)
+    assert faiss.omp_get_max_threads() == threads  # the caller's thread setting is restored

@@ -6,6 +6,8 @@ Vectors are unit length, so inner product is cosine similarity. Below `exact_thr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +22,10 @@ HNSW_EF_SEARCH = 256
 # Below this share of allowed rows, a filtered search scans the allowed vectors exactly: HNSW graph walks
 # restricted to a small subset miss most of it.
 _FILTER_EXACT_SHARE = 0.2
+_ONE_THREAD_BELOW = 20
+"""FAISS searches fewer queries than this (its BLAS threshold) one by one, so more threads only add fork and join,
+and leave OpenMP workers spinning beside the next query's encoding: one thread took the SciFact store's hybrid p50
+from 4.8 to 3.8 ms (BENCHMARKS.md)."""
 
 
 class DenseIndex(Protocol):
@@ -44,6 +50,21 @@ def _faiss():  # type: ignore[no-untyped-def]
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise missing_dependency("faiss", "faiss-cpu") from exc
     return faiss
+
+
+@contextmanager
+def _search_threads(threads: int | None) -> Iterator[None]:
+    """FAISS's OpenMP threads for the calling thread (the setting is per thread), restored after; None: unchanged."""
+    if threads is None:
+        yield
+        return
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 class FaissDenseIndex:
@@ -90,6 +111,10 @@ class FaissDenseIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) per query; missing slots have id -1. `allowed` restricts the ids searched."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        with _search_threads(1 if len(queries) < _ONE_THREAD_BELOW else None):
+            return self._search(queries, k, allowed)
+
+    def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         if allowed is None:
             return self._index.search(queries, k)
         if len(allowed) == 0:
