@@ -6,6 +6,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from chat_server import ChatServer, running
@@ -232,5 +233,69 @@ def test_ask_cli_json_and_errors(tmp_path: Path) -> None:
     answer = json.loads(result.stdout)
     assert answer["answer"] == "Replace the seal every two years [1]." and len(answer["hits"]) == 2
     assert answer["citations"][0]["passage_id"] == answer["hits"][0]["id"]
+    evidence = runner.invoke(app, ["ask", "How often is the seal replaced?", "--store", str(tmp_path / "store"),
+                                   "--json", "--max-sentences", "1"])  # fmt: skip
+    assert evidence.exit_code == 0, evidence.output  # the bundled generator is the default: evidence, nothing loaded
+    quoted = json.loads(evidence.stdout)
+    assert quoted["answer"].startswith("Replace the mechanical seal every two years") and len(quoted["citations"]) == 1
+    assert quoted["citations"][0]["span_text"] in quoted["answer"] and "generation_s" not in quoted["timings"]
     missing = runner.invoke(app, ["ask", "q", "--store", str(tmp_path / "store"), "--generator", str(tmp_path / "no")])
     assert missing.exit_code == 2 and "is not 'smollm2', a model directory" in missing.stderr
+
+
+def test_sentence_spans_slice_back_to_each_sentence() -> None:
+    from ragtune.corpus.sentences import sentence_spans, sentences
+
+    text = "  Dose was 2.5 mg (p < 0.05). Effects, e.g. nausea, were rare!\nA second line follows.  "
+    spans = sentence_spans(text)
+    assert [text[a:b] for a, b in spans] == ["Dose was 2.5 mg (p < 0.05).", "Effects, e.g. nausea, were rare!",
+                                             "A second line follows."]  # fmt: skip
+    assert sentences("One line\nwrapped. Next.") == ["One line wrapped.", "Next."]
+    assert sentences("too low.\n\n## Maintenance\n\nReplace it") == ["too low.", "## Maintenance", "Replace it"]
+
+
+@pytest.mark.integration
+def test_evidence_answer_quotes_and_cites_retrieved_sentences_only(store: Store) -> None:
+    answerer = Answerer(Retriever(store), None, k=3, answer="extractive", max_sentences=2)
+    answer = answerer.ask("What damages the impeller of a pump?")
+    assert not answer.abstained and 1 <= len(answer.citations) <= 2
+    texts = {p.number: p.hit.text for p in answer.passages}
+    for citation in answer.citations:
+        start, end = citation.span
+        quoted = texts[citation.number][start:end]
+        assert f"{' '.join(quoted.split())} [{citation.number}]" in answer.text  # the exact sentence, then its [n]
+        assert citation.passage_id == answer.passages[citation.number - 1].hit.id
+    assert "Cavitation damages the impeller" in answer.text
+    assert answer.to_json()["citations"][0]["span_text"]
+    assert "evidence_s" in answer.timings
+
+
+@pytest.mark.integration
+def test_evidence_answer_abstains_when_no_sentence_clears_the_floor(store: Store) -> None:
+    answerer = Answerer(Retriever(store), None, min_relevance=0, answer="extractive", min_sentence_score=0.99)
+    answer = answerer.ask("How do I maintain a centrifugal pump?")
+    assert answer.abstained and answer.citations == [] and "no sentence" in str(answer.abstain_reason)
+    with pytest.raises(InputError, match="needs a generator"):
+        Answerer(Retriever(store), None, answer="generate")
+
+
+def test_evidence_drops_near_duplicates_headings_and_keeps_reading_order() -> None:
+    from ragtune.generation.evidence import select_evidence
+
+    class Embedder:  # one direction per sentence; the query points between the first two
+        table = {"Alpha is the first.": [1.0, 0.0, 0.0], "Alpha is the first again.": [1.0, 0.0, 0.0],
+                 "Beta is the second.": [0.6, 0.8, 0.0], "Gamma is the third.": [0.0, 0.0, 1.0]}  # fmt: skip
+
+        def encode(self, texts):  # type: ignore[no-untyped-def]
+            return np.array([self.table[t] for t in texts], dtype=np.float32)  # a heading here: KeyError
+
+        def encode_query(self, text):  # type: ignore[no-untyped-def]
+            return np.array([0.9, 0.436, 0.0], dtype=np.float32)
+
+    first = Hit(id="p1", doc_id="d1", text="# The first heading\n\nBeta is the second. Alpha is the first.", score=1.0,
+                title="", source="a")  # fmt: skip
+    second = Hit(id="p2", doc_id="d2", text="Alpha is the first again. Gamma is the third.", score=0.5, title="",
+                 source="b")  # fmt: skip
+    chosen = select_evidence("q", [first, second], Embedder(), max_sentences=3, min_score=0.3)  # type: ignore[arg-type]
+    # the duplicate and Gamma (below the floor) are out; shown by passage, then in reading order
+    assert [(e.number, e.text) for e in chosen] == [(1, "Beta is the second."), (1, "Alpha is the first.")]

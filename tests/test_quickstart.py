@@ -161,14 +161,19 @@ def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_thei
     questions = tmp_path / "questions.jsonl"
     questions.write_text("".join(json.dumps({"query": f"how often to check the {topic}", "relevant": [f"{topic}-1.md"]})
                                  + "\n" for topic in TOPICS))  # fmt: skip
-    config = QuickstartConfig(docs=docs, out=tmp_path / "out", base=str(tiny_model_dir), generator=None, batch_size=8,
-                              queries=questions if dev == "user" else None, isolate_steps=False)  # fmt: skip
+    config = QuickstartConfig(docs=docs, out=tmp_path / "out", base=str(tiny_model_dir), generator="smollm2",
+                              batch_size=8, queries=questions if dev == "user" else None, isolate_steps=False)  # fmt: skip
     lines: list[str] = []
-    Quickstart(config, reproduce_command(config), say=lines.append, show_progress=False).run()
+    result = Quickstart(config, reproduce_command(config), say=lines.append, show_progress=False).run()
     assert [line.split(":")[0] for line in lines if line.startswith("✓")] == [
         "✓ dataset", "✓ store", "✓ baseline", "✓ training data", "✓ fine-tune", "✓ merge", "✓ choose system",
-        "✓ re-index and evaluate",
+        "✓ re-index and evaluate", "✓ answers",
     ]
+    assert any("steps planned (1 epochs)" in line for line in lines)  # synthetic pairs: one epoch by default
+    # the bundled generator: sample answers quote the passages (no generator loaded), each quote cited
+    assert result["answers"]["mode"] == "extractive" and "by quoting the passages' best sentences" in lines[-1]
+    for answer in result["answers"]["answers"]:
+        assert answer["abstained"] or all(c["span_text"] in answer["answer"] for c in answer["citations"])
     held = tmp_path / "out" / "heldout"
     queries = {json.loads(line)["_id"]: json.loads(line)["text"] for line in (held / "queries.jsonl").open()}
     corpus = {json.loads(line)["_id"]: json.loads(line) for line in (held / "corpus.jsonl").open()}
@@ -194,6 +199,7 @@ def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_thei
     else:
         assert selection["dev_queries"] == len(judged["dev"])
         assert "held-out synthetic queries" in report and "not user questions" in report
+    assert "Quoted from the retrieved passages" in report
 
 
 def test_user_questions_name_documents_by_path_or_id_and_bad_lines_say_where(docs_dir: Path, tmp_path: Path) -> None:

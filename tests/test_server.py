@@ -98,6 +98,15 @@ def test_ask_answers_with_valid_citations_only(server: _Server) -> None:
     assert "Cavitation damages the impeller" in answer["citations"][0]["span_text"]
 
 
+def test_ask_can_quote_evidence_instead_of_generating(server: _Server) -> None:
+    payload = {"question": "What damages the impeller?", "k": 2, "answer": "extractive"}
+    answer = httpx.post(server.url + "/ask", json=payload).json()
+    assert "Cavitation damages the impeller when the inlet pressure drops too low. [1]" in answer["answer"]
+    assert not answer["answer"].startswith("#")  # a heading is no evidence
+    assert all(c["span_text"] in answer["answer"] for c in answer["citations"]) and "generation_s" not in answer["timings"]
+    assert httpx.post(server.url + "/ask", json={**payload, "answer": "poem"}).status_code == 422
+
+
 def test_ask_stream_sends_passages_tokens_then_the_answer(server: _Server) -> None:
     events: list[tuple[str, object]] = []
     with httpx.stream("POST", server.url + "/ask/stream", json={"question": "What damages the impeller?"}) as response:

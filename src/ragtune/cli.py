@@ -17,8 +17,8 @@ from rich.table import Table
 
 from ragtune.corpus import ChunkingConfig
 from ragtune.errors import RagtuneError
-from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, SearchSettings, parse_filters
 from ragtune.paths import CACHE_LIMIT_ENV, embedding_cache_path, parse_size
+from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, SearchSettings, parse_filters
 from ragtune.store import Store, index_sources
 from ragtune.store.fsutil import is_disk_full
 from ragtune.training.checkpoints import ResumePoint
@@ -197,18 +197,30 @@ def ask(
         Path | None, typer.Option(help="File with a system prompt to use instead of the default ({abstain} allowed).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print answer, citations and hits as JSON.")] = False,
+    answer_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--answer",
+            help="extractive: the passages' best sentences, quoted and cited, no generator loaded; generate: the "
+            "generator writes the answer. Default: extractive with the bundled small generator, else generate.",
+        ),
+    ] = None,
+    max_sentences: Annotated[int, typer.Option(help="Most sentences in an extractive answer.")] = 3,
 ) -> None:
     """Answer a question from the store's passages, citing them as [n]; streams the answer as it is written."""
-    from ragtune.generation import Answerer, load_generator
+    from ragtune.generation import Answerer, default_answer_mode, load_generator
 
     template = _read_text_option(system_prompt, "--system-prompt") if system_prompt else None
     reranker = Reranker(rerank, weight=rerank_weight) if rerank else None
-    backend = load_generator(generator, model=generator_model, timeout=generator_timeout)
+    answer_mode = answer_mode or default_answer_mode(generator)
+    backend = None
+    if answer_mode == "generate":
+        backend = load_generator(generator, model=generator_model, timeout=generator_timeout)
     with Store.open(store) as opened:
         retriever = Retriever(opened, reranker=reranker, rerank_depth=rerank_depth)
         answerer = Answerer(
             retriever, backend, k=k, mode=mode, min_relevance=min_relevance, max_new_tokens=max_new_tokens,
-            system_prompt=template,
+            system_prompt=template, answer=answer_mode, max_sentences=max_sentences,
         )  # fmt: skip
         stream = answerer.stream(question)
         for piece in stream:
@@ -222,7 +234,7 @@ def ask(
     out.print()
     if answer.abstained:
         err.print(f"[yellow]abstained:[/] {answer.abstain_reason}", highlight=False)
-    for citation in answer.citations:
+    for citation in {c.number: c for c in answer.citations}.values():
         out.print(f"[bold][{citation.number}][/] {citation.passage_id} · {citation.title} · [dim]{citation.source}[/]",
                   highlight=False)  # fmt: skip
     if answer.invalid_citations:
@@ -231,7 +243,7 @@ def ask(
         t = answer.timings
         err.print(
             f"[dim]retrieval {t['retrieval_s'] * 1000:.0f} ms · first token {t['first_token_s']:.2f} s · "
-            f"{t['completion_tokens']:.0f} tokens at {t['tokens_per_s']:.1f}/s · {backend.name}[/]",
+            f"{t['completion_tokens']:.0f} tokens at {t['tokens_per_s']:.1f}/s · {backend.name if backend else ''}[/]",
             highlight=False,
         )
 
@@ -456,7 +468,11 @@ def mine(
     """Add hard negatives to training pairs."""
     from ragtune.models import resolve_model
     from ragtune.training.examples import load_examples, write_training_jsonl
-    from ragtune.training.mining import CandidateSource, MiningConfig, mine_hard_negatives
+    from ragtune.training.mining import (
+        CandidateSource,
+        MiningConfig,
+        mine_hard_negatives,
+    )
 
     examples, beir = load_examples(train, split)
     texts = _corpus_for_mining(corpus, store, beir)
@@ -516,7 +532,13 @@ def finetune(
     """Fine-tune the embedding model (resumes from the last checkpoint when re-run)."""
     from ragtune.training.examples import beir_corpus, duplicate_stats, load_examples
     from ragtune.training.finetune import (
-        LOW_MEMORY_TRAINING, DevSet, FinetuneConfig, finetune as run_finetune, merge_with_base,
+        LOW_MEMORY_TRAINING,
+        DevSet,
+        FinetuneConfig,
+        merge_with_base,
+    )
+    from ragtune.training.finetune import (
+        finetune as run_finetune,
     )
 
     examples, corpus = load_examples(train, split)
@@ -705,7 +727,11 @@ def quickstart(
     ] = None,
     docs: Annotated[Path | None, typer.Option(help="A folder of your documents instead (no labels needed).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the stores, model and report go.")] = Path("quickstart"),
-    epochs: Annotated[float, typer.Option(help="Fine-tuning epochs: a fixed amount of training, whatever the machine.")] = 2.0,
+    epochs: Annotated[
+        float | None,
+        typer.Option(help="Fine-tuning epochs, a fixed amount of training whatever the machine (default: 2 with "
+                     "labels, 1 with --docs)."),
+    ] = None,
     budget_minutes: Annotated[
         float | None, typer.Option(help="Cap on fine-tuning minutes (the report flags a run it cut short).")
     ] = None,

@@ -1,11 +1,20 @@
 """Generation: backends (local transformers/GGUF, OpenAI-compatible HTTP, llama.cpp), prompts, grounded answers."""
 
-from ragtune.generation.answer import DEFAULT_MIN_RELEVANCE, Answer, Answerer, AnswerStream, Citation
+from ragtune.generation.answer import (
+    ANSWER_MODES,
+    DEFAULT_MIN_RELEVANCE,
+    Answer,
+    Answerer,
+    AnswerStream,
+    Citation,
+    default_answer_mode,
+)
 from ragtune.generation.base import Generator, Message
 from ragtune.generation.loading import DEFAULT_GENERATOR, load_generator, packaged_smollm2
 from ragtune.generation.prompts import ABSTAIN_MESSAGE, DEFAULT_SYSTEM_PROMPT, PackedPrompt, pack_prompt
 
 __all__ = [
+    "ANSWER_MODES",
     "ABSTAIN_MESSAGE",
     "DEFAULT_GENERATOR",
     "DEFAULT_MIN_RELEVANCE",
@@ -14,6 +23,7 @@ __all__ = [
     "AnswerStream",
     "Answerer",
     "Citation",
+    "default_answer_mode",
     "Generator",
     "Message",
     "PackedPrompt",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,8 @@ import numpy as np
 from ragtune.errors import InputError
 from ragtune.generation.base import Generator
 from ragtune.generation.citations import StreamingCitationFilter, cited_span, clean_citations
+from ragtune.generation.evidence import DEFAULT_MAX_SENTENCES, DEFAULT_MIN_SENTENCE_SCORE, select_evidence
+from ragtune.generation.loading import DEFAULT_GENERATOR
 from ragtune.generation.prompts import ABSTAIN_MESSAGE, PackedPrompt, PromptPassage, pack_prompt
 from ragtune.retrieval import Retriever, SearchMode
 from ragtune.types import Hit
@@ -20,6 +22,8 @@ from ragtune.types import Hit
 DEFAULT_MIN_RELEVANCE = 0.2
 """Cosine similarity (store embedder) between the question and the best passage below which ragtune abstains."""
 DEFAULT_MAX_NEW_TOKENS = 256
+ANSWER_MODES = ("extractive", "generate")
+"""extractive: the passages' best sentences, quoted and cited (no generator); generate: the generator writes it."""
 _NO_ANSWER = re.compile(
     r"(does not|doesn't|do not|don't) (contain|provide|include|mention)|cannot (be )?answer|can't answer|"
     r"unable to answer|not enough information|no information|i (do not|don't) know|not possible to (answer|determine)",
@@ -91,22 +95,44 @@ class AnswerStream:
         return self._tokens
 
 
+def default_answer_mode(generator_spec: str | None) -> str:
+    """Extractive with the bundled 135M generator (it cites nothing and answers worse with passages than without:
+    BENCHMARKS.md), generate with any generator the user names."""
+    return "extractive" if (generator_spec or DEFAULT_GENERATOR).strip().lower() == DEFAULT_GENERATOR else "generate"
+
+
 class Answerer:
-    """Answers questions from one store with one generator. `min_relevance` ≤ 0 disables retrieval abstention."""
+    """Answers questions from one store, with evidence sentences (`answer="extractive"`, no generator needed) or with a
+    generator. `min_relevance` ≤ 0 disables retrieval abstention."""
 
     def __init__(
         self,
         retriever: Retriever,
-        generator: Generator,
+        generator: Generator | None,
         k: int = 5,
         mode: SearchMode | str | None = None,
         min_relevance: float = DEFAULT_MIN_RELEVANCE,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         system_prompt: str | None = None,
         instruction: str | None = None,
+        answer: str = "generate",
+        max_sentences: int = DEFAULT_MAX_SENTENCES,
+        min_sentence_score: float = DEFAULT_MIN_SENTENCE_SCORE,
     ) -> None:
-        if max_new_tokens < 1 or max_new_tokens >= generator.context_window:
-            raise InputError(f"--max-new-tokens must be between 1 and the context window ({generator.context_window})")
+        if answer not in ANSWER_MODES:
+            raise InputError(f"--answer {answer} is not one of: {', '.join(ANSWER_MODES)}")
+        if answer == "generate":
+            if generator is None:
+                raise InputError("--answer generate needs a generator (--generator)")
+            if max_new_tokens < 1 or max_new_tokens >= generator.context_window:
+                raise InputError(
+                    f"--max-new-tokens must be between 1 and the context window ({generator.context_window})"
+                )
+        if max_sentences < 1:
+            raise InputError(f"--max-sentences must be at least 1 (got {max_sentences})")
+        self.answer_mode = answer
+        self.max_sentences = max_sentences
+        self.min_sentence_score = min_sentence_score
         self.retriever = retriever
         self.generator = generator
         self.k = k
@@ -140,9 +166,14 @@ class Answerer:
         retrieval_s = time.perf_counter() - started
         if reason is not None:
             answer = _abstention(question, hits, reason, relevance, {"retrieval_s": retrieval_s})
-            stream = AnswerStream(iter([ABSTAIN_MESSAGE]), answer.passages)
-            stream.answer = answer
-            return stream
+            return _finished_stream(answer)
+        if self.answer_mode == "extractive":
+            evidence_started = time.perf_counter()
+            answer = self._evidence_answer(question, hits, relevance)
+            timings = {"retrieval_s": retrieval_s, "evidence_s": time.perf_counter() - evidence_started}
+            return _finished_stream(replace(answer, timings=timings))
+        generator = self.generator
+        assert generator is not None
         packed = self._pack(question, hits)
         citation_filter = StreamingCitationFilter(len(packed.passages))
         holder: list[AnswerStream] = []
@@ -151,7 +182,7 @@ class Answerer:
             raw: list[str] = []
             generation_started = time.perf_counter()
             first_token_s: float | None = None
-            for piece in self.generator.stream(packed.messages, self.max_new_tokens):
+            for piece in generator.stream(packed.messages, self.max_new_tokens):
                 if first_token_s is None:
                     first_token_s = time.perf_counter() - generation_started
                 raw.append(piece)
@@ -163,7 +194,7 @@ class Answerer:
                 yield tail
             generation_s = time.perf_counter() - generation_started
             text = "".join(raw)
-            completion_tokens = self.generator.count_tokens(text)
+            completion_tokens = generator.count_tokens(text)
             timings = {
                 "retrieval_s": retrieval_s,
                 "first_token_s": first_token_s or generation_s,
@@ -186,6 +217,9 @@ class Answerer:
 
     def ask_many(self, questions: Sequence[str], batch_size: int = 8) -> list[Answer]:
         """Batched generation (no streaming): the fast path for evaluation and sample answers."""
+        generator = self.generator
+        if generator is None or self.answer_mode == "extractive":
+            return [self.ask(question) for question in questions]
         answers: list[Answer | None] = [None] * len(questions)
         pending: list[tuple[int, PackedPrompt, float | None]] = []
         for index, question in enumerate(questions):
@@ -197,12 +231,27 @@ class Answerer:
                 pending.append((index, packed, relevance))
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            texts = self.generator.generate_batch([p.messages for _, p, _ in batch], self.max_new_tokens)
+            texts = generator.generate_batch([p.messages for _, p, _ in batch], self.max_new_tokens)
             for (index, packed, relevance), text in zip(batch, texts, strict=True):
                 answers[index] = self._finish(questions[index], text, packed.passages, relevance, {})
         return [a for a in answers if a is not None]
 
+    def _evidence_answer(self, question: str, hits: list[Hit], relevance: float | None) -> Answer:
+        """The evidence sentences as the answer, each followed by its citation `[n]`; abstains when none clears the
+        floor."""
+        evidence = select_evidence(
+            question, hits, self.retriever.store.embedder, self.max_sentences, self.min_sentence_score
+        )
+        if not evidence:
+            reason = f"no sentence of the retrieved passages scores {self.min_sentence_score} or more against the question"
+            return _abstention(question, hits, reason, relevance, {})
+        passages = [PromptPassage(number, hit, hit.text, False) for number, hit in enumerate(hits, start=1)]
+        text = " ".join(f"{' '.join(e.text.split())} [{e.number}]" for e in evidence)
+        citations = [Citation(e.number, e.hit.id, e.hit.doc_id, e.hit.title, e.hit.source, e.span) for e in evidence]
+        return Answer(question, text, citations, passages, False, None, 0, relevance, {})
+
     def _pack(self, question: str, hits: list[Hit]) -> PackedPrompt:
+        assert self.generator is not None
         return pack_prompt(question, hits, self.generator, self.max_new_tokens, self.system_prompt, self.instruction)
 
     def _finish(
@@ -233,3 +282,10 @@ def _abstention(
 ) -> Answer:
     passages = [PromptPassage(n, h, h.text, False) for n, h in enumerate(hits, start=1)]
     return Answer(question, ABSTAIN_MESSAGE, [], passages, True, reason, 0, relevance, timings)
+
+
+def _finished_stream(answer: Answer) -> AnswerStream:
+    """A stream that yields a finished answer's text at once."""
+    stream = AnswerStream(iter([answer.text]), answer.passages)
+    stream.answer = answer
+    return stream

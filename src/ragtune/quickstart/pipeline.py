@@ -62,7 +62,10 @@ class QuickstartConfig:
     dataset: Path | None = None
     docs: Path | None = None
     out: Path = Path("quickstart")
-    epochs: float = 2.0
+    epochs: float | None = None
+    """Passes over the training pairs; None: 2 with labelled data, 1 with `--docs` (on synthetic pairs a second epoch
+    took MedQuAD's tuned dense model from +0.015 to −0.033 nDCG@10 on its real questions and did not help SciFact's;
+    BENCHMARKS.md)."""
     budget_minutes: float | None = None
     """An explicit cap on fine-tuning minutes; by default the planned epochs run whatever the machine's speed."""
     base: str = "minilm"
@@ -77,6 +80,10 @@ class QuickstartConfig:
     ends, so each step's peak starts from a small parent, not from what earlier steps left. False runs the steps in
     this process (tests that patch a step)."""
 
+    @property
+    def planned_epochs(self) -> float:
+        return self.epochs if self.epochs is not None else (1.0 if self.docs else 2.0)
+
 
 Say = Callable[[str], None]
 
@@ -89,7 +96,7 @@ class Quickstart:
             raise InputError("give --dataset or --docs, not both")
         if config.budget_minutes is not None and config.budget_minutes <= 0:
             raise InputError("--budget-minutes must be positive")
-        if config.epochs <= 0:
+        if config.epochs is not None and config.epochs <= 0:
             raise InputError("--epochs must be positive")
         if config.queries and not config.docs:
             raise InputError("--queries goes with --docs; a BEIR dataset's dev queries are held-out train queries")
@@ -326,7 +333,7 @@ class Quickstart:
         examples = read_training_jsonl(self.out / "train-mined.jsonl")
         steps_per_epoch = max(1, len(examples) // self.config.batch_size)
         config = FinetuneConfig(
-            base=self.config.base, epochs=self.config.epochs, batch_size=self.config.batch_size,
+            base=self.config.base, epochs=self.config.planned_epochs, batch_size=self.config.batch_size,
             time_budget_minutes=self.config.budget_minutes, threads=self.config.threads, seed=self.config.seed,
             eval_steps=max(5, steps_per_epoch // 2), dev_distractors=DEV_DISTRACTORS,
             bf16=inference_precision() == "bf16", **LOW_MEMORY_TRAINING,
@@ -334,7 +341,8 @@ class Quickstart:
 
         def estimate(step: int, planned: int, seconds_per_step: float) -> None:
             left = (planned - step) * seconds_per_step / 60
-            self.say(f"  fine-tune: {planned} steps planned ({self.config.epochs:g} epochs), {seconds_per_step:.1f} s "
+            epochs = self.config.planned_epochs
+            self.say(f"  fine-tune: {planned} steps planned ({epochs:g} epochs), {seconds_per_step:.1f} s "
                      f"per step here: about {left:.0f} min to go")  # fmt: skip
 
         result = finetune(examples, self.model_dir, config, show_progress=bool(self.show_progress), on_step_time=estimate)
@@ -344,14 +352,14 @@ class Quickstart:
         elif result.stopped_by == "early stopping":
             ended = f"stopped early: dev nDCG@10 stopped improving (of {result.planned_steps} planned)"
         else:
-            ended = f"{self.config.epochs:g} epochs as planned"
+            ended = f"{self.config.planned_epochs:g} epochs as planned"
         summary = (
             f"{result.steps} steps, {ended}, in {result.train_seconds / 60:.1f} min; "
             f"dev nDCG@10 {before:.4f} → {after:.4f}"
         )
         return summary, {
             "steps": result.steps, "planned_steps": result.planned_steps, "stopped_by": result.stopped_by,
-            "epochs": self.config.epochs, "train_seconds": result.train_seconds,
+            "epochs": self.config.planned_epochs, "train_seconds": result.train_seconds,
             "budget_minutes": self.config.budget_minutes,
         }  # fmt: skip
 
@@ -376,17 +384,20 @@ class Quickstart:
         return f"{selection.chosen.label} — {selection.reason}", data
 
     def _answers(self) -> tuple[str, dict[str, Any]]:
-        from ragtune.generation import Answerer, load_generator
+        from ragtune.generation import Answerer, default_answer_mode, load_generator
         from ragtune.retrieval import Retriever
 
         test, store_dir = self._test(), Path(self.state.get("choose system")["data"]["store"])
-        generator = load_generator(self.config.generator)
+        answer_mode = default_answer_mode(self.config.generator)  # evidence sentences with the bundled small model
+        generator = load_generator(self.config.generator) if answer_mode == "generate" else None
         questions = [test.queries[q] for q in list(test.queries)[:SAMPLE_QUESTIONS]]
         with Store.open(store_dir) as store:  # the chosen system: its store records the chosen search settings
-            answers = Answerer(Retriever(store), generator, k=3, max_new_tokens=96).ask_many(questions)
+            answerer = Answerer(Retriever(store), generator, k=3, max_new_tokens=96, answer=answer_mode)
+            answers = answerer.ask_many(questions)
         data = [a.to_json() for a in answers]
         cited = sum(bool(a.citations) for a in answers)
-        return f"{len(answers)} questions answered with {generator.name}, {cited} with citations", {"answers": data}
+        how = f"with {generator.name}" if generator else "by quoting the passages' best sentences"
+        return f"{len(answers)} questions answered {how}, {cited} with citations", {"answers": data, "mode": answer_mode}
 
 
 def _run_step(
@@ -462,7 +473,7 @@ def reproduce_command(config: QuickstartConfig) -> str:
     elif config.dataset:
         parts += ["--dataset", str(config.dataset)]
     parts += ["--out", str(config.out)]
-    if config.epochs != QuickstartConfig.epochs:
+    if config.epochs is not None:
         parts += ["--epochs", f"{config.epochs:g}"]
     if config.budget_minutes is not None:
         parts += ["--budget-minutes", f"{config.budget_minutes:g}"]

@@ -209,6 +209,7 @@ def write_quickstart_report(
     images = {title: path for title, path in images.items() if path is not None and Path(path).exists()}
     timings = [(name, step["seconds"], step["summary"]) for name, step in state.steps.items()]
     answers = state.steps.get("answers", {}).get("data", {}).get("answers", [])
+    extractive = state.steps.get("answers", {}).get("data", {}).get("mode") == "extractive"
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     reproduce = f"{command}"
 
@@ -238,10 +239,14 @@ def write_quickstart_report(
         "",
     ]
     if answers:
-        md += ["## Sample answers (tuned retrieval, hybrid)", ""]
+        md += ["## Sample answers (the chosen system)", ""]
+        if extractive:
+            md += ["Quoted from the retrieved passages (the sentences closest to the question), each cited: the bundled "
+                   "135M generator writes no citations. Name a generator with `--generator` to have answers written.", ""]  # fmt: skip
         for answer in answers:
             md += [f"**Q:** {answer['question']}", "", f"**A:** {answer['answer']}", ""]
-            md += [f"- [{c['number']}] {c['passage_id']} — {c['title']}" for c in answer["citations"]] or ["- (no citation)"]
+            cited = {c["number"]: c for c in answer["citations"]}.values()
+            md += [f"- [{c['number']}] {c['passage_id']} — {c['title']}" for c in cited] or ["- (no citation)"]
             md.append("")
     md += ["## Reproduce", "", "```", reproduce, "```", ""]
     if "choose system" in state.steps:

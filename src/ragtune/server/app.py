@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from ragtune.errors import RagtuneError
-from ragtune.generation import Answerer, Generator, load_generator
+from ragtune.generation import Answerer, Generator, default_answer_mode, load_generator
 from ragtune.retrieval import Reranker, Retriever, SearchMode
 from ragtune.store import Store
 from ragtune.store.manifest import manifest_path
@@ -51,6 +51,11 @@ class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=2000, description="The question to answer from the store.")
     k: int = Field(5, ge=1, le=20, description="Passages retrieved and packed into the prompt.")
     mode: SearchMode | None = Field(None, description="dense, bm25 or hybrid; default: the store's recorded setting.")
+    answer: Literal["extractive", "generate"] | None = Field(
+        None,
+        description="extractive: the passages' best sentences, quoted and cited; generate: the generator writes the "
+        "answer. Default: extractive with the bundled small generator, else generate.",
+    )
 
     _not_blank = field_validator("question")(lambda cls, value: _not_blank(value, "question"))
 
@@ -121,7 +126,8 @@ class StoreHolder:
         if self.generator is None:
             raise HTTPException(503, "this server has no generator; start it with --generator to enable /ask")
         store = self.current()
-        answerer = Answerer(self.retriever(store), self.generator, k=request.k, mode=request.mode)
+        answer_mode = request.answer or default_answer_mode(self.generator_spec)
+        answerer = Answerer(self.retriever(store), self.generator, k=request.k, mode=request.mode, answer=answer_mode)
         with self._search_lock:
             stream = answerer.stream(request.question)
         yield "passages", [dict(p.hit.to_json(), number=p.number) for p in stream.passages]

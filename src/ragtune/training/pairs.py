@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ragtune.corpus.sentences import sentences
 from ragtune.errors import InputError
 from ragtune.faults import kill_point
 from ragtune.generation.base import Generator, Message
@@ -84,13 +85,6 @@ class Candidate:
 
 
 # ---- inverse cloze -------------------------------------------------------------------------------------------------
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
-
-
-def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text.replace("\n", " ")) if s.strip()]
-
 
 _STOPWORDS = frozenset(
     "the and for are was were with that this from have has had been not but its their these those which also than "

@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ragtune.corpus.sentences import sentences
 from ragtune.errors import InputError, RagtuneError
 from ragtune.models import quiet_transformers, resolve_model, set_threads
 from ragtune.store import Store
 from ragtune.store.fsutil import write_directory_atomically
-from ragtune.training.pairs import sentences
 
 TSDAE_RECORD = "ragtune_tsdae.json"
 
