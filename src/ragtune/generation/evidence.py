@@ -1,9 +1,9 @@
 """Evidence for an answer: the retrieved passages' sentences that best answer the question — no generator.
 
 An evidence answer (`Answerer(answer="extractive")`) is faithful by construction: every sentence is quoted from a
-retrieved passage and cited with its passage and exact character span. Sentences are scored by cosine similarity to the question with the store's
-embedding model; those below a floor are left out, near-duplicates of a better one dropped, and the rest shown best
-passage first, in reading order within a passage.
+retrieved passage and cited with its passage and exact character span. Sentences are scored by cosine similarity to
+the question with the store's embedding model; those below a floor are left out, near-duplicates of a better one
+dropped, and the rest shown best passage first, in reading order within a passage.
 """
 
 from __future__ import annotations
