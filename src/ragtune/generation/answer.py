@@ -128,8 +128,6 @@ class Answerer:
                 raise InputError(
                     f"--max-new-tokens must be between 1 and the context window ({generator.context_window})"
                 )
-        if max_sentences < 1:
-            raise InputError(f"--max-sentences must be at least 1 (got {max_sentences})")
         self.answer_mode = answer
         self.max_sentences = max_sentences
         self.min_sentence_score = min_sentence_score

@@ -11,8 +11,12 @@ import json
 import re
 import shutil
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ragtune.faults import arm_checkpoint_kill
+from ragtune.training.callbacks import silence_log_printing
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _WEIGHTS = ("*.safetensors", "pytorch_model.bin")
@@ -76,3 +80,15 @@ def _safetensors_complete(file: Path) -> bool:
         return False
     end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
     return size == 8 + header_length + end
+
+
+def train_resumably(trainer, checkpoints: Path, show_progress: bool) -> tuple[ResumePoint, float]:  # type: ignore[no-untyped-def]
+    """Run a (sentence-transformers) trainer from the newest complete checkpoint under `checkpoints`, if any: returns
+    where it resumed and the seconds training took. The fault hook for checkpoint writes is armed."""
+    if not show_progress:
+        silence_log_printing(trainer)
+    arm_checkpoint_kill(trainer)
+    resume = find_resume_point(checkpoints)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
+    return resume, time.perf_counter() - started

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.errors import InputError, RagtuneError
-from ragtune.faults import arm_checkpoint_kill
 from ragtune.models import ModelRef, quiet_transformers, resolve_model, set_threads
 from ragtune.store.fsutil import write_directory_atomically
 from ragtune.training.callbacks import (
-    release_memory_callback, silence_log_printing, step_time_callback, time_budget_callback,
+    release_memory_callback, step_time_callback, time_budget_callback,
 )  # fmt: skip
-from ragtune.training.checkpoints import ResumePoint, find_resume_point
+from ragtune.training.checkpoints import ResumePoint, train_resumably
 from ragtune.training.examples import TrainingExample, duplicate_stats, split_by_query
 
 LOSSES = ("mnrl", "cached-mnrl", "gist", "triplet", "contrastive")
@@ -301,13 +299,7 @@ def finetune(
             evaluator=evaluator,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience), *extra],
         )
-        if not show_progress:
-            silence_log_printing(trainer)
-        arm_checkpoint_kill(trainer)
-        resume = find_resume_point(checkpoints)
-        started = time.perf_counter()
-        trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
-        train_seconds = time.perf_counter() - started
+        resume, train_seconds = train_resumably(trainer, checkpoints, show_progress)
         tuned_dev = _scores(evaluator(model))
 
     result = FinetuneResult(

@@ -7,19 +7,17 @@ holds out dev queries for best-checkpoint selection, and writes the model atomic
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ragtune.errors import InputError
-from ragtune.faults import arm_checkpoint_kill
 from ragtune.models import quiet_transformers, resolve_model, set_threads
 from ragtune.training.examples import TrainingExample, split_by_query
 from ragtune.store.fsutil import write_directory_atomically
-from ragtune.training.callbacks import silence_log_printing, time_budget_callback
-from ragtune.training.checkpoints import ResumePoint, find_resume_point
+from ragtune.training.callbacks import time_budget_callback
+from ragtune.training.checkpoints import ResumePoint, train_resumably
 
 RERANKER_LOSSES = ("bce", "mnrl", "listwise")
 DEV_NAME = "dev"
@@ -166,13 +164,7 @@ def train_reranker(
         model=model, args=args, train_dataset=dataset, loss=_loss(model, config), evaluator=evaluator,
         callbacks=callbacks,
     )  # fmt: skip
-    if not show_progress:
-        silence_log_printing(trainer)
-    arm_checkpoint_kill(trainer)
-    resume = find_resume_point(checkpoints)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
-    train_seconds = time.perf_counter() - started
+    resume, train_seconds = train_resumably(trainer, checkpoints, show_progress)
     dev_after = {k.removeprefix(prefix): float(v) for k, v in evaluator(model).items()}
     write_directory_atomically(out_dir, lambda partial: model.save_pretrained(str(partial)))
     return RerankerResult(out_dir, dev_before, dev_after, train_seconds, int(trainer.state.global_step),
