@@ -22,7 +22,7 @@ from ragtune.evaluation.dataset import load_beir
 from ragtune.generation import Answerer, load_generator
 from ragtune.generation.prompts import closed_book_messages
 from ragtune.retrieval import Retriever
-from ragtune.store import Store, index_sources
+from ragtune.store import index_sources, open_store
 
 INSTRUCTION = "Start your answer with yes, no or maybe, then give one sentence of reasoning citing the passages."
 DECISION = re.compile(r"\b(yes|no|maybe)\b", re.IGNORECASE)
@@ -64,7 +64,7 @@ def main() -> None:
     generator = load_generator(args.generator)
     load_s = time.perf_counter() - started
     result: dict = {"generator": generator.name, "questions": len(ids), "k": args.k, "load_s": load_s}
-    with Store.open(args.store) as store:
+    with open_store(args.store) as store:
         answerer = Answerer(
             Retriever(store), generator, k=args.k, min_relevance=0, max_new_tokens=args.max_new_tokens,
             instruction=INSTRUCTION,
@@ -130,7 +130,7 @@ def evidence_bench(args: argparse.Namespace) -> None:
     index_sources(args.store, [args.data / "corpus.jsonl"], model="minilm", show_progress=False)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     answers, seconds = [], []
-    with Store.open(args.store) as store:
+    with open_store(args.store) as store:
         answerer = Answerer(
             Retriever(store), None, k=args.k, answer="extractive", max_sentences=args.max_sentences,
             min_sentence_score=args.min_sentence_score,

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ragtune import Retriever, Store, index_sources
+from ragtune import Retriever, index_sources, open_store
 from ragtune.evaluation import load_beir, per_query_scores
 from ragtune.evaluation.metrics import mean_scores
 from ragtune.evaluation.runner import documents_run
@@ -69,7 +69,7 @@ def main() -> None:
         results["index"]["peer_plain_st_encode_seconds"] = peer  # type: ignore[index]
         results["index"]["ratio_index_vs_peer_encode"] = first / peer  # type: ignore[index]
 
-    with Store.open(store_dir) as store:
+    with open_store(store_dir) as store:
         results["store"] = store.info()["size_bytes"]
         retriever = Retriever(store)
         quality: dict[str, object] = {}

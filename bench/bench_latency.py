@@ -18,7 +18,7 @@ from ragtune.evaluation import load_beir
 from ragtune.evaluation.runner import default_cache_dir, eval_store_dir
 from ragtune.models import resolve_model
 from ragtune.retrieval import Retriever
-from ragtune.store import Store, index_sources
+from ragtune.store import index_sources, open_store
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -40,8 +40,8 @@ def main() -> None:
         index_sources(store_dir, [test.corpus_path], model="minilm", show_progress=False)
     queries = list(test.queries.values())
     result: dict = {"store": str(store_dir), "queries": len(queries), "rounds": args.rounds}
-    with Store.open(store_dir) as store:
-        result["passages"] = store.passages.count()
+    with open_store(store_dir) as store:
+        result["passages"] = store.count()
         for backend, precision in (("torch", "bf16"), ("openvino", "bf16"), ("openvino", "fp32")):
             store._embedder = Embedder(model, precision=precision, backend=backend)
             retriever = Retriever(store)

@@ -18,7 +18,7 @@ from ragtune.evaluation import evaluate_systems, load_beir, write_report
 from ragtune.evaluation.runner import default_cache_dir, eval_store_dir
 from ragtune.generation import load_generator
 from ragtune.models import inference_precision, resolve_model
-from ragtune.store import Store, index_sources
+from ragtune.store import index_sources, open_store
 from ragtune.training.examples import read_training_jsonl, write_training_jsonl
 from ragtune.training.finetune import FinetuneConfig, finetune, merge_with_base
 from ragtune.training.mining import MiningConfig, mine_hard_negatives
@@ -76,8 +76,8 @@ def main() -> None:
     examples = [e for pairs_file in pair_files for e in read_training_jsonl(pairs_file)]
 
     started = time.perf_counter()
-    with Store.open(store_dir) as store:
-        corpus = [text for _, texts, _ in store.passages.iter_for_indexing() for text in texts]
+    with open_store(store_dir) as store:
+        corpus = list(store.passage_texts())
         never_negative = {} if args.keep_siblings else {
             q: texts for f in pair_files for q, texts in same_document_texts(store, f).items()
         }  # fmt: skip

@@ -21,7 +21,7 @@ from ragtune.evaluation.runner import default_cache_dir, documents_run, eval_sto
 from ragtune.evaluation.significance import compare
 from ragtune.models import resolve_model
 from ragtune.retrieval import Reranker, Retriever
-from ragtune.store import Store, index_sources
+from ragtune.store import index_sources, open_store
 from ragtune.training.examples import examples_from_beir, read_training_jsonl, split_by_query, write_training_jsonl
 from ragtune.training.mining import CandidateSource, MiningConfig, mine_hard_negatives
 from ragtune.training.reranker import RerankerConfig, train_reranker
@@ -80,7 +80,7 @@ def _evaluate(args: argparse.Namespace, model_dir: Path, examples: list) -> dict
         model = resolve_model(embedder)
         store_dir = eval_store_dir(default_cache_dir(), test, model.revision, ChunkingConfig())
         index_sources(store_dir, [test.corpus_path], model=embedder, chunking=ChunkingConfig())
-        with Store.open(store_dir) as store:
+        with open_store(store_dir) as store:
             retriever = Retriever(store, depth=100)
             first = {
                 split: retriever.search_many(list(queries.values()), k=100, mode="hybrid")
@@ -131,7 +131,7 @@ def _latency(model_dir: Path, data: Path, weight: float) -> dict[str, dict[str, 
     reranker = Reranker(model_dir, weight=weight)
     queries = list(test.queries.values())[:50]
     latency = {}
-    with Store.open(store_dir) as store:
+    with open_store(store_dir) as store:
         for depth in (20, 50, 100):
             retriever = Retriever(store, reranker=reranker, rerank_depth=depth)
             retriever.search(queries[0], k=10, mode="hybrid")  # warm-up

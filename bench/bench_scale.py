@@ -21,7 +21,7 @@ import numpy as np
 from ragtune.corpus import ChunkingConfig
 from ragtune.models import resolve_model
 from ragtune.retrieval import Retriever
-from ragtune.store import Store
+from ragtune.store import open_store
 from ragtune.store.passages import PassageTable
 from ragtune.store.store import PASSAGES_FILE, _commit_and_build_indexes, _publish_generation
 from ragtune.types import Passage
@@ -119,7 +119,7 @@ def main() -> None:
         best_scores = np.take_along_axis(merged_scores, top, axis=1)
         best_ids = np.take_along_axis(merged_ids, top, axis=1)
 
-    with Store.open(args.store) as store:
+    with open_store(args.store) as store:
         recall, dense_latency = [], []
         for i, query in enumerate(queries):
             started = time.perf_counter()

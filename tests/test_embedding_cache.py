@@ -21,7 +21,7 @@ from ragtune.embedding_cache import EmbeddingCache, cache_summary, prune_cache, 
 from ragtune.errors import InputError
 from ragtune.models import resolve_model
 from ragtune.paths import parse_size
-from ragtune.store import Store, index_sources
+from ragtune.store import index_sources, open_store
 from ragtune.store.integrity import check_store, repair_store
 
 runner = CliRunner()
@@ -55,7 +55,7 @@ def test_a_second_store_of_the_same_text_encodes_nothing_and_cached_vectors_equa
     second = index_sources(tmp_path / "b", [copy], model="minilm", show_progress=False)
     assert first.encoded > 0 and first.cached == 0
     assert second.encoded == 0 and second.cached == first.encoded
-    with Store.open(tmp_path / "b") as store:
+    with open_store(tmp_path / "b") as store:
         texts = [text for _, batch, _ in store.passages.iter_for_indexing() for text in batch]
         stored = np.vstack([vectors for _, _, vectors in store.passages.iter_for_indexing()])
     embedder = Embedder(minilm)
@@ -196,7 +196,7 @@ def test_mining_reads_the_stores_vectors_from_the_cache(tmp_path: Path, minilm) 
 
     store = tmp_path / "store"
     index_sources(store, [write_docs(tmp_path / "docs")], model="minilm", show_progress=False)
-    with Store.open(store) as opened:
+    with open_store(store) as opened:
         corpus = [text for _, batch, _ in opened.passages.iter_for_indexing() for text in batch]
     calls: list[int] = []
     real = Embedder.encode

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import write_docs
-from ragtune import Retriever, Store, index_sources
+from conftest import new_store, write_docs
+from ragtune import Retriever, StoreReader, index_sources, open_store
 from ragtune.cli import app
 from ragtune.errors import InputError, StoreError
 from ragtune.store.integrity import check_store, repair_store
@@ -53,9 +53,9 @@ def many_docs(root: Path, files: int, words: int = 120, seed: int = 0) -> Path:
     return write_docs(root, {f"part{i // 50}/doc{i}.txt": prose(words, seed + i) for i in range(files)})
 
 
-def passage_ids(store_dir: Path) -> set[str]:
-    with Store.open(store_dir) as store:
-        return {p.id for p in store.passages.iter_passages()}
+def passage_ids(store_dir: str | Path) -> set[str]:
+    with open_store(store_dir) as store:
+        return {p.id for p in store.iter_passages()}
 
 
 # --- name collisions -------------------------------------------------------------------------------------------
@@ -68,8 +68,8 @@ def test_two_roots_with_one_folder_name_keep_their_passages(tmp_path: Path, tiny
     index_sources(store, [a], model=str(tiny_model_dir), show_progress=False)
     report = index_sources(store, [b], model=str(tiny_model_dir), show_progress=False)
     assert report.files_deleted == 0 and report.passages_removed == 0 and report.passages_total == 4
-    with Store.open(store) as opened:
-        texts = {p.source: p.text for p in opened.passages.iter_passages()}
+    with open_store(store) as opened:
+        texts = {p.source: p.text for p in opened.iter_passages()}
     assert texts[(a / "notes.txt").resolve().as_posix()] == "Alpha pumps need seals."
     assert texts[(b / "notes.txt").resolve().as_posix()] == "Beta valves throttle flow."
     # single files of one name in two folders
@@ -77,8 +77,8 @@ def test_two_roots_with_one_folder_name_keep_their_passages(tmp_path: Path, tiny
     y = write_docs(tmp_path / "y", {"notes.txt": "Notes of y."}) / "notes.txt"
     index_sources(store, [x], model=str(tiny_model_dir), show_progress=False)
     index_sources(store, [y], model=str(tiny_model_dir), show_progress=False)
-    with Store.open(store) as opened:
-        texts = {p.text for p in opened.passages.iter_passages()}
+    with open_store(store) as opened:
+        texts = {p.text for p in opened.iter_passages()}
     assert {"Notes of x.", "Notes of y."} <= texts
     # deleting a file under one root still removes it, and only it
     (a / "a.txt").unlink()
@@ -112,21 +112,21 @@ def test_a_store_keyed_by_folder_name_migrates_without_encoding(tmp_path: Path, 
 
 
 @pytest.fixture(scope="module")
-def small_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+def small_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreReader]:
     root = tmp_path_factory.mktemp("fuzz")
     index_sources(root / "store", [write_docs(root / "docs")], show_progress=False)
-    with Store.open(root / "store") as store:
+    with open_store(root / "store") as store:
         yield store
 
 
 @pytest.mark.parametrize("query", ["vitamin D OR", "salt AND OR pepper", "NOT", "pumps NOT valves", "a IN b", "OR"])
 @pytest.mark.parametrize("mode", ["bm25", "hybrid"])
-def test_boolean_words_are_plain_words(small_store: Store, query: str, mode: str) -> None:
+def test_boolean_words_are_plain_words(small_store: StoreReader, query: str, mode: str) -> None:
     Retriever(small_store).search(query, k=3, mode=mode)
     assert Retriever(small_store).search("replace seal NOT", k=1, mode="bm25")[0].doc_id.endswith("/docs/guide/pumps.md")
 
 
-def test_fuzzed_queries_raise_nothing_but_input_errors(small_store: Store) -> None:
+def test_fuzzed_queries_raise_nothing_but_input_errors(small_store: StoreReader) -> None:
     rng = random.Random(7)
     pieces = ["AND", "OR", "NOT", "IN", "TO", "+", "-", "!", "(", ")", "[", "]", "{", "}", '"', "'", ":", "^", "~",
               "*", "?", "\\", "/", "&&", "||", "title:", "pump", "été", "Ω", "😀", "\u200b", "\x00", " ", "\n",
@@ -142,7 +142,7 @@ def test_fuzzed_queries_raise_nothing_but_input_errors(small_store: Store) -> No
                 pass
 
 
-def test_cli_search_with_operators_does_not_crash(small_store: Store) -> None:
+def test_cli_search_with_operators_does_not_crash(small_store: StoreReader) -> None:
     result = runner.invoke(app, ["search", "salt AND OR pepper", "--store", str(small_store.directory), "--json"])
     assert result.exit_code == 0, result.output
 
@@ -230,17 +230,41 @@ def test_kill_during_index_keeps_the_last_store_and_the_rerun_finishes(
     assert not list(store.glob("*.partial"))
 
 
+@pytest.mark.parametrize("point", ["index-batch:2", "pg-source-committed:300"])
+def test_kill_during_a_postgresql_update_leaves_whole_files_and_the_rerun_finishes(
+    tmp_path: Path, tiny_model_dir: Path, request: pytest.FixtureRequest, point: str
+) -> None:
+    store = new_store("postgresql", tmp_path, request)
+    docs = many_docs(tmp_path / "docs", 20)
+    index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
+    many_docs(tmp_path / "docs", 1200, seed=100)  # rewrites the 20 and adds more
+    killed = ragtune("index", str(docs), "--store", store, kill_at=point)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    with open_store(store) as opened:  # every file either absent or whole: no passage without its source record
+        documents = {p.doc_id for p in opened.iter_passages()}
+        sources, kept = opened.info()["counts"]["sources"], opened.count()
+    assert len(documents) == sources
+    assert (sources >= 300) == point.startswith("pg-source-committed")
+    done = ragtune("index", str(docs), "--store", store, "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["encoded"] <= report["passages_total"] - kept + 40  # only files the killed run did not commit
+    assert report["passages_total"] == len(passage_ids(store))
+    with open_store(store) as opened:
+        assert len({p.doc_id for p in opened.iter_passages()}) == opened.info()["counts"]["sources"] == 1200
+
+
 def test_kill_during_reindex_keeps_the_old_model(tmp_path: Path, tiny_model_dir: Path, minilm) -> None:  # type: ignore[no-untyped-def]
     docs = many_docs(tmp_path / "docs", 600)
     store = tmp_path / "store"
     index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
     killed = ragtune("reindex", "--store", str(store), "--model", "minilm", kill_at="reindex-batch:1")
     assert killed.returncode == -signal.SIGKILL
-    with Store.open(store) as opened:
+    with open_store(store) as opened:
         assert opened.manifest.dimension == 32 and len(opened.dense) == len(passage_ids(store))
     done = ragtune("reindex", "--store", str(store), "--model", "minilm")
     assert done.returncode == 0, done.stderr[-2000:]
-    with Store.open(store) as opened:
+    with open_store(store) as opened:
         assert opened.manifest.dimension == 384
     assert not list(store.glob("*.partial"))
 
@@ -365,9 +389,9 @@ def test_an_index_file_that_does_not_match_is_rebuilt(built: Path, damaged: str)
     (_generation(built) / damaged).write_bytes(b"not an index")
     assert not check_store(built).healthy
     with pytest.raises(StoreError, match="check --store"):
-        Store.open(built)
+        open_store(built)
     assert repair_store(built).healthy
-    with Store.open(built) as opened:
+    with open_store(built) as opened:
         assert len(opened.dense) == total
 
 
@@ -387,7 +411,7 @@ def test_a_damaged_manifest_is_one_clear_error_and_repair_restores_it(built: Pat
     damage(manifest)
     (built / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(StoreError, match="corrupt manifest.json"):
-        Store.open(built)
+        open_store(built)
     result = runner.invoke(app, ["search", "pump", "--store", str(built)])
     assert result.exit_code == 2 and "ragtune check" in result.stderr
     assert repair_store(built).healthy

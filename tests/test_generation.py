@@ -16,7 +16,7 @@ from ragtune.generation.citations import StreamingCitationFilter, clean_citation
 from ragtune.generation.http import OpenAICompatibleGenerator
 from ragtune.generation.base import Message
 from ragtune.retrieval import Retriever
-from ragtune.store import Store, index_sources
+from ragtune.store import StoreReader, index_sources, open_store
 from ragtune.types import Hit
 
 
@@ -85,17 +85,17 @@ def test_cited_span_points_at_the_supporting_sentence() -> None:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreReader]:
     from conftest import write_docs
 
     root = tmp_path_factory.mktemp("answer")
     index_sources(root / "store", [write_docs(root / "docs")], model="minilm", show_progress=False)
-    with Store.open(root / "store") as opened:
+    with open_store(root / "store") as opened:
         yield opened
 
 
 @pytest.mark.integration
-def test_answer_cites_given_passages_and_strips_others(store: Store) -> None:
+def test_answer_cites_given_passages_and_strips_others(store: StoreReader) -> None:
     generator = WordGenerator(reply="Cavitation damages the impeller [1] at low inlet pressure [8].")
     answer = Answerer(Retriever(store), generator, k=3).ask("What damages a pump impeller?")
     assert not answer.abstained
@@ -107,7 +107,7 @@ def test_answer_cites_given_passages_and_strips_others(store: Store) -> None:
 
 
 @pytest.mark.integration
-def test_abstains_on_irrelevant_retrieval_without_calling_the_generator(store: Store) -> None:
+def test_abstains_on_irrelevant_retrieval_without_calling_the_generator(store: StoreReader) -> None:
     generator = WordGenerator(reply="Made up [1].")
     answer = Answerer(Retriever(store), generator, min_relevance=0.5).ask("Who won the 1998 chess olympiad?")
     assert answer.abstained and answer.text == ABSTAIN_MESSAGE and "below --min-relevance" in str(answer.abstain_reason)
@@ -115,7 +115,7 @@ def test_abstains_on_irrelevant_retrieval_without_calling_the_generator(store: S
 
 
 @pytest.mark.integration
-def test_abstains_when_the_model_says_it_cannot_answer(store: Store) -> None:
+def test_abstains_when_the_model_says_it_cannot_answer(store: StoreReader) -> None:
     generator = WordGenerator(reply="The passages do not contain information about that.")
     answer = Answerer(Retriever(store), generator, min_relevance=0).ask("How do I maintain a centrifugal pump?")
     assert answer.abstained and answer.abstain_reason == "the generator said it cannot answer"
@@ -128,7 +128,7 @@ def test_streams_end_to_end_with_the_local_smollm2(tmp_path: Path) -> None:
     write_docs(tmp_path / "docs", {"pumps.txt": "Cavitation damages the impeller of a centrifugal pump."})
     index_sources(tmp_path / "store", [tmp_path / "docs"], model="minilm", show_progress=False)
     generator = load_generator("smollm2")
-    with Store.open(tmp_path / "store") as opened:
+    with open_store(tmp_path / "store") as opened:
         stream = Answerer(Retriever(opened), generator, k=1, max_new_tokens=24, min_relevance=0).stream(
             "What damages the impeller?"
         )
@@ -204,7 +204,7 @@ def test_http_backend_unreachable_url() -> None:
 
 
 @pytest.mark.integration
-def test_answer_streams_through_the_http_backend(store: Store) -> None:
+def test_answer_streams_through_the_http_backend(store: StoreReader) -> None:
     with running(ChatServer(lambda body: "Replace the mechanical seal every two years [1] [4].")) as server:
         generator = load_generator(server.url, context_window=2048)
         stream = Answerer(Retriever(store), generator, k=2, min_relevance=0).stream("How often to replace the seal?")
@@ -255,7 +255,7 @@ def test_sentence_spans_slice_back_to_each_sentence() -> None:
 
 
 @pytest.mark.integration
-def test_evidence_answer_quotes_and_cites_retrieved_sentences_only(store: Store) -> None:
+def test_evidence_answer_quotes_and_cites_retrieved_sentences_only(store: StoreReader) -> None:
     answerer = Answerer(Retriever(store), None, k=3, answer="extractive", max_sentences=2)
     answer = answerer.ask("What damages the impeller of a pump?")
     assert not answer.abstained and 1 <= len(answer.citations) <= 2
@@ -271,7 +271,7 @@ def test_evidence_answer_quotes_and_cites_retrieved_sentences_only(store: Store)
 
 
 @pytest.mark.integration
-def test_evidence_answer_abstains_when_no_sentence_clears_the_floor(store: Store) -> None:
+def test_evidence_answer_abstains_when_no_sentence_clears_the_floor(store: StoreReader) -> None:
     answerer = Answerer(Retriever(store), None, min_relevance=0, answer="extractive", min_sentence_score=0.99)
     answer = answerer.ask("How do I maintain a centrifugal pump?")
     assert answer.abstained and answer.citations == [] and "no sentence" in str(answer.abstain_reason)

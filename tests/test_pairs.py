@@ -11,7 +11,7 @@ from chat_server import ChatServer, running
 from conftest import write_docs
 from ragtune.errors import InputError
 from ragtune.generation import load_generator
-from ragtune.store import index_sources
+from ragtune.store import index_sources, open_store
 from ragtune.training.examples import read_training_jsonl
 from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs, clean_question
 
@@ -104,14 +104,13 @@ def test_claim_form_states_the_finding_and_refuses_fragments() -> None:
 
 
 def test_pairs_know_their_documents_siblings(store: Path, tmp_path: Path) -> None:
-    from ragtune.store import Store
     from ragtune.training.pairs import same_document_texts
 
     out = tmp_path / "heading.jsonl"
     build_pairs(store, out, PairsConfig(method=PairMethod.heading, min_query_words=1), show_progress=False)
-    with Store.open(store) as opened:
+    with open_store(store) as opened:
         siblings = same_document_texts(opened, out)
-        pump_passages = [p for p in opened.passages.iter_passages() if p.doc_id.endswith("/docs/pumps.md")]
+        pump_passages = [p for p in opened.iter_passages() if p.doc_id.endswith("/docs/pumps.md")]
     assert set(siblings["Seal maintenance"]) == {p.embedding_text() for p in pump_passages}
 
 

@@ -13,7 +13,7 @@ from ragtune.errors import RagtuneError
 from ragtune.faults import KILL_ENV
 from ragtune.quickstart import Quickstart, QuickstartConfig, reproduce_command
 from ragtune.retrieval import SearchSettings, store_search_settings
-from ragtune.store import Store
+from ragtune.store import open_store
 
 TOPICS = {
     "pump": ["impeller", "cavitation", "seal", "bearing", "inlet", "pressure", "flow"],
@@ -98,7 +98,7 @@ def _assert_chosen_system_reported(out: Path, report: str, dev_queries: int) -> 
     chosen, reference = selection["chosen"], selection["reference"]
     assert chosen["ndcg@10"] >= reference["ndcg@10"]  # never worse than what the user had, on dev
     assert chosen == reference or chosen["ndcg@10"] == best
-    with Store.open(selection["store"]) as store:
+    with open_store(selection["store"]) as store:
         assert store_search_settings(store) == SearchSettings.from_json(chosen["settings"], "")
         assert store.manifest.search["reason"] == selection["reason"]
     section = report[report.index("## The system you get") : report.index("## Before / after")]
@@ -209,8 +209,8 @@ def test_user_questions_name_documents_by_path_or_id_and_bad_lines_say_where(doc
 
     store_dir = tmp_path / "store"
     index_sources(store_dir, [docs_dir], show_progress=False)
-    with Store.open(store_dir) as store:
-        passages = {p.id: p.doc_id for p in store.passages.iter_passages()}
+    with open_store(store_dir) as store:
+        passages = {p.id: p.doc_id for p in store.iter_passages()}
         pump_passages = [pid for pid, doc in passages.items() if doc.endswith("guide/pumps.md")]
         valve_passage = next(pid for pid, doc in passages.items() if doc.endswith("guide/valves.txt"))
         good = tmp_path / "questions.jsonl"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from ragtune.cli import app
 from ragtune.evaluation.selection import Candidate, candidate_specs, choose_system
 from ragtune.retrieval import Fusion, Retriever, SearchMode, SearchSettings, store_search_settings
-from ragtune.store import Store, index_sources, record_search_settings, reindex_store
+from ragtune.store import index_sources, open_store, record_search_settings, reindex_store
 
 BM25 = SearchSettings(mode=SearchMode.bm25)
 RRF = SearchSettings()
@@ -65,11 +65,11 @@ def test_candidates_cover_bm25_and_each_models_fusions_once() -> None:
 def test_recorded_settings_are_the_stores_default_search(docs_dir: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
     store_dir = tmp_path / "store"
     index_sources(store_dir, [docs_dir], show_progress=False)
-    with Store.open(store_dir) as store:
+    with open_store(store_dir) as store:
         assert store_search_settings(store) == RRF  # nothing recorded: the defaults
         expected = Retriever(store, mode=SearchMode.bm25).search("pump impeller", k=3)
     record_search_settings(store_dir, {**BM25.to_json(), "reason": "best on dev"})
-    with Store.open(store_dir) as store:
+    with open_store(store_dir) as store:
         retriever = Retriever(store)
         assert retriever.settings == BM25
         assert [h.id for h in retriever.search("pump impeller", k=3)] == [h.id for h in expected]
@@ -79,10 +79,10 @@ def test_recorded_settings_are_the_stores_default_search(docs_dir: Path, tmp_pat
     searched = CliRunner().invoke(app, ["search", "pump impeller", "--store", str(store_dir), "--k", "3", "--json"])
     assert searched.exit_code == 0 and [h["id"] for h in json.loads(searched.stdout)] == [h.id for h in expected]
     index_sources(store_dir, [docs_dir], show_progress=False)  # an update keeps the choice
-    with Store.open(store_dir) as store:
+    with open_store(store_dir) as store:
         assert store_search_settings(store) == BM25
     reindex_store(store_dir, str(tiny_model_dir), show_progress=False)  # chosen for another model: dropped
-    with Store.open(store_dir) as store:
+    with open_store(store_dir) as store:
         assert store_search_settings(store) == RRF and store.manifest.search == {}
 
 

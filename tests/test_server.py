@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from chat_server import ChatServer, running
-from conftest import rel
+from conftest import ENGINES, new_store, rel, write_docs
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -52,15 +52,19 @@ class _Server:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conftest import write_docs
+SERVED_DOCS: dict[str, Path] = {}
+"""Store address → the document folder it was indexed from."""
 
+
+@pytest.fixture(scope="module", params=ENGINES)
+def store_dir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> str:
     from ragtune.store import index_sources
 
     root = tmp_path_factory.mktemp("server")
-    index_sources(root / "store", [write_docs(root / "docs")], show_progress=False)
-    return root / "store"
+    address = new_store(request.param, root, request)
+    SERVED_DOCS[address] = write_docs(root / "docs")
+    index_sources(address, [SERVED_DOCS[address]], show_progress=False)
+    return address
 
 
 ANSWER = "Cavitation damages the impeller [1] when inlet pressure drops [9]."
@@ -73,7 +77,7 @@ def chat() -> Iterator[ChatServer]:
 
 
 @pytest.fixture(scope="module")
-def server(store_dir: Path, chat: ChatServer) -> Iterator[_Server]:
+def server(store_dir: str, chat: ChatServer) -> Iterator[_Server]:
     from ragtune.server import create_app
 
     with _Server(create_app(store_dir, generator=chat.url)) as started:
@@ -128,7 +132,7 @@ def test_ask_rejects_bad_requests(server: _Server, payload: dict) -> None:
     assert httpx.post(server.url + "/ask", json=payload).status_code == 422
 
 
-def test_ask_without_a_generator_is_503(store_dir: Path) -> None:
+def test_ask_without_a_generator_is_503(store_dir: str) -> None:
     from ragtune.server import create_app
 
     with _Server(create_app(store_dir)) as search_only:
@@ -138,7 +142,7 @@ def test_ask_without_a_generator_is_503(store_dir: Path) -> None:
         assert stream.status_code == 503
 
 
-def test_search_matches_cli_json(server: _Server, store_dir: Path) -> None:
+def test_search_matches_cli_json(server: _Server, store_dir: str) -> None:
     from typer.testing import CliRunner
 
     from ragtune.cli import app
@@ -173,7 +177,7 @@ def test_malformed_json_and_oversized_body(server: _Server) -> None:
     assert huge.status_code == 413
 
 
-def test_concurrent_searches_and_reload_after_index(server: _Server, store_dir: Path) -> None:
+def test_concurrent_searches_and_reload_after_index(server: _Server, store_dir: str) -> None:
     from ragtune.store import index_sources
 
     errors: list[int] = []
@@ -187,9 +191,9 @@ def test_concurrent_searches_and_reload_after_index(server: _Server, store_dir: 
     threads = [threading.Thread(target=client) for _ in range(4)]
     for thread in threads:
         thread.start()
-    extra = store_dir.parent / "docs" / "guide" / "compressor.md"
+    extra = SERVED_DOCS[store_dir] / "guide" / "compressor.md"
     extra.write_text("# Compressors\n\nScrew compressors deliver steady air flow.")
-    index_sources(store_dir, [store_dir.parent / "docs"], show_progress=False)
+    index_sources(store_dir, [SERVED_DOCS[store_dir]], show_progress=False)
     for thread in threads:
         thread.join()
     assert errors == []
@@ -197,7 +201,7 @@ def test_concurrent_searches_and_reload_after_index(server: _Server, store_dir: 
     assert rel(hits[0]["doc_id"]) == "docs/guide/compressor.md"
 
 
-def test_search_without_a_mode_uses_the_stores_recorded_settings(server: _Server, store_dir: Path) -> None:
+def test_search_without_a_mode_uses_the_stores_recorded_settings(server: _Server, store_dir: str) -> None:
     from ragtune.store import record_search_settings
 
     query = {"query": "water pump impeller", "k": 4}
@@ -212,7 +216,7 @@ def test_search_without_a_mode_uses_the_stores_recorded_settings(server: _Server
         record_search_settings(store_dir, {})
 
 
-def test_api_key(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_key(store_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from ragtune.server import create_app
 
     monkeypatch.setenv("RAGTUNE_TEST_KEY", "s3cret")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ragtune import Retriever, Store, index_sources
+from ragtune import Retriever, index_sources, open_store
 from ragtune.corpus import ChunkingConfig
 from ragtune.errors import StoreError
 from ragtune.store import store as store_module
@@ -24,26 +24,26 @@ def _bump(path: Path, text: str) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
 
 
-def _passage_ids(store_dir: Path) -> set[str]:
-    with Store.open(store_dir) as store:
-        return {rel(p.id) for p in store.passages.iter_passages()}
+def _passage_ids(store_dir: str | Path) -> set[str]:
+    with open_store(store_dir) as store:
+        return {rel(p.id) for p in store.iter_passages()}
 
 
-def test_first_index_then_unchanged_rerun_embeds_nothing(docs_dir: Path, tmp_path: Path) -> None:
-    store_dir = tmp_path / "store"
+def test_first_index_then_unchanged_rerun_embeds_nothing(docs_dir: Path, store_address: str) -> None:
+    store_dir = store_address
     first = index_sources(store_dir, [docs_dir], show_progress=False)
     assert (first.files_added, first.passages_total, first.encoded) == (4, 4, 4)
     second = index_sources(store_dir, [docs_dir], show_progress=False)
     assert (second.files_unchanged, second.encoded, second.cached) == (4, 0, 0)
     assert second.generation == first.generation
-    with Store.open(store_dir) as store:
+    with open_store(store_dir) as store:
         info = store.info()
     assert info["counts"] == {"sources": 4, "documents": 4, "passages": 4}
     assert info["model"]["name"] == "minilm" and info["dimension"] == 384
 
 
-def test_touch_without_change_is_not_reembedded(docs_dir: Path, tmp_path: Path) -> None:
-    store_dir = tmp_path / "store"
+def test_touch_without_change_is_not_reembedded(docs_dir: Path, store_address: str) -> None:
+    store_dir = store_address
     index_sources(store_dir, [docs_dir], show_progress=False)
     path = docs_dir / "guide" / "valves.txt"
     _bump(path, path.read_text())
@@ -51,8 +51,8 @@ def test_touch_without_change_is_not_reembedded(docs_dir: Path, tmp_path: Path) 
     assert (report.files_unchanged, report.encoded) == (4, 0)
 
 
-def test_add_modify_delete(docs_dir: Path, tmp_path: Path) -> None:
-    store_dir = tmp_path / "store"
+def test_add_modify_delete(docs_dir: Path, store_address: str) -> None:
+    store_dir = store_address
     index_sources(store_dir, [docs_dir], show_progress=False)
     (docs_dir / "notes" / "cooking.txt").unlink()
     _bump(docs_dir / "guide" / "valves.txt", "Ball valves turn a quarter turn to close.")
@@ -63,13 +63,13 @@ def test_add_modify_delete(docs_dir: Path, tmp_path: Path) -> None:
     assert _passage_ids(store_dir) == {
         "docs/guide/pumps.md#0", "docs/guide/valves.txt#0", "docs/guide/motors.md#0", "docs/notes/garden.html#0"
     }  # fmt: skip
-    with Store.open(store_dir) as store:
+    with open_store(store_dir) as store:
         [hit] = Retriever(store).search("quarter turn ball valve", k=1, mode="bm25")
     assert hit.text == "Ball valves turn a quarter turn to close."
 
 
-def test_other_roots_are_not_deleted(docs_dir: Path, tmp_path: Path) -> None:
-    store_dir = tmp_path / "store"
+def test_other_roots_are_not_deleted(docs_dir: Path, store_address: str, tmp_path: Path) -> None:
+    store_dir = store_address
     other = tmp_path / "more"
     other.mkdir()
     (other / "extra.txt").write_text("Extra document about compressors.")
@@ -95,7 +95,7 @@ def test_crash_while_building_keeps_previous_store_and_next_run_finishes(
     with pytest.raises(KeyboardInterrupt):
         index_sources(store_dir, [docs_dir], show_progress=False)
     assert _passage_ids(store_dir) == before
-    with Store.open(store_dir) as store:
+    with open_store(store_dir) as store:
         assert Retriever(store).search("impeller cavitation", k=1, mode="dense")[0].doc_id.endswith("/docs/guide/pumps.md")
 
     monkeypatch.setattr(store_module, "_build_indexes", real_build)
@@ -122,15 +122,15 @@ def test_crash_before_manifest_switch_keeps_previous_generation(
     assert _passage_ids(store_dir) == before
 
 
-def test_other_model_is_refused_naming_both(docs_dir: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
-    store_dir = tmp_path / "store"
+def test_other_model_is_refused_naming_both(docs_dir: Path, store_address: str, tiny_model_dir: Path) -> None:
+    store_dir = store_address
     index_sources(store_dir, [docs_dir], show_progress=False)
     with pytest.raises(StoreError, match=r"built with model 'minilm'.*but '.*model' .* was given"):
         index_sources(store_dir, [docs_dir], model=str(tiny_model_dir), show_progress=False)
 
 
-def test_changed_chunking_is_refused(docs_dir: Path, tmp_path: Path) -> None:
-    store_dir = tmp_path / "store"
+def test_changed_chunking_is_refused(docs_dir: Path, store_address: str) -> None:
+    store_dir = store_address
     index_sources(store_dir, [docs_dir], show_progress=False)
     with pytest.raises(StoreError, match="chunk_tokens=254"):
         index_sources(store_dir, [docs_dir], chunking=ChunkingConfig(chunk_tokens=100), show_progress=False)
@@ -144,20 +144,20 @@ def test_corrupt_and_half_written_stores(docs_dir: Path, tmp_path: Path) -> None
 
     manifest.write_text(json.dumps(data | {"generation": "gen-000099"}))
     with pytest.raises(StoreError, match="gen-000099.*missing"):
-        Store.open(store_dir)
+        open_store(store_dir)
 
     manifest.write_text('{"format_version": 1, "genera')
     with pytest.raises(StoreError, match="corrupt manifest.json"):
-        Store.open(store_dir)
+        open_store(store_dir)
 
     manifest.unlink()
     with pytest.raises(StoreError, match="incomplete"):
-        Store.open(store_dir)
+        open_store(store_dir)
 
     manifest.write_text(json.dumps(data))
     (store_dir / data["generation"] / "passages.sqlite").write_bytes(b"garbage" * 100)
     with pytest.raises(StoreError, match="unreadable"):
-        Store.open(store_dir)
+        open_store(store_dir)
 
 
 def test_foreign_directory_and_missing_store(docs_dir: Path, tmp_path: Path) -> None:
@@ -167,26 +167,26 @@ def test_foreign_directory_and_missing_store(docs_dir: Path, tmp_path: Path) -> 
         index_sources(tmp_path / "mine", [docs_dir], show_progress=False)
     assert (tmp_path / "mine" / "thesis.docx").read_text() == "precious"
     with pytest.raises(StoreError, match="does not exist"):
-        Store.open(tmp_path / "nowhere")
+        open_store(tmp_path / "nowhere")
 
 
-def test_skipped_files_are_counted_and_nothing_is_lost(docs_dir: Path, tmp_path: Path) -> None:
+def test_skipped_files_are_counted_and_nothing_is_lost(docs_dir: Path, store_address: str) -> None:
     (docs_dir / "blob.txt").write_bytes(b"\x00\x01binary")
     (docs_dir / "empty.md").write_text("")
-    report = index_sources(tmp_path / "store", [docs_dir], show_progress=False)
+    report = index_sources(store_address, [docs_dir], show_progress=False)
     assert {rel(k): v for k, v in report.skipped.items()} == {"docs/blob.txt": "binary content", "docs/empty.md": "empty"}
     assert report.passages_total == 4
 
 
-def test_concurrent_writer_is_refused(docs_dir: Path, tmp_path: Path) -> None:
-    from ragtune.store.fsutil import exclusive_lock
+def test_concurrent_writer_is_refused(docs_dir: Path, store_address: str) -> None:
+    from ragtune.store.engines import write_lock
 
-    store_dir = tmp_path / "store"
-    with exclusive_lock(store_dir):
+    with write_lock(store_address):
         start = time.perf_counter()
         with pytest.raises(StoreError, match="being written by another process"):
-            index_sources(store_dir, [docs_dir], show_progress=False)
+            index_sources(store_address, [docs_dir], show_progress=False)
         assert time.perf_counter() - start < 5
+    assert index_sources(store_address, [docs_dir], show_progress=False).passages_total == 4
 
 
 def test_reindex_switches_model_atomically(
@@ -204,16 +204,35 @@ def test_reindex_switches_model_atomically(
     monkeypatch.setattr(store_module, "_build_indexes", crash)
     with pytest.raises(KeyboardInterrupt):
         reindex_store(store_dir, str(tiny_model_dir), show_progress=False)
-    with Store.open(store_dir) as store:
+    with open_store(store_dir) as store:
         assert store.info()["model"]["name"] == "minilm"
     monkeypatch.undo()
 
     report = reindex_store(store_dir, str(tiny_model_dir), show_progress=False)
     assert report.passages_total == 4 and report.cached == 4  # embedded before the interruption
     assert _passage_ids(store_dir) == before
-    with Store.open(store_dir) as store:
+    with open_store(store_dir) as store:
         assert store.info()["dimension"] == 32
         assert store.info()["model"]["path"] == str(tiny_model_dir.resolve())
         assert len(Retriever(store).search("pump", k=4, mode="dense")) == 4
     with pytest.raises(StoreError, match="built with model"):
         index_sources(store_dir, [docs_dir], model="minilm", show_progress=False)
+
+
+def test_reindex_on_postgresql_switches_model_and_dimension(
+    docs_dir: Path, tmp_path: Path, tiny_model_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    from conftest import new_store
+    from ragtune.store import reindex_store
+
+    address = new_store("postgresql", tmp_path, request)
+    index_sources(address, [docs_dir], show_progress=False)
+    before = _passage_ids(address)
+    report = reindex_store(address, str(tiny_model_dir), show_progress=False)
+    assert report.passages_total == 4 and report.encoded == 4
+    assert _passage_ids(address) == before
+    with open_store(address) as store:
+        assert store.info()["dimension"] == 32
+        assert len(Retriever(store).search("pump", k=4, mode="dense")) == 4
+    with pytest.raises(StoreError, match="built with model"):
+        index_sources(address, [docs_dir], model="minilm", show_progress=False)

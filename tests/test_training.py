@@ -183,7 +183,7 @@ def test_examples_leave_out_excluded_queries_and_judged_documents_passages_are_n
 ) -> None:
     from ragtune.corpus import ChunkingConfig
     from ragtune.evaluation import load_beir
-    from ragtune.store import Store, index_sources
+    from ragtune.store import index_sources, open_store
     from ragtune.training.examples import judged_document_texts
 
     root = tmp_path / "d"
@@ -198,8 +198,8 @@ def test_examples_leave_out_excluded_queries_and_judged_documents_passages_are_n
     store_dir = tmp_path / "store"
     index_sources(store_dir, [root / "corpus.jsonl"], model=str(tiny_model_dir),
                   chunking=ChunkingConfig(chunk_tokens=24, overlap_tokens=0), show_progress=False)  # fmt: skip
-    with Store.open(store_dir) as store:
-        long_passages = [p.embedding_text() for p in store.passages.iter_passages() if p.doc_id == "long"]
+    with open_store(store_dir) as store:
+        long_passages = [p.embedding_text() for p in store.iter_passages() if p.doc_id == "long"]
         excluded = judged_document_texts(store, load_beir(root, "train"))
     assert len(long_passages) > 2
     assert excluded == {"impeller wear": long_passages, "bread": ["Bread Knead."]}  # grade 0 is a fair negative

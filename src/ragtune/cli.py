@@ -19,7 +19,7 @@ from ragtune.corpus import ChunkingConfig
 from ragtune.errors import RagtuneError
 from ragtune.paths import CACHE_LIMIT_ENV, embedding_cache_path, parse_size
 from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, SearchSettings, parse_filters
-from ragtune.store import Store, index_sources
+from ragtune.store import index_sources, is_postgres_address, open_store
 from ragtune.store.fsutil import is_disk_full
 from ragtune.training.checkpoints import ResumePoint
 
@@ -34,7 +34,9 @@ err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-StoreOption = Annotated[Path, typer.Option("--store", help="Store directory.")]
+StoreOption = Annotated[
+    str, typer.Option("--store", help="Store directory, or postgresql://USER@HOST:PORT/DB[?store=NAME].")
+]
 RerankOption = Annotated[
     Path | None, typer.Option("--rerank", help="Cross-encoder directory to re-rank the top candidates with.")
 ]
@@ -139,7 +141,7 @@ def search(
     """Search a store."""
     parsed = parse_filters(filters or [])
     reranker = Reranker(rerank, weight=rerank_weight) if rerank else None
-    with Store.open(store) as opened:
+    with open_store(store) as opened:
         retriever = Retriever(
             opened, fusion=fusion, rrf_k=rrf_k, alpha=alpha, reranker=reranker, rerank_depth=rerank_depth
         )
@@ -216,7 +218,7 @@ def ask(
     backend = None
     if answer_mode == "generate":
         backend = load_generator(generator, model=generator_model, timeout=generator_timeout)
-    with Store.open(store) as opened:
+    with open_store(store) as opened:
         retriever = Retriever(opened, reranker=reranker, rerank_depth=rerank_depth)
         answerer = Answerer(
             retriever, backend, k=k, mode=mode, min_relevance=min_relevance, max_new_tokens=max_new_tokens,
@@ -264,12 +266,13 @@ def info(
     """Counts, model and sizes of a store (after a quick integrity check)."""
     from ragtune.store.integrity import check_store
 
-    checked = check_store(store, quick=True)
-    if not checked.healthy:
-        raise RagtuneError(
-            f"store '{store}' is damaged: " + "; ".join(checked.problems) + f" · run: ragtune check --store {store} --repair"
-        )
-    with Store.open(store) as opened:
+    if not is_postgres_address(store):  # PostgreSQL checks its own pages; the embedded engine's files are checked here
+        checked = check_store(store, quick=True)
+        if not checked.healthy:
+            raise RagtuneError(
+                f"store '{store}' is damaged: " + "; ".join(checked.problems) + f" · run: ragtune check --store {store} --repair"
+            )
+    with open_store(store) as opened:
         data = opened.info()
     if as_json:
         print_json(data)
@@ -302,6 +305,11 @@ def check(
     """Verify a store's files (manifest, passage table, vectors, indexes); exit 1 if it is damaged."""
     from ragtune.store.integrity import check_store, repair_store
 
+    if is_postgres_address(store):
+        raise RagtuneError(
+            "ragtune check verifies an embedded store's files; a PostgreSQL store is kept consistent by the database "
+            "(each source is written in one transaction): use the server's own tools (amcheck, pg_dump) to check it"
+        )
     report = repair_store(store) if repair else check_store(store)
     if as_json:
         print_json(report.to_json())
@@ -380,7 +388,7 @@ def eval_command(
         out.print(f"report: {out_dir / 'report.md'}", highlight=False)
 
 
-def _corpus_for_mining(corpus: Path | None, store: Path | None, beir_corpus: dict[str, str] | None) -> list[str]:
+def _corpus_for_mining(corpus: Path | None, store: str | None, beir_corpus: dict[str, str] | None) -> list[str]:
     if corpus is not None:
         from ragtune.evaluation import load_beir
         from ragtune.training.examples import beir_corpus as read_corpus
@@ -388,8 +396,8 @@ def _corpus_for_mining(corpus: Path | None, store: Path | None, beir_corpus: dic
         split = next(iter(sorted(p.stem for p in (corpus / "qrels").glob("*.tsv"))), "test")
         return list(read_corpus(load_beir(corpus, split)).values())
     if store is not None:
-        with Store.open(store) as opened:
-            return [text for _, texts, _ in opened.passages.iter_for_indexing() for text in texts]
+        with open_store(store) as opened:
+            return list(opened.passage_texts())
     if beir_corpus is not None:
         return list(beir_corpus.values())
     raise RagtuneError("mining needs a corpus: pass --store DIR or --corpus BEIR_DIR (or a BEIR folder as TRAIN)")
@@ -432,7 +440,7 @@ def pairs(
         method=chosen, per_passage=per_passage, limit=limit, round_trip=round_trip, round_trip_k=round_trip_k,
         batch_size=batch_size, seed=seed, salient_sentences=ict_sentences == "salient",
     )  # fmt: skip
-    Store.open(store).close()  # a missing or broken store fails before a model loads
+    open_store(store).close()  # a missing or broken store fails before a model loads
     backend = load_generator(generator, model=generator_model) if chosen is PairMethod.llm else None
     report = build_pairs(store, out_file, config, backend, show_progress=progress)
     if as_json:
@@ -454,7 +462,9 @@ def mine(
     train: Annotated[Path, typer.Argument(help="Training JSONL ({query, positive}) or a BEIR folder.")],
     out_file: Annotated[Path, typer.Option("--out", help="Where to write the JSONL with negatives.")],
     split: Annotated[str, typer.Option(help="BEIR split to take pairs from.")] = "train",
-    store: Annotated[Path | None, typer.Option(help="Mine negatives from this store's passages.")] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Mine negatives from this store's passages (a directory or postgresql://…).")
+    ] = None,
     corpus: Annotated[Path | None, typer.Option(help="Mine from this BEIR folder's corpus.")] = None,
     model: Annotated[str, typer.Option(help="Model that scores candidates.")] = "minilm",
     negatives: Annotated[int, typer.Option(help="Negatives per (query, positive).")] = 3,
@@ -480,13 +490,13 @@ def mine(
     if store is not None and train.is_file():  # pairs made from this store's passages: siblings are no negatives
         from ragtune.training.pairs import same_document_texts
 
-        with Store.open(store) as opened:
+        with open_store(store) as opened:
             never_negative = same_document_texts(opened, train)
     elif store is not None:  # a BEIR split: no passage of a document judged relevant is a negative
         from ragtune.evaluation import load_beir
         from ragtune.training.examples import judged_document_texts
 
-        with Store.open(store) as opened:
+        with open_store(store) as opened:
             never_negative = judged_document_texts(opened, load_beir(train, split))
     config = MiningConfig(negatives, range_min, range_max, relative_margin, CandidateSource(source))
     mined, report = mine_hard_negatives(examples, texts, resolve_model(model), config, never_negative=never_negative)
@@ -840,3 +850,31 @@ def cache_clear() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+pg_app = typer.Typer(help="A local PostgreSQL with pgvector for trying the PostgreSQL engine (tests use it too).",
+                     no_args_is_help=True)  # fmt: skip
+app.add_typer(pg_app, name="pg")
+PgDataOption = Annotated[Path, typer.Option("--data", help="The server's data folder (created if new).")]
+
+
+@pg_app.command("start")
+@user_errors
+def pg_start(
+    data: PgDataOption,
+    port: Annotated[int | None, typer.Option(help="TCP port on 127.0.0.1 (default: a free one).")] = None,
+) -> None:
+    """Start PostgreSQL on loopback and print the address to give as --store (add ?store=NAME for more stores)."""
+    from ragtune.store.pg_server import start_server
+
+    print(start_server(data, port))
+
+
+@pg_app.command("stop")
+@user_errors
+def pg_stop(data: PgDataOption) -> None:
+    """Stop the PostgreSQL started on --data."""
+    from ragtune.store.pg_server import stop_server
+
+    stopped = stop_server(data)
+    err.print(f"stopped the server on {data}" if stopped else f"no server was running on {data}", highlight=False)

@@ -15,7 +15,7 @@ from ragtune.evaluation.significance import PairedComparison, compare
 from ragtune.models import resolve_model
 from ragtune.paths import cache_root
 from ragtune.retrieval import Reranker, Retriever, SearchMode, SearchSettings
-from ragtune.store import Store, index_sources
+from ragtune.store import index_sources, open_store
 from ragtune.types import Hit
 
 
@@ -150,7 +150,7 @@ def evaluate_specs(
             store_dir, [dataset.corpus_path], model=model_name, chunking=chunking, show_progress=show_progress
         )
         encoding[model_name] = {"encoded": indexed.encoded, "encode_seconds": round(indexed.encode_seconds, 1)}
-        with Store.open(store_dir) as store:
+        with open_store(store_dir) as store:
             for spec in (s for s in specs if s.model == model_name):
                 for suffix, rescorer in variants:
                     retriever = Retriever(

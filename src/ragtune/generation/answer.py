@@ -143,7 +143,7 @@ class Answerer:
     def relevance(self, question: str, hit: Hit) -> float:
         """How close the best passage is to the question, on one scale whatever the search mode or reranker."""
         store = self.retriever.store
-        return float(np.dot(store.embedder.encode_query(question), store.passages.embedding(hit.id)))
+        return float(np.dot(store.embedder.encode_query(question), store.embedding(hit.id)))
 
     def _retrieve(self, question: str, filters: Sequence[tuple[str, str]]) -> tuple[list[Hit], float | None, str | None]:
         hits = self.retriever.search(question, k=self.k, mode=self.mode, filters=filters)

@@ -38,7 +38,7 @@ from ragtune.memory import release_memory
 from ragtune.models import inference_precision, resolve_model
 from ragtune.quickstart.state import StepState
 from ragtune.retrieval import SearchMode, SearchSettings
-from ragtune.store import Store, index_sources, record_search_settings
+from ragtune.store import StoreReader, index_sources, open_store, record_search_settings
 from ragtune.training.examples import (
     TrainingExample, examples_from_dataset, judged_document_texts, read_training_jsonl, write_training_jsonl,
 )  # fmt: skip
@@ -222,8 +222,8 @@ class Quickstart:
         for row in rows:
             if row["passage_id"] in held_set and (row["passage_id"] not in one_row or row["method"] == "ict"):
                 one_row[row["passage_id"]] = row
-        with Store.open(source_store) as store:
-            corpus = [_heldout_record(p.id, p.title, p.text, one_row.get(p.id)) for p in store.passages.iter_passages()]
+        with open_store(source_store) as store:
+            corpus = [_heldout_record(p.id, p.title, p.text, one_row.get(p.id)) for p in store.iter_passages()]
         root = self.out / "heldout"
         (root / "qrels").mkdir(parents=True, exist_ok=True)
         _write_jsonl(root / "corpus.jsonl", corpus)
@@ -233,7 +233,7 @@ class Quickstart:
                   "test": [(qid, row["passage_id"]) for qid, row in queries[half:]]}  # fmt: skip
         texts = [{"_id": qid, "text": row["query"]} for qid, row in queries]
         if self.config.queries:  # the user's questions are the dev split; the synthetic dev half is not used
-            with Store.open(source_store) as store:
+            with open_store(source_store) as store:
                 user = read_user_queries(self.config.queries, store, docs)
             texts += [{"_id": f"u{i}", "text": query} for i, (query, _) in enumerate(user)]
             judged["dev"] = [(f"u{i}", pid) for i, (_, passages) in enumerate(user) for pid in passages]
@@ -309,17 +309,17 @@ class Quickstart:
             train = load_beir(root, "train")
             train = subset(train, [q for q in train.queries if q not in dev])
             examples, _ = examples_from_dataset(train)
-            with Store.open(store_dir) as store:  # no passage of a relevant document is a negative
+            with open_store(store_dir) as store:  # no passage of a relevant document is a negative
                 never_negative = judged_document_texts(store, train)
         else:
             from ragtune.training.pairs import same_document_texts
 
             examples = read_training_jsonl(self.out / "train-pairs.jsonl")
-            with Store.open(self.out / "docs-store") as source_store:  # a pair's sibling passages are no negatives
+            with open_store(self.out / "docs-store") as source_store:  # a pair's sibling passages are no negatives
                 never_negative = same_document_texts(source_store, self.out / "pairs.jsonl")
         model = resolve_model(self.config.base)
-        with Store.open(store_dir) as store:
-            corpus = [text for _, texts, _ in store.passages.iter_for_indexing() for text in texts]
+        with open_store(store_dir) as store:
+            corpus = list(store.passage_texts())
         mined, report = mine_hard_negatives(  # the corpus's vectors come from the shared cache: no encoding
             examples, corpus, model, MiningConfig(num_negatives=1), never_negative=never_negative
         )
@@ -391,7 +391,7 @@ class Quickstart:
         answer_mode = default_answer_mode(self.config.generator)  # evidence sentences with the bundled small model
         generator = load_generator(self.config.generator) if answer_mode == "generate" else None
         questions = [test.queries[q] for q in list(test.queries)[:SAMPLE_QUESTIONS]]
-        with Store.open(store_dir) as store:  # the chosen system: its store records the chosen search settings
+        with open_store(store_dir) as store:  # the chosen system: its store records the chosen search settings
             answerer = Answerer(Retriever(store), generator, k=3, max_new_tokens=96, answer=answer_mode)
             answers = answerer.ask_many(questions)
         data = [a.to_json() for a in answers]
@@ -408,13 +408,13 @@ def _run_step(
     return getattr(Quickstart(config, command, say, show_progress), method)()  # type: ignore[no-any-return]
 
 
-def read_user_queries(path: Path, store: Store, docs: Path) -> list[tuple[str, list[str]]]:
+def read_user_queries(path: Path, store: StoreReader, docs: Path) -> list[tuple[str, list[str]]]:
     """`{"query", "relevant": [...]}` lines → (question, passage ids). A relevant entry is a passage id, a document
     id, or a file path (absolute or relative to `docs`), which stands for every passage of that document; nDCG is
     then scored over passages. Each line needs at least one relevant entry the store knows."""
     from ragtune.jsonl import iter_json_objects
 
-    known = {p.id: p.doc_id for p in store.passages.iter_passages()}
+    known = {p.id: p.doc_id for p in store.iter_passages()}
     passages_of: dict[str, list[str]] = {}
     for pid, doc_id in known.items():
         passages_of.setdefault(doc_id, []).append(pid)

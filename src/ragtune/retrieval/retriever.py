@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from ragtune.errors import InputError
 from ragtune.retrieval.fusion import convex_combination, reciprocal_rank_fusion
 from ragtune.retrieval.rerank import Reranker
 from ragtune.retrieval.settings import Fusion, SearchMode, SearchSettings
-from ragtune.store import Store
+from ragtune.store.protocol import StoreReader
 from ragtune.types import Hit
 
 DEFAULT_DEPTH = 100
@@ -28,7 +26,7 @@ class Retriever:
 
     def __init__(
         self,
-        store: Store,
+        store: StoreReader,
         fusion: Fusion | None = None,
         rrf_k: int | None = None,
         alpha: float | None = None,
@@ -73,32 +71,24 @@ class Retriever:
         for query in queries:
             if not query.strip():
                 raise InputError("the query is empty or only whitespace: give words to search for")
-        allowed = self.store.passages.matching_rowids(filters) if filters else None
         final_k = k
         if self.reranker is not None:
             k = max(k, self.rerank_depth)
         depth = max(self.depth, k)
         if mode is SearchMode.bm25:
-            ranked = [self.store.keyword.search(q, k, allowed) for q in queries]
+            ranked = self.store.keyword_search(queries, k, filters)
         else:
-            dense = self._dense(queries, k if mode is SearchMode.dense else depth, allowed)
+            vectors = self.store.embedder.encode(list(queries))
+            dense = self.store.dense_search(vectors, k if mode is SearchMode.dense else depth, filters)
             if mode is SearchMode.dense:
                 ranked = dense
             else:
-                keyword = [self.store.keyword.search(q, depth, allowed) for q in queries]
+                keyword = self.store.keyword_search(queries, depth, filters)
                 ranked = [self._fuse(d, b)[:k] for d, b in zip(dense, keyword, strict=True)]
-        results = [self.store.passages.hits(r) for r in ranked]
+        results = [self.store.hits(r) for r in ranked]
         if self.reranker is not None:
             results = self.reranker.rerank_many(queries, results, self.rerank_depth)
         return [hits[:final_k] for hits in results]
-
-    def _dense(self, queries: Sequence[str], k: int, allowed: np.ndarray | None) -> list[list[tuple[int, float]]]:
-        vectors = self.store.embedder.encode(list(queries))
-        scores, ids = self.store.dense.search(vectors, k, allowed)
-        return [
-            [(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]
-            for row_ids, row_scores in zip(ids, scores)
-        ]
 
     def _fuse(self, dense: list[tuple[int, float]], keyword: list[tuple[int, float]]) -> list[tuple[int, float]]:
         if self.settings.fusion is Fusion.rrf:
@@ -106,6 +96,6 @@ class Retriever:
         return convex_combination(dense, keyword, weight=self.settings.alpha)
 
 
-def store_search_settings(store: Store) -> SearchSettings:
+def store_search_settings(store: StoreReader) -> SearchSettings:
     """The search settings recorded in the store's manifest (see `record_search_settings`), or the defaults."""
-    return SearchSettings.from_json(store.manifest.search, f"store '{store.directory}'")
+    return SearchSettings.from_json(store.manifest.search, f"store '{store.address}'")

@@ -24,8 +24,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from ragtune.errors import RagtuneError
 from ragtune.generation import Answerer, Generator, default_answer_mode, load_generator
 from ragtune.retrieval import Reranker, Retriever, SearchMode
-from ragtune.store import Store
-from ragtune.store.manifest import manifest_path
+from ragtune.store import StoreReader, is_postgres_address, open_store
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_K = 100
@@ -68,7 +67,7 @@ class StoreHolder:
     """
 
     def __init__(
-        self, directory: Path, generator_spec: str | None = None, reranker: Path | None = None,
+        self, directory: str | Path, generator_spec: str | None = None, reranker: Path | None = None,
         rerank_depth: int = 20, rerank_weight: float = 1.0,
     ) -> None:  # fmt: skip
         self.directory = directory
@@ -79,8 +78,7 @@ class StoreHolder:
         self._lock = threading.Lock()
         self._search_lock = threading.Lock()
         self._generate_lock = threading.Lock()
-        self._store: Store | None = None
-        self._manifest_stamp: tuple[int, int] = (0, 0)
+        self._store: StoreReader | None = None
         self.reranker: Reranker | None = None
         self.generator: Generator | None = None
         self.ready = False
@@ -99,15 +97,13 @@ class StoreHolder:
             return
         self.ready = True
 
-    def current(self) -> Store:
+    def current(self) -> StoreReader:
         with self._lock:
-            stat = manifest_path(self.directory).stat()
-            stamp = (stat.st_ino, stat.st_mtime_ns)  # the manifest is replaced by rename: a new inode
-            if self._store is None or stamp != self._manifest_stamp:
-                fresh = Store.open(self.directory)
-                if self._store is not None:
-                    fresh._embedder = self._store._embedder if _same_model(fresh, self._store) else None
-                self._store, self._manifest_stamp = fresh, stamp
+            if self._store is None or self._store.changed_since_open():
+                fresh = open_store(self.directory)
+                if self._store is not None and _same_model(fresh, self._store):
+                    fresh.use_embedder(self._store.embedder)
+                self._store = fresh
             return self._store
 
     def search(self, request: SearchRequest) -> list[dict[str, Any]]:
@@ -118,7 +114,7 @@ class StoreHolder:
             )
         return [hit.to_json() for hit in hits]
 
-    def retriever(self, store: Store) -> Retriever:
+    def retriever(self, store: StoreReader) -> Retriever:
         return Retriever(store, reranker=self.reranker, rerank_depth=self.rerank_depth)
 
     def answer_events(self, request: AskRequest) -> Iterator[tuple[str, Any]]:
@@ -142,7 +138,7 @@ class StoreHolder:
         yield "answer", stream.answer.to_json()
 
 
-def _same_model(a: Store, b: Store) -> bool:
+def _same_model(a: StoreReader, b: StoreReader) -> bool:
     return a.manifest.model["revision"] == b.manifest.model["revision"]
 
 
@@ -170,7 +166,7 @@ def create_app(
     """`generator`: a `--generator` spec (loaded at start-up, /ask disabled when None); `reranker`: a directory,
     re-scoring the top `rerank_depth` with the cross-encoder's share `rerank_weight` (see `Reranker`)."""
     holder = StoreHolder(
-        Path(store_dir).expanduser(), generator, Path(reranker) if reranker else None, rerank_depth, rerank_weight
+        store_dir if is_postgres_address(store_dir) else Path(store_dir).expanduser(), generator, Path(reranker) if reranker else None, rerank_depth, rerank_weight
     )
     holder.current()  # fail fast on a missing or corrupt store
 

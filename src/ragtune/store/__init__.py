@@ -1,5 +1,23 @@
-"""The on-disk collection: manifest, passage table, dense index, keyword index."""
+"""Stores: one read protocol (`StoreReader`), engines chosen by address (a directory or postgresql://)."""
 
-from ragtune.store.store import IndexReport, Store, index_sources, record_search_settings, reindex_store
+from ragtune.store.engines import (
+    index_sources,
+    is_postgres_address,
+    open_store,
+    record_search_settings,
+    reindex_store,
+)
+from ragtune.store.ingest import IndexReport
+from ragtune.store.protocol import StoreReader
+from ragtune.store.store import Store
 
-__all__ = ["IndexReport", "Store", "index_sources", "record_search_settings", "reindex_store"]
+__all__ = [
+    "IndexReport",
+    "Store",
+    "StoreReader",
+    "index_sources",
+    "is_postgres_address",
+    "open_store",
+    "record_search_settings",
+    "reindex_store",
+]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,8 @@ import numpy as np
 
 from ragtune.errors import InputError, StoreError
 from ragtune.store.fsutil import sqlite_damage_reported, sqlite_problems
+from ragtune.store.ingest import SourceState
+from ragtune.store.protocol import source_patterns
 from ragtune.types import Hit, Passage, embedding_text
 
 _SCHEMA = """
@@ -30,17 +31,6 @@ CREATE TABLE IF NOT EXISTS passages (
 CREATE INDEX IF NOT EXISTS passages_source ON passages(source);
 CREATE INDEX IF NOT EXISTS passages_doc ON passages(doc_id);
 """
-
-
-@dataclass(frozen=True)
-class SourceState:
-    """What the store knows about a source file, to decide whether it changed."""
-
-    key: str
-    root_key: str
-    content_hash: str
-    size: int
-    mtime_ns: int
 
 
 class PassageTable:
@@ -89,6 +79,9 @@ class PassageTable:
         removed = self._db.execute("DELETE FROM passages WHERE source = ?", (key,)).rowcount
         self._db.execute("DELETE FROM sources WHERE key = ?", (key,))
         return removed
+
+    def abandon_source(self, key: str) -> None:
+        self._db.execute("DELETE FROM passages WHERE source = ?", (key,))
 
     def record_source(self, state: SourceState, documents: int, passages: int) -> None:
         self._db.execute(
@@ -234,11 +227,10 @@ class PassageTable:
         params: list[str] = []
         for key, value in filters:
             if key == "source":
-                part = value.rstrip("/") or "/"
-                escaped = part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                likes = " OR ".join("source LIKE ? ESCAPE '\\'" for _ in range(3))
+                exact, patterns = source_patterns(value)
+                likes = " OR ".join("source LIKE ? ESCAPE '\\'" for _ in patterns)
                 clauses.append(f"(source = ? OR {likes})")
-                params += [part, escaped.rstrip("/") + "/%", "%/" + escaped.lstrip("/"), "%/" + escaped.strip("/") + "/%"]
+                params += [exact, *patterns]
             elif key in ("doc_id", "title"):
                 clauses.append(f"{key} = ?")
                 params.append(value)

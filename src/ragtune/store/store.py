@@ -12,91 +12,49 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ragtune.corpus import Chunker, ChunkingConfig, SkippedFile, SourceFile, discover_sources, read_documents
-from ragtune.corpus.readers import file_hash
+import numpy as np
+
+from ragtune.corpus import Chunker, ChunkingConfig, discover_sources
 from ragtune.embedding import Embedder
 from ragtune.embedding_cache import EmbeddingCache
 from ragtune.errors import StoreError
 from ragtune.faults import kill_point
 from ragtune.models import DEFAULT_EMBEDDING_MODEL, ModelRef, resolve_model
 from ragtune.progress import progress_bar
+from ragtune.store.ingest import (
+    EMBED_BATCH,
+    IndexReport,
+    IngestOutcome,
+    SourceState,
+    check_model,
+    check_same_chunking,
+    ingest_sources,
+    plan_changes,
+)
 from ragtune.store.dense import EXACT_THRESHOLD, FaissDenseIndex
 from ragtune.store.fsutil import exclusive_lock, free_space_text, fsync_dir, is_disk_full
 from ragtune.store.keyword import TantivyKeywordIndex, build_tantivy_index
 from ragtune.store.manifest import FORMAT_VERSION, Manifest, manifest_path, read_manifest, write_manifest
-from ragtune.store.passages import PassageTable, SourceState
-from ragtune.types import Passage
+from ragtune.store.passages import PassageTable
+from ragtune.store.protocol import Filters, QueryEmbedding
+from ragtune.types import Hit, Passage
 
 PASSAGES_FILE = "passages.sqlite"
 DENSE_FILE = "dense.faiss"
 KEYWORD_DIR = "keyword"
 LEGACY_CACHE_FILE = "embeddings.sqlite"
 """Where format-1 stores kept their own embedding cache; the shared cache (`ragtune.embedding_cache`) replaced it."""
-_EMBED_BATCH = 512
-
-
-@dataclass(frozen=True)
-class IndexReport:
-    """What one `index` run did."""
-
-    files_seen: int
-    files_unchanged: int
-    files_added: int
-    files_modified: int
-    files_deleted: int
-    skipped: dict[str, str]
-    passages_added: int
-    passages_removed: int
-    passages_total: int
-    encoded: int
-    cached: int
-    seconds: float
-    generation: str
-    dense_kind: str
-    files_migrated: int = 0
-    encode_seconds: float = 0.0
-    """Of `seconds`, the time the model spent encoding (0 when every vector came from the cache)."""
-
-    def to_json(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-
-@dataclass
-class _Plan:
-    changed: list[tuple[SourceFile, str]] = field(default_factory=list)  # file, content hash
-    added: int = 0
-    modified: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    migrated: list[str] = field(default_factory=list)  # format-1 keys replaced by the same file's path key
-    unchanged: int = 0
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def check_model(manifest: Manifest, requested: ModelRef | None) -> ModelRef:
-    """The model a store must be used with; refuse a different one, naming both."""
-    stored = manifest.model
-    if requested is not None and requested.revision != stored["revision"]:
-        raise StoreError(
-            f"store was built with model '{stored['name']}' (revision {stored['revision']}) but '{requested.name}' "
-            f"(revision {requested.revision}) was given; use the same model, a new --store, or ragtune reindex"
-        )
-    current = requested or resolve_model(stored["name"])
-    if current.revision != stored["revision"]:
-        raise StoreError(
-            f"store was built with model '{stored['name']}' revision {stored['revision']}, but that name now "
-            f"resolves to revision {current.revision}; rebuild the store or reinstall the original model"
-        )
-    return current
 
 
 def index_sources(
@@ -119,17 +77,11 @@ def index_sources(
             model_ref = check_model(previous, requested)
         files, roots = discover_sources(sources)
         old_sources = _sources_of(store_dir, previous)
-        plan = _plan(files, roots, old_sources)
+        plan = plan_changes(files, roots, old_sources)
         if previous is not None:
-            _check_same_chunking(previous, chunking)
-            if not plan.changed and not plan.deleted:
-                return IndexReport(
-                    files_seen=len(files), files_unchanged=plan.unchanged, files_added=0, files_modified=0,
-                    files_deleted=0, skipped={}, passages_added=0, passages_removed=0,
-                    passages_total=previous.counts.get("passages", 0), encoded=0, cached=0,
-                    seconds=time.perf_counter() - started, generation=previous.generation,
-                    dense_kind=previous.backends.get("dense_kind", ""),
-                )  # fmt: skip
+            check_same_chunking(previous, chunking)
+            if plan.is_empty:
+                return IndexReport.nothing_changed(len(files), plan, previous, started)
         embedder = Embedder(model_ref)
         config = (chunking or ChunkingConfig()).resolve(
             embedder.max_seq_length, embedder.tokenizer.num_special_tokens_to_add()
@@ -139,19 +91,14 @@ def index_sources(
 
         cache = EmbeddingCache.for_embedder(embedder)
         with cache, _building_generation(store_dir, previous, cache) as (generation, partial, table):
-            leaving = plan.modified + plan.deleted + plan.migrated
+            leaving = plan.leaving
             cache.adopt(table.vectors_of_sources(leaving))  # moved or edited files keep the vectors of unchanged text
             removed = sum(table.remove_source(key) for key in leaving)
-            added, skipped = _ingest(plan.changed, table, Chunker(embedder.tokenizer, config), embedder, cache, show_progress)
+            added, skipped = ingest_sources(plan.changed, table, Chunker(embedder.tokenizer, config), embedder, cache, show_progress)
             stats, dense_kind = _commit_and_build_indexes(table, partial, embedder.dimension)
             _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
-        return IndexReport(
-            files_seen=len(files), files_unchanged=plan.unchanged, files_added=plan.added,
-            files_modified=len(plan.modified), files_deleted=len(plan.deleted), skipped=skipped,
-            passages_added=added, passages_removed=removed, passages_total=stats["passages"], encoded=cache.misses,
-            cached=cache.hits, seconds=time.perf_counter() - started, generation=generation, dense_kind=dense_kind,
-            files_migrated=len(plan.migrated), encode_seconds=cache.encode_seconds,
-        )  # fmt: skip
+        outcome = IngestOutcome(added, removed, skipped)
+        return IndexReport.of_update(len(files), plan, outcome, stats, cache, started, generation, dense_kind)
 
 
 def reindex_store(store_dir: str | Path, model: str, show_progress: bool | None = None) -> IndexReport:
@@ -169,19 +116,14 @@ def reindex_store(store_dir: str | Path, model: str, show_progress: bool | None 
         with cache, _building_generation(store_dir, previous, cache) as (generation, partial, table):
             with progress_bar(show_progress) as progress:
                 task = progress.add_task("re-embedding", total=table.count(), unit="passages")
-                for ids, texts, _ in table.iter_for_indexing(batch=_EMBED_BATCH):
+                for ids, texts, _ in table.iter_for_indexing(batch=EMBED_BATCH):
                     table.set_embeddings(ids, cache.encode(texts, embedder.encode))
                     progress.advance(task, len(ids))
                     kill_point("reindex-batch")
             stats, dense_kind = _commit_and_build_indexes(table, partial, embedder.dimension)
             config = ChunkingConfig(**previous.chunking)
             _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
-        return IndexReport(
-            files_seen=0, files_unchanged=stats["sources"], files_added=0, files_modified=0, files_deleted=0,
-            skipped={}, passages_added=0, passages_removed=0, passages_total=stats["passages"], encoded=cache.misses,
-            cached=cache.hits, seconds=time.perf_counter() - started, generation=generation, dense_kind=dense_kind,
-            encode_seconds=cache.encode_seconds,
-        )  # fmt: skip
+        return IndexReport.of_reindex(stats, cache, started, generation, dense_kind)
 
 
 @contextmanager
@@ -297,19 +239,6 @@ def _sources_of(store_dir: Path, manifest: Manifest | None) -> dict[str, SourceS
         table.close()
 
 
-def _check_same_chunking(manifest: Manifest, chunking: ChunkingConfig | None) -> None:
-    """An existing store keeps its chunking; asking for different settings is refused, not silently ignored."""
-    if chunking is None:
-        return
-    stored = ChunkingConfig(**manifest.chunking)
-    wanted_tokens = chunking.chunk_tokens if chunking.chunk_tokens is not None else stored.chunk_tokens
-    if (wanted_tokens, chunking.overlap_tokens) != (stored.chunk_tokens, stored.overlap_tokens):
-        raise StoreError(
-            f"store was built with chunk_tokens={stored.chunk_tokens} overlap={stored.overlap_tokens}, not "
-            f"chunk_tokens={wanted_tokens} overlap={chunking.overlap_tokens}; use the same settings or a new --store"
-        )
-
-
 def _refuse_foreign_directory(store_dir: Path) -> None:
     if store_dir.exists() and not store_dir.is_dir():
         raise StoreError(f"--store '{store_dir}' is a file; give a directory")
@@ -321,95 +250,6 @@ def _refuse_foreign_directory(store_dir: Path) -> None:
                 f"--store '{store_dir}' is a non-empty directory that is not a ragtune store (holds '{foreign[0]}'); "
                 "give an empty or new directory"
             )
-
-
-def _plan(files: list[SourceFile], roots: list[str], old: dict[str, SourceState]) -> _Plan:
-    plan = _Plan()
-    seen: set[str] = set()
-    for source in files:
-        seen.add(source.key)
-        state = old.get(source.key)
-        if state is None and _is_legacy(old.get(source.legacy_key)):
-            plan.migrated.append(source.legacy_key)  # re-added under its path key; vectors from the cache
-            plan.changed.append((source, file_hash(source.path)))
-            continue
-        if state is not None and state.size == source.size and state.mtime_ns == source.mtime_ns:
-            plan.unchanged += 1
-            continue
-        digest = file_hash(source.path)
-        if state is not None and state.content_hash == digest:
-            plan.unchanged += 1
-            continue
-        plan.changed.append((source, digest))
-        if state is None:
-            plan.added += 1
-        else:
-            plan.modified.append(source.key)
-    plan.deleted = [key for key in old if key not in seen and _under_roots(key, roots)]
-    return plan
-
-
-def _is_legacy(state: SourceState | None) -> bool:
-    """A source recorded by format 1 (`<root folder name>/<path>`), not by its absolute path."""
-    return state is not None and not state.key.startswith("/")
-
-
-def _under_roots(key: str, roots: list[str]) -> bool:
-    """Whether a path key lies under one of the roots being indexed (a file root is its own key)."""
-    return any(key == root or (root.endswith("/") and key.startswith(root)) for root in roots)
-
-
-def _estimated_documents(source: SourceFile) -> int:
-    if source.suffix != ".jsonl":
-        return 1
-    with source.path.open("rb") as handle:
-        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b"")) or 1
-
-
-def _ingest(
-    changed: list[tuple[SourceFile, str]],
-    table: PassageTable,
-    chunker: Chunker,
-    embedder: Embedder,
-    cache: EmbeddingCache,
-    show_progress: bool | None,
-) -> tuple[int, dict[str, str]]:
-    """Read, chunk, embed (through the cache) and store the changed files. Returns (passages added, skipped)."""
-    skipped: dict[str, str] = {}
-    added = 0
-    buffer: list[Passage] = []
-
-    def flush() -> None:
-        nonlocal added
-        if buffer:
-            vectors = cache.encode([p.embedding_text() for p in buffer], embedder.encode)
-            table.add_passages(buffer, vectors)
-            added += len(buffer)
-            buffer.clear()
-            kill_point("index-batch")
-
-    with progress_bar(show_progress) as progress:
-        task = progress.add_task(
-            "indexing", total=sum(_estimated_documents(s) for s, _ in changed), unit="docs"
-        )
-        for source, digest in changed:
-            documents = passages = 0
-            try:
-                for document in read_documents(source):
-                    for passage in chunker.chunk(document):
-                        buffer.append(passage)
-                        passages += 1
-                        if len(buffer) >= _EMBED_BATCH:
-                            flush()
-                    documents += 1
-                    progress.advance(task)
-            except SkippedFile as skip:
-                skipped[source.key] = skip.reason
-            flush()
-            if source.key not in skipped:
-                state = SourceState(source.key, source.root_key, digest, source.size, source.mtime_ns)
-                table.record_source(state, documents, passages)
-    return added, skipped
 
 
 def _build_indexes(table: PassageTable, directory: Path, dimension: int, size: int) -> str:
@@ -453,12 +293,22 @@ def _remove_old_generations(store_dir: Path, keep: set[str]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-class Store:
+def _manifest_stamp(store_dir: Path) -> tuple[int, int]:
+    """The manifest's (inode, mtime): it is replaced by rename, so a new one has a new inode."""
+    try:
+        stat = manifest_path(store_dir).stat()
+    except FileNotFoundError:
+        return (0, 0)
+    return (stat.st_ino, stat.st_mtime_ns)
+
+
+class Store(QueryEmbedding):
     """A store opened for reading: passages, dense and keyword indexes, and its embedding model (loaded lazily)."""
 
-    def __init__(self, directory: Path, manifest: Manifest) -> None:
+    def __init__(self, directory: Path, manifest: Manifest, manifest_stamp: tuple[int, int] = (0, 0)) -> None:
         self.directory = directory
         self.manifest = manifest
+        self._manifest_stamp = manifest_stamp
         generation = directory / manifest.generation
         if not generation.is_dir():
             raise StoreError(
@@ -478,7 +328,8 @@ class Store:
     @classmethod
     def open(cls, directory: str | Path) -> Store:
         path = Path(directory).expanduser()
-        return cls(path, read_manifest(path))
+        stamp = _manifest_stamp(path)  # before reading: a manifest replaced in between is seen as a change
+        return cls(path, read_manifest(path), stamp)
 
     def close(self) -> None:
         self.passages.close()
@@ -490,12 +341,12 @@ class Store:
         self.close()
 
     @property
-    def embedder(self) -> Embedder:
-        """The store's embedding model, for queries; loading it is refused if its weights differ from the ones
-        indexed."""
-        if self._embedder is None:
-            self._embedder = Embedder(check_model(self.manifest, None), purpose="queries")
-        return self._embedder
+    def address(self) -> str:
+        return str(self.directory)
+
+    def changed_since_open(self) -> bool:
+        """Whether the manifest was replaced (a new generation or new settings) since this store was opened."""
+        return _manifest_stamp(self.directory) != self._manifest_stamp
 
     def info(self) -> dict[str, Any]:
         generation = self.directory / self.manifest.generation
@@ -518,3 +369,41 @@ class Store:
             "updated": self.manifest.updated,
             "search": self.manifest.search,
         }
+
+    # --- the read side shared by every engine (`ragtune.store.protocol.StoreReader`) ---------------------------------
+    def count(self) -> int:
+        return self.passages.count()
+
+    def iter_passages(self) -> Iterator[Passage]:
+        return self.passages.iter_passages()
+
+    def passage_texts(self) -> Iterator[str]:
+        """The embedding text of every passage, in store order."""
+        for _, texts, _ in self.passages.iter_for_indexing():
+            yield from texts
+
+    def document_texts(self, doc_ids: Iterable[str]) -> dict[str, list[str]]:
+        return self.passages.document_texts(doc_ids)
+
+    def sibling_texts(self, passage_ids: Iterable[str]) -> dict[str, list[str]]:
+        return self.passages.sibling_texts(passage_ids)
+
+    def embedding(self, passage_id: str) -> np.ndarray:
+        return self.passages.embedding(passage_id)
+
+    def dense_search(self, vectors: np.ndarray, k: int, filters: Filters = ()) -> list[list[tuple[int, float]]]:
+        """Top-k (passage key, cosine) per query vector, among the passages that pass every filter."""
+        allowed = self.passages.matching_rowids(filters) if filters else None
+        scores, ids = self.dense.search(vectors, k, allowed)
+        return [
+            [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
+            for row_ids, row_scores in zip(ids, scores, strict=True)
+        ]
+
+    def keyword_search(self, queries: Sequence[str], k: int, filters: Filters = ()) -> list[list[tuple[int, float]]]:
+        """Top-k (passage key, BM25 score) per query, among the passages that pass every filter."""
+        allowed = self.passages.matching_rowids(filters) if filters else None
+        return [self.keyword.search(query, k, allowed) for query in queries]
+
+    def hits(self, scored: Iterable[tuple[int, float]]) -> list[Hit]:
+        return self.passages.hits(scored)

@@ -13,7 +13,7 @@ from typing import Any
 from ragtune.errors import InputError
 from ragtune.evaluation.dataset import BeirDataset, load_beir, subset
 from ragtune.jsonl import iter_json_objects
-from ragtune.store import Store
+from ragtune.store import StoreReader
 from ragtune.store.fsutil import atomic_write_text
 
 
@@ -92,12 +92,12 @@ def examples_from_dataset(dataset: BeirDataset) -> tuple[list[TrainingExample], 
     return examples, corpus
 
 
-def judged_document_texts(store: Store, dataset: BeirDataset) -> dict[str, list[str]]:
+def judged_document_texts(store: StoreReader, dataset: BeirDataset) -> dict[str, list[str]]:
     """Query text → the store's passages of every document judged relevant to it, for `mine_hard_negatives`'
     `never_negative`: a relevant document's other passages are no counter-examples (its positive is the whole
     document, its passages are what the store holds)."""
     relevant = {qid: [d for d, grade in judged.items() if grade > 0] for qid, judged in dataset.qrels.items()}
-    texts = store.passages.document_texts(d for docs in relevant.values() for d in docs)
+    texts = store.document_texts(d for docs in relevant.values() for d in docs)
     excluded: dict[str, list[str]] = {}
     for qid, docs in relevant.items():
         excluded.setdefault(dataset.queries[qid], []).extend(t for d in docs for t in texts.get(d, []))

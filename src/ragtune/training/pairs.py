@@ -24,7 +24,7 @@ from ragtune.generation.base import Generator, Message
 from ragtune.jsonl import iter_json_objects
 from ragtune.progress import progress_bar
 from ragtune.retrieval import Retriever, SearchMode
-from ragtune.store import Store
+from ragtune.store import StoreReader, open_store
 from ragtune.types import Passage
 
 
@@ -287,8 +287,8 @@ def build_pairs(
     done = set(_read_lines(done_path))
     seen_queries = {_normal(row["query"]) for row in _read_rows(out_path)}
     rng = random.Random(config.seed)
-    with Store.open(store_dir) as store:
-        total = store.passages.count()
+    with open_store(store_dir) as store:
+        total = store.count()
         if total == 0:
             raise InputError(f"store '{store_dir}' holds no passages: index documents first (ragtune index)")
         planned = min(total, config.limit) if config.limit else total
@@ -300,7 +300,7 @@ def build_pairs(
             done_path.open("a", encoding="utf-8") as finished,
         ):
             task = progress.add_task(f"pairs ({config.method.value})", total=planned, unit="passages")
-            for batch in _batches(store.passages.iter_passages(), planned, config.batch_size):
+            for batch in _batches(store.iter_passages(), planned, config.batch_size):
                 todo = [p for p in batch if p.id not in done]
                 report.passages_skipped_done += len(batch) - len(todo)
                 report.passages_seen += len(todo)
@@ -415,7 +415,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def same_document_texts(store: Store, pairs_file: Path) -> dict[str, list[str]]:
+def same_document_texts(store: StoreReader, pairs_file: Path) -> dict[str, list[str]]:
     """Query → the texts of every passage of the document its pair came from, for `mine_hard_negatives`'
     `never_negative` (a pair made from one passage must not learn that its sibling passages are wrong answers).
     Rows without a `passage_id` (pairs not made by `ragtune pairs`) are left out."""
@@ -423,5 +423,5 @@ def same_document_texts(store: Store, pairs_file: Path) -> dict[str, list[str]]:
     for _, record in iter_json_objects(pairs_file, "'query' and 'positive'"):
         if isinstance(record.get("passage_id"), str) and isinstance(record.get("query"), str):
             origin[record["query"]] = record["passage_id"]
-    siblings = store.passages.sibling_texts(origin.values())
+    siblings = store.sibling_texts(origin.values())
     return {query: siblings.get(passage_id, []) for query, passage_id in origin.items()}

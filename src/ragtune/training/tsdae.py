@@ -19,7 +19,7 @@ from typing import Any
 from ragtune.corpus.sentences import sentences
 from ragtune.errors import InputError, RagtuneError
 from ragtune.models import quiet_transformers, resolve_model, set_threads
-from ragtune.store import Store
+from ragtune.store import open_store
 from ragtune.store.fsutil import write_directory_atomically
 
 TSDAE_RECORD = "ragtune_tsdae.json"
@@ -63,8 +63,8 @@ class TsdaeResult:
 def store_sentences(store_dir: str | Path, config: TsdaeConfig) -> list[str]:
     """The store's sentences of `min_words`..`max_words` words, distinct, shuffled, at most `max_sentences`."""
     seen: set[str] = set()
-    with Store.open(store_dir) as store:
-        for passage in store.passages.iter_passages():
+    with open_store(store_dir) as store:
+        for passage in store.iter_passages():
             for sentence in sentences(passage.text):
                 if config.min_words <= len(sentence.split()) <= config.max_words:
                     seen.add(sentence)

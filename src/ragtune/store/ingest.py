@@ -1,0 +1,264 @@
+"""The ingest pipeline every store engine shares: which sources changed, and read → chunk → encode → write.
+
+It knows nothing of SQLite or SQL: an engine hands it a `PassageSink` (where passages and source records go) and the
+sources it already holds; vectors come through the user's embedding cache, so moving a corpus between engines or
+re-running an interrupted update encodes nothing twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ragtune.corpus import Chunker, ChunkingConfig, SkippedFile, SourceFile, read_documents
+from ragtune.corpus.readers import file_hash
+from ragtune.embedding import Embedder
+from ragtune.embedding_cache import EmbeddingCache
+from ragtune.errors import StoreError
+from ragtune.faults import kill_point
+from ragtune.models import ModelRef, resolve_model
+from ragtune.progress import progress_bar
+from ragtune.store.manifest import Manifest
+from ragtune.types import Passage
+
+EMBED_BATCH = 512
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the store knows about a source file, to decide whether it changed."""
+
+    key: str
+    root_key: str
+    content_hash: str
+    size: int
+    mtime_ns: int
+
+
+class PassageSink(Protocol):
+    """Where ingested passages go: an engine's passage table inside its open update."""
+
+    def add_passages(self, passages: Sequence[Passage], embeddings: np.ndarray) -> None: ...
+
+    def record_source(self, state: SourceState, documents: int, passages: int) -> None:
+        """Called once a source's passages are all added (an engine may commit here)."""
+        ...
+
+    def abandon_source(self, key: str) -> None:
+        """Forget the passages added for a source that turned out unreadable (no record is written for it)."""
+        ...
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What one `index` run did."""
+
+    files_seen: int
+    files_unchanged: int
+    files_added: int
+    files_modified: int
+    files_deleted: int
+    skipped: dict[str, str]
+    passages_added: int
+    passages_removed: int
+    passages_total: int
+    encoded: int
+    cached: int
+    seconds: float
+    generation: str
+    dense_kind: str
+    files_migrated: int = 0
+    encode_seconds: float = 0.0
+    """Of `seconds`, the time the model spent encoding (0 when every vector came from the cache)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    @classmethod
+    def nothing_changed(cls, files_seen: int, plan: ChangePlan, manifest: Manifest, started: float) -> IndexReport:
+        return cls(
+            files_seen=files_seen, files_unchanged=plan.unchanged, files_added=0, files_modified=0, files_deleted=0,
+            skipped={}, passages_added=0, passages_removed=0, passages_total=manifest.counts.get("passages", 0),
+            encoded=0, cached=0, seconds=time.perf_counter() - started, generation=manifest.generation,
+            dense_kind=manifest.backends.get("dense_kind", ""),
+        )  # fmt: skip
+
+    @classmethod
+    def of_update(
+        cls, files_seen: int, plan: ChangePlan, outcome: IngestOutcome, stats: dict[str, int], cache: EmbeddingCache,
+        started: float, generation: str, dense_kind: str,
+    ) -> IndexReport:  # fmt: skip
+        return cls(
+            files_seen=files_seen, files_unchanged=plan.unchanged, files_added=plan.added,
+            files_modified=len(plan.modified), files_deleted=len(plan.deleted), skipped=outcome.skipped,
+            passages_added=outcome.added, passages_removed=outcome.removed, passages_total=stats["passages"],
+            encoded=cache.misses, cached=cache.hits, seconds=time.perf_counter() - started, generation=generation,
+            dense_kind=dense_kind, files_migrated=len(plan.migrated), encode_seconds=cache.encode_seconds,
+        )  # fmt: skip
+
+    @classmethod
+    def of_reindex(
+        cls, stats: dict[str, int], cache: EmbeddingCache, started: float, generation: str, dense_kind: str
+    ) -> IndexReport:
+        return cls(
+            files_seen=0, files_unchanged=stats["sources"], files_added=0, files_modified=0, files_deleted=0,
+            skipped={}, passages_added=0, passages_removed=0, passages_total=stats["passages"], encoded=cache.misses,
+            cached=cache.hits, seconds=time.perf_counter() - started, generation=generation, dense_kind=dense_kind,
+            encode_seconds=cache.encode_seconds,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What `ingest_sources` and the removals before it did."""
+
+    added: int
+    removed: int
+    skipped: dict[str, str]
+
+
+@dataclass
+class ChangePlan:
+    """Which discovered files must be (re)ingested and which recorded sources leave the store."""
+
+    changed: list[tuple[SourceFile, str]] = field(default_factory=list)  # file, content hash
+    added: int = 0
+    modified: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    migrated: list[str] = field(default_factory=list)  # format-1 keys replaced by the same file's path key
+    unchanged: int = 0
+
+    @property
+    def leaving(self) -> list[str]:
+        """Source keys whose passages are removed before the changed files are ingested."""
+        return self.modified + self.deleted + self.migrated
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.changed and not self.deleted
+
+
+def check_model(manifest: Manifest, requested: ModelRef | None) -> ModelRef:
+    """The model a store must be used with; refuse a different one, naming both."""
+    stored = manifest.model
+    if requested is not None and requested.revision != stored["revision"]:
+        raise StoreError(
+            f"store was built with model '{stored['name']}' (revision {stored['revision']}) but '{requested.name}' "
+            f"(revision {requested.revision}) was given; use the same model, a new --store, or ragtune reindex"
+        )
+    current = requested or resolve_model(stored["name"])
+    if current.revision != stored["revision"]:
+        raise StoreError(
+            f"store was built with model '{stored['name']}' revision {stored['revision']}, but that name now "
+            f"resolves to revision {current.revision}; rebuild the store or reinstall the original model"
+        )
+    return current
+
+
+def check_same_chunking(manifest: Manifest, chunking: ChunkingConfig | None) -> None:
+    """An existing store keeps its chunking; asking for different settings is refused, not silently ignored."""
+    if chunking is None:
+        return
+    stored = ChunkingConfig(**manifest.chunking)
+    wanted_tokens = chunking.chunk_tokens if chunking.chunk_tokens is not None else stored.chunk_tokens
+    if (wanted_tokens, chunking.overlap_tokens) != (stored.chunk_tokens, stored.overlap_tokens):
+        raise StoreError(
+            f"store was built with chunk_tokens={stored.chunk_tokens} overlap={stored.overlap_tokens}, not "
+            f"chunk_tokens={wanted_tokens} overlap={chunking.overlap_tokens}; use the same settings or a new --store"
+        )
+
+
+def plan_changes(files: list[SourceFile], roots: list[str], old: dict[str, SourceState]) -> ChangePlan:
+    """Compare discovered files with the recorded sources: size and mtime first, the content hash when they differ."""
+    plan = ChangePlan()
+    seen: set[str] = set()
+    for source in files:
+        seen.add(source.key)
+        state = old.get(source.key)
+        if state is None and _is_legacy(old.get(source.legacy_key)):
+            plan.migrated.append(source.legacy_key)  # re-added under its path key; vectors from the cache
+            plan.changed.append((source, file_hash(source.path)))
+            continue
+        if state is not None and state.size == source.size and state.mtime_ns == source.mtime_ns:
+            plan.unchanged += 1
+            continue
+        digest = file_hash(source.path)
+        if state is not None and state.content_hash == digest:
+            plan.unchanged += 1
+            continue
+        plan.changed.append((source, digest))
+        if state is None:
+            plan.added += 1
+        else:
+            plan.modified.append(source.key)
+    plan.deleted = [key for key in old if key not in seen and _under_roots(key, roots)]
+    return plan
+
+
+def _is_legacy(state: SourceState | None) -> bool:
+    """A source recorded by format 1 (`<root folder name>/<path>`), not by its absolute path."""
+    return state is not None and not state.key.startswith("/")
+
+
+def _under_roots(key: str, roots: list[str]) -> bool:
+    """Whether a path key lies under one of the roots being indexed (a file root is its own key)."""
+    return any(key == root or (root.endswith("/") and key.startswith(root)) for root in roots)
+
+
+def _estimated_documents(source: SourceFile) -> int:
+    if source.suffix != ".jsonl":
+        return 1
+    with source.path.open("rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b"")) or 1
+
+
+def ingest_sources(
+    changed: list[tuple[SourceFile, str]],
+    sink: PassageSink,
+    chunker: Chunker,
+    embedder: Embedder,
+    cache: EmbeddingCache,
+    show_progress: bool | None,
+) -> tuple[int, dict[str, str]]:
+    """Read, chunk, embed (through the cache) and write the changed files. Returns (passages added, skipped)."""
+    skipped: dict[str, str] = {}
+    added = 0
+    buffer: list[Passage] = []
+
+    def flush() -> int:
+        if not buffer:
+            return 0
+        vectors = cache.encode([p.embedding_text() for p in buffer], embedder.encode)
+        sink.add_passages(buffer, vectors)
+        written = len(buffer)
+        buffer.clear()
+        kill_point("index-batch")
+        return written
+
+    with progress_bar(show_progress) as progress:
+        task = progress.add_task("indexing", total=sum(_estimated_documents(s) for s, _ in changed), unit="docs")
+        for source, digest in changed:
+            documents = passages = written = 0
+            try:
+                for document in read_documents(source):
+                    for passage in chunker.chunk(document):
+                        buffer.append(passage)
+                        passages += 1
+                        if len(buffer) >= EMBED_BATCH:
+                            written += flush()
+                    documents += 1
+                    progress.advance(task)
+            except SkippedFile as skip:
+                skipped[source.key] = skip.reason
+                buffer.clear()
+                sink.abandon_source(source.key)
+                continue
+            written += flush()
+            added += written
+            state = SourceState(source.key, source.root_key, digest, source.size, source.mtime_ns)
+            sink.record_source(state, documents, passages)
+    return added, skipped

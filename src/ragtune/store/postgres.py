@@ -1,0 +1,605 @@
+"""The PostgreSQL engine: a store in one schema of a PostgreSQL ≥ 16 database with the pgvector extension.
+
+Address: `postgresql://USER@HOST:PORT/DB` (or `postgres://`), the password from `$PGPASSWORD` or `~/.pgpass` as libpq
+reads it; `?store=NAME` picks the schema (default `ragtune`), so one database holds several stores.
+
+Tables in the schema: `manifest` (one row: the same fields as the embedded engine's manifest.json, plus the schema
+version), `sources` (what each indexed file was) and `passages` (text, jsonb metadata, a `vector(d)` embedding and a
+generated english `tsvector`). Dense search orders by cosine distance — exactly (a scan) below `EXACT_THRESHOLD`
+passages, through an HNSW index (vector_cosine_ops) above, as the embedded engine switches from Flat to HNSW. Keyword
+search is PostgreSQL full-text search: the query's english lexemes OR-ed, ranked by `ts_rank` normalised by document
+length — term frequency without BM25's inverse document frequency (BENCHMARKS.md has the SciFact numbers side by
+side). Filters become SQL predicates.
+
+Writers are serialised by an advisory lock; each source file is ingested in one transaction (its old passages
+removed, its new ones copied in with COPY, its record written), so a killed writer leaves every file either as it was
+or complete, and the next run finishes the rest without re-encoding (vectors come from the embedding cache).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+
+from ragtune.corpus import Chunker, ChunkingConfig, discover_sources
+from ragtune.embedding import Embedder
+from ragtune.embedding_cache import EmbeddingCache
+from ragtune.errors import InputError, StoreError
+from ragtune.faults import kill_point
+from ragtune.models import DEFAULT_EMBEDDING_MODEL, ModelRef, resolve_model
+from ragtune.progress import progress_bar
+from ragtune.store.dense import EXACT_THRESHOLD
+from ragtune.store.ingest import (
+    EMBED_BATCH,
+    IndexReport,
+    IngestOutcome,
+    SourceState,
+    check_model,
+    check_same_chunking,
+    ingest_sources,
+    plan_changes,
+)
+from ragtune.store.manifest import FORMAT_VERSION, Manifest
+from ragtune.store.protocol import Filters, QueryEmbedding, source_patterns
+from ragtune.types import Hit, Passage, embedding_text
+
+SCHEMA_VERSION = 1
+DEFAULT_STORE = "ragtune"
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+HNSW_EF_SEARCH = 128
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_POOL_SIZE = 8
+
+
+def _psycopg():  # type: ignore[no-untyped-def]
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise StoreError(
+            "a postgresql:// store needs psycopg: pip install 'psycopg[binary,pool]' pgvector"
+        ) from exc
+    return psycopg
+
+
+@dataclass(frozen=True)
+class PostgresAddress:
+    """A parsed `--store postgresql://…` address."""
+
+    conninfo: str
+    """What libpq connects with (the address without `store=`)."""
+    schema: str
+    display: str
+    """The address as shown to users: no password."""
+
+    @classmethod
+    def parse(cls, address: str) -> PostgresAddress:
+        parts = urlsplit(address)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        names = [value for key, value in query if key == "store"]
+        schema = names[-1] if names else DEFAULT_STORE
+        if not _NAME.match(schema):
+            raise InputError(
+                f"store name '{schema}' in '{address}' must be lower-case letters, digits and _ (a PostgreSQL schema)"
+            )
+        rest = urlencode([(key, value) for key, value in query if key != "store"])
+        conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.netloc.rpartition("@")[0].partition(":")[0]
+        shown = urlunsplit((parts.scheme, f"{user}@{host}" if user else host, parts.path, parts.query, ""))
+        return cls(conninfo=conninfo, schema=schema, display=shown)
+
+    def table(self, name: str) -> str:
+        return f'"{self.schema}"."{name}"'
+
+
+def _connect(address: PostgresAddress, autocommit: bool = True):  # type: ignore[no-untyped-def]
+    psycopg = _psycopg()
+    try:
+        connection = psycopg.connect(address.conninfo, autocommit=autocommit, connect_timeout=10)
+    except psycopg.OperationalError as exc:
+        raise StoreError(
+            f"cannot connect to PostgreSQL at '{address.display}' ({str(exc).strip()}); start one with: "
+            "ragtune pg start --data DIR"
+        ) from exc
+    return connection
+
+
+def _register_vector(connection) -> None:  # type: ignore[no-untyped-def]
+    from pgvector.psycopg import register_vector
+
+    register_vector(connection)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_manifest(connection, address: PostgresAddress) -> Manifest | None:  # type: ignore[no-untyped-def]
+    """The store's manifest, or None when the schema holds no store."""
+    exists = connection.execute("SELECT to_regclass(%s)", (address.table("manifest"),)).fetchone()[0]
+    if exists is None:
+        return None
+    row = connection.execute(f"SELECT schema_version, value FROM {address.table('manifest')}").fetchone()
+    if row is None:
+        return None
+    if row[0] != SCHEMA_VERSION:
+        raise StoreError(
+            f"store '{address.display}' has schema version {row[0]}; this ragtune reads version {SCHEMA_VERSION}"
+        )
+    return Manifest(**row[1])
+
+
+def _write_manifest(connection, address: PostgresAddress, manifest: Manifest) -> None:  # type: ignore[no-untyped-def]
+    connection.execute(
+        f"INSERT INTO {address.table('manifest')} (id, schema_version, value) VALUES (1, %s, %s) "
+        "ON CONFLICT (id) DO UPDATE SET schema_version = EXCLUDED.schema_version, value = EXCLUDED.value",
+        (SCHEMA_VERSION, json.dumps(manifest.to_json())),
+    )
+
+
+def _create_schema(connection, address: PostgresAddress, dimension: int) -> None:  # type: ignore[no-untyped-def]
+    t = address.table
+    connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{address.schema}"')
+    connection.execute(
+        f"CREATE TABLE IF NOT EXISTS {t('manifest')} (id int PRIMARY KEY CHECK (id = 1), "
+        "schema_version int NOT NULL, value jsonb NOT NULL)"
+    )
+    connection.execute(
+        f"CREATE TABLE IF NOT EXISTS {t('sources')} (key text PRIMARY KEY, root_key text NOT NULL, "
+        "content_hash text NOT NULL, size bigint NOT NULL, mtime_ns bigint NOT NULL, documents int NOT NULL, "
+        "passages int NOT NULL)"
+    )
+    connection.execute(
+        f"CREATE TABLE IF NOT EXISTS {t('passages')} (rowid bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        "id text NOT NULL UNIQUE, doc_id text NOT NULL, ordinal int NOT NULL, source text NOT NULL, "
+        f"title text NOT NULL, text text NOT NULL, metadata jsonb NOT NULL, embedding vector({int(dimension)}) NOT NULL, "
+        "tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', "
+        "CASE WHEN title = '' THEN text ELSE title || ' ' || text END)) STORED)"
+    )
+    connection.execute(f"CREATE INDEX IF NOT EXISTS passages_source ON {t('passages')} (source)")
+    connection.execute(f"CREATE INDEX IF NOT EXISTS passages_doc ON {t('passages')} (doc_id)")
+    connection.execute(f"CREATE INDEX IF NOT EXISTS passages_tsv ON {t('passages')} USING gin (tsv)")
+
+
+def _ensure_vector_extension(connection, address: PostgresAddress) -> None:  # type: ignore[no-untyped-def]
+    psycopg = _psycopg()
+    try:
+        connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except psycopg.Error as exc:
+        raise StoreError(
+            f"PostgreSQL at '{address.display}' lacks the pgvector extension or the right to create it ({exc}); "
+            "install pgvector on the server, or ask its administrator to run: CREATE EXTENSION vector"
+        ) from exc
+
+
+def _lock_key(address: PostgresAddress) -> int:
+    return zlib.crc32(f"ragtune:{address.schema}".encode()) - (1 << 31)
+
+
+@contextmanager
+def writer_connection(address: PostgresAddress) -> Iterator[Any]:
+    """A connection holding the store's advisory lock (one writer at a time; released if the writer dies)."""
+    connection = _connect(address, autocommit=True)
+    try:
+        _ensure_vector_extension(connection, address)
+        _register_vector(connection)
+        if not connection.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(address),)).fetchone()[0]:
+            raise StoreError(f"store '{address.display}' is being written by another process; wait for it to finish")
+        connection.autocommit = False
+        yield connection
+    finally:
+        connection.close()
+
+
+class _PostgresSink:
+    """The open update of one writer: every source's removal and passages commit together with its record."""
+
+    def __init__(self, connection, address: PostgresAddress) -> None:  # type: ignore[no-untyped-def]
+        self._db = connection
+        self._address = address
+
+    def remove_source(self, key: str) -> int:
+        t = self._address.table
+        removed = self._db.execute(f"DELETE FROM {t('passages')} WHERE source = %s", (key,)).rowcount
+        self._db.execute(f"DELETE FROM {t('sources')} WHERE key = %s", (key,))
+        return int(removed)
+
+    def abandon_source(self, key: str) -> None:
+        self._db.execute(f"DELETE FROM {self._address.table('passages')} WHERE source = %s", (key,))
+
+    def add_passages(self, passages: Sequence[Passage], embeddings: np.ndarray) -> None:
+        from psycopg.types.json import Jsonb
+
+        psycopg = _psycopg()
+        columns = "id, doc_id, ordinal, source, title, text, metadata, embedding"
+        try:
+            with self._db.cursor() as cursor, cursor.copy(
+                f"COPY {self._address.table('passages')} ({columns}) FROM STDIN WITH (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["text", "text", "int4", "text", "text", "text", "jsonb", "vector"])
+                for passage, vector in zip(passages, embeddings, strict=True):
+                    copy.write_row(
+                        [passage.id, passage.doc_id, passage.ordinal, passage.source, passage.title, passage.text,
+                         Jsonb(passage.metadata), np.asarray(vector, dtype=np.float32)]
+                    )  # fmt: skip
+        except psycopg.errors.UniqueViolation:
+            self._db.rollback()
+            raise self._duplicate_error(passages) from None
+
+    def _duplicate_error(self, passages: Sequence[Passage]) -> InputError:
+        ids = [p.id for p in passages]
+        rows = self._db.execute(
+            f"SELECT id, source FROM {self._address.table('passages')} WHERE id = ANY(%s)", (ids,)
+        ).fetchall()
+        self._db.rollback()
+        held = dict(rows)
+        for passage in passages:
+            if passage.id in held:
+                return InputError(
+                    f"document id '{passage.doc_id}' in '{passage.source}' is already used by '{held[passage.id]}': "
+                    "document ids must be unique across the store"
+                )
+        return InputError(f"'{passages[0].source}' repeats a document id: document ids must be unique across the store")
+
+    def record_source(self, state: SourceState, documents: int, passages: int) -> None:
+        self._db.execute(
+            f"INSERT INTO {self._address.table('sources')} VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (key) "
+            "DO UPDATE SET root_key = EXCLUDED.root_key, content_hash = EXCLUDED.content_hash, size = EXCLUDED.size, "
+            "mtime_ns = EXCLUDED.mtime_ns, documents = EXCLUDED.documents, passages = EXCLUDED.passages",
+            (state.key, state.root_key, state.content_hash, state.size, state.mtime_ns, documents, passages),
+        )
+        self._db.commit()
+        kill_point("pg-source-committed")
+
+    def vectors_of_sources(self, keys: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
+        rows = self._db.execute(
+            f"SELECT title, text, embedding FROM {self._address.table('passages')} WHERE source = ANY(%s)",
+            (list(keys),),
+        ).fetchall()
+        for title, text, vector in rows:
+            yield embedding_text(title, text), vector.to_numpy().astype(np.float32, copy=False)
+
+
+def _sources(connection, address: PostgresAddress) -> dict[str, SourceState]:  # type: ignore[no-untyped-def]
+    rows = connection.execute(
+        f"SELECT key, root_key, content_hash, size, mtime_ns FROM {address.table('sources')}"
+    ).fetchall()
+    return {row[0]: SourceState(*row) for row in rows}
+
+
+def _stats(connection, address: PostgresAddress) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    t = address.table
+    sources = connection.execute(f"SELECT count(*) FROM {t('sources')}").fetchone()[0]
+    documents, passages = connection.execute(f"SELECT count(DISTINCT doc_id), count(*) FROM {t('passages')}").fetchone()
+    return {"sources": int(sources), "documents": int(documents), "passages": int(passages)}
+
+
+def _ensure_dense_index(connection, address: PostgresAddress, passages: int) -> str:  # type: ignore[no-untyped-def]
+    """Exact search below `EXACT_THRESHOLD` passages; from there on an HNSW index, built once and then kept up to
+    date by PostgreSQL on every insert. Returns the dense kind ("exact" or "hnsw")."""
+    name = f'"{address.schema}".passages_embedding_hnsw'
+    if connection.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None:
+        return "hnsw"
+    if passages < EXACT_THRESHOLD:
+        return "exact"
+    connection.execute("SET LOCAL maintenance_work_mem = '1GB'")
+    connection.execute(
+        f"CREATE INDEX passages_embedding_hnsw ON {address.table('passages')} USING hnsw "
+        f"(embedding vector_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+    )
+    return "hnsw"
+
+
+def _new_manifest(
+    previous: Manifest | None, model_ref: ModelRef, dimension: int, chunking: ChunkingConfig, dense_kind: str,
+    counts: dict[str, int],
+) -> Manifest:  # fmt: skip
+    number = int(previous.generation.removeprefix("gen-")) + 1 if previous else 1
+    return Manifest(
+        format_version=FORMAT_VERSION, generation=f"gen-{number:06d}", model=model_ref.to_json(), dimension=dimension,
+        chunking=chunking.to_json(),
+        backends={"engine": "postgresql", "dense": "pgvector", "dense_kind": dense_kind, "keyword": "postgresql-fts"},
+        counts=counts, created=previous.created if previous else _now(), updated=_now(),
+        search=previous.search if previous and previous.model.get("revision") == model_ref.revision else {},
+    )  # fmt: skip
+
+
+def index_sources(
+    address: str,
+    sources: Sequence[str | Path],
+    model: str | None = None,
+    chunking: ChunkingConfig | None = None,
+    show_progress: bool | None = None,
+) -> IndexReport:
+    """Index files and folders into the PostgreSQL store at `address`, creating it or updating what changed."""
+    started = time.perf_counter()
+    parsed = PostgresAddress.parse(address)
+    with writer_connection(parsed) as db:
+        previous = _read_manifest(db, parsed)
+        requested = resolve_model(model) if model else None
+        model_ref = check_model(previous, requested) if previous else requested or resolve_model(DEFAULT_EMBEDDING_MODEL)
+        files, roots = discover_sources(sources)
+        plan = plan_changes(files, roots, _sources(db, parsed) if previous else {})
+        if previous is not None:
+            check_same_chunking(previous, chunking)
+            if plan.is_empty:
+                db.rollback()
+                return IndexReport.nothing_changed(len(files), plan, previous, started)
+        embedder = Embedder(model_ref)
+        if previous is None:
+            config = (chunking or ChunkingConfig()).resolve(
+                embedder.max_seq_length, embedder.tokenizer.num_special_tokens_to_add()
+            )
+            _create_schema(db, parsed, embedder.dimension)
+            base = _new_manifest(None, model_ref, embedder.dimension, config, "exact", {})
+            _write_manifest(db, parsed, base)  # an empty store: readers may open it while the first files load
+            db.commit()
+        else:
+            config, base = ChunkingConfig(**previous.chunking), previous
+        sink = _PostgresSink(db, parsed)
+        with EmbeddingCache.for_embedder(embedder) as cache:
+            cache.adopt(sink.vectors_of_sources(plan.leaving))  # edited files keep the vectors of unchanged text
+            removed = sum(sink.remove_source(key) for key in plan.leaving)
+            added, skipped = ingest_sources(
+                plan.changed, sink, Chunker(embedder.tokenizer, config), embedder, cache, show_progress
+            )
+            stats = _stats(db, parsed)
+            dense_kind = _ensure_dense_index(db, parsed, stats["passages"])
+            manifest = _new_manifest(base, model_ref, embedder.dimension, config, dense_kind, stats)
+            _write_manifest(db, parsed, manifest)
+            db.commit()
+        outcome = IngestOutcome(added, removed, skipped)
+        return IndexReport.of_update(
+            len(files), plan, outcome, stats, cache, started, manifest.generation, dense_kind
+        )
+
+
+def reindex_store(address: str, model: str, show_progress: bool | None = None) -> IndexReport:
+    """Re-embed every passage with another model in one transaction: readers keep the old vectors until it commits
+    (or, when the new model's dimension differs, wait for the commit)."""
+    started = time.perf_counter()
+    parsed = PostgresAddress.parse(address)
+    with writer_connection(parsed) as db:
+        previous = _read_manifest(db, parsed)
+        if previous is None:
+            raise StoreError(f"store '{parsed.display}' does not exist; create it with: ragtune index SOURCE --store ADDR")
+        model_ref = resolve_model(model)
+        embedder = Embedder(model_ref)
+        t = parsed.table
+        if embedder.dimension != previous.dimension:  # a new column: readers wait for the commit instead
+            db.execute(f'DROP INDEX IF EXISTS "{parsed.schema}".passages_embedding_hnsw')
+            db.execute(f"ALTER TABLE {t('passages')} DROP COLUMN embedding")
+            db.execute(f"ALTER TABLE {t('passages')} ADD COLUMN embedding vector({int(embedder.dimension)})")
+        with EmbeddingCache.for_embedder(embedder) as cache, progress_bar(show_progress) as progress:
+            total = int(db.execute(f"SELECT count(*) FROM {t('passages')}").fetchone()[0])
+            task = progress.add_task("re-embedding", total=total, unit="passages")
+            last = 0
+            while rows := db.execute(
+                f"SELECT rowid, title, text FROM {t('passages')} WHERE rowid > %s ORDER BY rowid LIMIT %s",
+                (last, EMBED_BATCH),
+            ).fetchall():
+                last = rows[-1][0]
+                vectors = cache.encode([embedding_text(r[1], r[2]) for r in rows], embedder.encode)
+                with db.cursor() as cursor:
+                    cursor.executemany(
+                        f"UPDATE {t('passages')} SET embedding = %s WHERE rowid = %s",
+                        [(np.asarray(v, dtype=np.float32), r[0]) for r, v in zip(rows, vectors, strict=True)],
+                    )
+                progress.advance(task, len(rows))
+                kill_point("reindex-batch")
+            db.execute(f"ALTER TABLE {t('passages')} ALTER COLUMN embedding SET NOT NULL")
+            stats = _stats(db, parsed)
+            dense_kind = _ensure_dense_index(db, parsed, stats["passages"])
+            config = ChunkingConfig(**previous.chunking)
+            manifest = _new_manifest(previous, model_ref, embedder.dimension, config, dense_kind, stats)
+            _write_manifest(db, parsed, manifest)
+            db.commit()
+        return IndexReport.of_reindex(stats, cache, started, manifest.generation, dense_kind)
+
+
+def record_search_settings(address: str, settings: dict[str, Any]) -> Manifest:
+    """Record the store's default search settings in its manifest row; contents are untouched."""
+    parsed = PostgresAddress.parse(address)
+    with writer_connection(parsed) as db:
+        previous = _read_manifest(db, parsed)
+        if previous is None:
+            raise StoreError(f"store '{parsed.display}' does not exist")
+        manifest = replace(previous, search=dict(settings), updated=_now())
+        _write_manifest(db, parsed, manifest)
+        db.commit()
+    return manifest
+
+
+def _filter_sql(filters: Filters) -> tuple[str, list[Any]]:
+    """Filters as one SQL predicate (and its parameters), with the embedded engine's meaning of each key."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, value in filters:
+        if key == "source":
+            exact, patterns = source_patterns(value)
+            likes = " OR ".join("source LIKE %s ESCAPE '\\'" for _ in patterns)
+            clauses.append(f"(source = %s OR {likes})")
+            params += [exact, *patterns]
+        elif key in ("doc_id", "title"):
+            clauses.append(f"{key} = %s")
+            params.append(value)
+        else:
+            clauses.append("metadata ->> %s = %s")
+            params += [key, value]
+    return " AND ".join(clauses) or "TRUE", params
+
+
+class PostgresStore(QueryEmbedding):
+    """A PostgreSQL store opened for reading, through a connection pool (safe to share between threads)."""
+
+    def __init__(self, address: PostgresAddress, manifest: Manifest, pool: Any) -> None:
+        self._address = address
+        self.manifest = manifest
+        self._pool = pool
+        self._embedder = None
+
+    @classmethod
+    def open(cls, address: str) -> PostgresStore:
+        parsed = PostgresAddress.parse(address)
+        with _connect(parsed) as connection:
+            manifest = _read_manifest(connection, parsed)
+        if manifest is None:
+            raise StoreError(
+                f"store '{parsed.display}' does not exist; create it with: ragtune index SOURCE --store {parsed.display}"
+            )
+        from psycopg_pool import ConnectionPool
+
+        pool = ConnectionPool(
+            parsed.conninfo, min_size=1, max_size=_POOL_SIZE, kwargs={"autocommit": True},
+            configure=_register_vector, open=True, name=f"ragtune-{parsed.schema}",
+        )  # fmt: skip
+        return cls(parsed, manifest, pool)
+
+    @property
+    def address(self) -> str:
+        return self._address.display
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._pool.connection() as connection:
+            return connection.execute(sql, params).fetchall()
+
+    def changed_since_open(self) -> bool:
+        row = self._rows(f"SELECT value->>'generation', value->>'updated' FROM {self._address.table('manifest')}")
+        return not row or tuple(row[0]) != (self.manifest.generation, self.manifest.updated)
+
+    def count(self) -> int:
+        return int(self._rows(f"SELECT count(*) FROM {self._address.table('passages')}")[0][0])
+
+    def iter_passages(self, batch: int = 2048) -> Iterator[Passage]:
+        last = 0
+        while rows := self._rows(
+            f"SELECT rowid, id, doc_id, ordinal, title, text, source, metadata FROM "
+            f"{self._address.table('passages')} WHERE rowid > %s ORDER BY rowid LIMIT %s",
+            (last, batch),
+        ):
+            last = rows[-1][0]
+            for row in rows:
+                yield Passage(row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+
+    def passage_texts(self) -> Iterator[str]:
+        for passage in self.iter_passages():
+            yield passage.embedding_text()
+
+    def document_texts(self, doc_ids: Iterable[str]) -> dict[str, list[str]]:
+        texts: dict[str, list[str]] = {}
+        for doc_id, title, text in self._rows(
+            f"SELECT doc_id, title, text FROM {self._address.table('passages')} WHERE doc_id = ANY(%s) ORDER BY rowid",
+            (list(dict.fromkeys(doc_ids)),),
+        ):
+            texts.setdefault(doc_id, []).append(embedding_text(title, text))
+        return texts
+
+    def sibling_texts(self, passage_ids: Iterable[str]) -> dict[str, list[str]]:
+        doc_of = dict(
+            self._rows(
+                f"SELECT id, doc_id FROM {self._address.table('passages')} WHERE id = ANY(%s)",
+                (list(dict.fromkeys(passage_ids)),),
+            )
+        )
+        texts_of_doc = self.document_texts(doc_of.values())
+        return {pid: texts_of_doc.get(doc, []) for pid, doc in doc_of.items()}
+
+    def embedding(self, passage_id: str) -> np.ndarray:
+        rows = self._rows(f"SELECT embedding FROM {self._address.table('passages')} WHERE id = %s", (passage_id,))
+        if not rows:
+            raise StoreError(f"passage '{passage_id}' is not in the store")
+        return rows[0][0].to_numpy().astype(np.float32, copy=False)
+
+    def dense_search(self, vectors: np.ndarray, k: int, filters: Filters = ()) -> list[list[tuple[int, float]]]:
+        """Top-k (row id, cosine) per query vector; HNSW keeps scanning until k rows pass the filters."""
+        where, params = _filter_sql(filters)
+        sql = (
+            f"SELECT rowid, 1 - (embedding <=> %s) FROM {self._address.table('passages')} WHERE {where} "
+            "ORDER BY embedding <=> %s LIMIT %s"
+        )
+        results: list[list[tuple[int, float]]] = []
+        with self._pool.connection() as connection, connection.transaction():
+            connection.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(HNSW_EF_SEARCH, k)),))
+            connection.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
+            for vector in np.atleast_2d(vectors):
+                query = np.asarray(vector, dtype=np.float32)
+                rows = connection.execute(sql, (query, *params, query, k)).fetchall()
+                results.append([(int(r[0]), float(r[1])) for r in rows])
+        return results
+
+    def keyword_search(self, queries: Sequence[str], k: int, filters: Filters = ()) -> list[list[tuple[int, float]]]:
+        """Top-k (row id, ts_rank) per query: any of the query's english lexemes, ranked by frequency / log length."""
+        where, params = _filter_sql(filters)
+        sql = (
+            "WITH q AS (SELECT to_tsquery('simple', coalesce(string_agg(quote_literal(lexeme), ' | '), '')) AS query "
+            "FROM unnest(to_tsvector('english', %s))) "
+            f"SELECT rowid, ts_rank(tsv, q.query, 1) AS score FROM {self._address.table('passages')}, q "
+            f"WHERE tsv @@ q.query AND {where} ORDER BY score DESC, rowid LIMIT %s"
+        )
+        with self._pool.connection() as connection:
+            return [
+                [(int(r[0]), float(r[1])) for r in connection.execute(sql, (query, *params, k)).fetchall()]
+                for query in queries
+            ]
+
+    def hits(self, scored: Iterable[tuple[int, float]]) -> list[Hit]:
+        scored = list(scored)
+        if not scored:
+            return []
+        rows = self._rows(
+            f"SELECT rowid, id, doc_id, title, text, source, metadata FROM {self._address.table('passages')} "
+            "WHERE rowid = ANY(%s)",
+            ([rowid for rowid, _ in scored],),
+        )
+        by_rowid = {row[0]: row for row in rows}
+        return [
+            Hit(id=row[1], doc_id=row[2], score=float(score), title=row[3], text=row[4], source=row[5], metadata=row[6])
+            for rowid, score in scored
+            if (row := by_rowid.get(rowid)) is not None
+        ]
+
+    def info(self) -> dict[str, Any]:
+        t = self._address.table
+        sizes = self._rows(
+            "SELECT pg_total_relation_size(%s), pg_relation_size(%s), "
+            "coalesce(pg_relation_size(to_regclass(%s)), 0), pg_relation_size(to_regclass(%s))",
+            (t("passages"), t("passages"), f'"{self._address.schema}".passages_embedding_hnsw',
+             f'"{self._address.schema}".passages_tsv'),
+        )[0]  # fmt: skip
+        with self._pool.connection() as connection:
+            counts = _stats(connection, self._address)
+        return {
+            "store": self._address.display,
+            "generation": self.manifest.generation,
+            "model": self.manifest.model,
+            "dimension": self.manifest.dimension,
+            "chunking": self.manifest.chunking,
+            "backends": self.manifest.backends,
+            "counts": counts,
+            "size_bytes": {"passages": int(sizes[1]), "dense": int(sizes[2]), "keyword": int(sizes[3]),
+                           "total": int(sizes[0])},  # fmt: skip
+            "created": self.manifest.created,
+            "updated": self.manifest.updated,
+            "search": self.manifest.search,
+        }

@@ -1,0 +1,100 @@
+"""What every store engine offers its readers (retrieval, training, evaluation, the server).
+
+Passage keys (the ints in `(key, score)` pairs) are the engine's own and mean something only to the same opened
+store's `hits`. Filters are (key, value) predicates — `source` a path prefix, `doc_id`/`title` exact, any other key
+a metadata field — that each engine translates (SQLite row ids for FAISS and tantivy; SQL `WHERE` in PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from ragtune.embedding import Embedder
+from ragtune.errors import StoreError
+from ragtune.store.ingest import check_model
+from ragtune.store.manifest import Manifest
+from ragtune.types import Hit, Passage
+
+Filters = Sequence[tuple[str, str]]
+
+
+class StoreReader(Protocol):
+    """An opened store, of any engine."""
+
+    manifest: Manifest
+
+    @property
+    def address(self) -> str:
+        """What `--store` was given: a directory or a postgresql:// address (without a password)."""
+        ...
+
+    @property
+    def embedder(self) -> Embedder:
+        """The store's embedding model for queries, loaded on first use; refused if its weights changed."""
+        ...
+
+    def use_embedder(self, embedder: Embedder) -> None: ...
+
+    def changed_since_open(self) -> bool:
+        """Whether the store's manifest (model, settings, generation) changed since it was opened."""
+        ...
+
+    def count(self) -> int: ...
+
+    def iter_passages(self) -> Iterator[Passage]: ...
+
+    def passage_texts(self) -> Iterator[str]: ...
+
+    def document_texts(self, doc_ids: Iterable[str]) -> dict[str, list[str]]: ...
+
+    def sibling_texts(self, passage_ids: Iterable[str]) -> dict[str, list[str]]: ...
+
+    def embedding(self, passage_id: str) -> np.ndarray: ...
+
+    def dense_search(self, vectors: np.ndarray, k: int, filters: Filters = ()) -> list[list[tuple[int, float]]]: ...
+
+    def keyword_search(
+        self, queries: Sequence[str], k: int, filters: Filters = ()
+    ) -> list[list[tuple[int, float]]]: ...
+
+    def hits(self, scored: Iterable[tuple[int, float]]) -> list[Hit]: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> StoreReader: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+class QueryEmbedding:
+    """The `embedder` of a StoreReader: the store's model, loaded on first use, shareable between reopenings."""
+
+    manifest: Manifest
+    _embedder: Embedder | None = None
+
+    @property
+    def embedder(self) -> Embedder:
+        """The store's embedding model, for queries; loading it is refused if its weights differ from the ones
+        indexed."""
+        if self._embedder is None:
+            self._embedder = Embedder(check_model(self.manifest, None), purpose="queries")
+        return self._embedder
+
+    def use_embedder(self, embedder: Embedder) -> None:
+        """Share an already loaded query embedder (of the same model revision) instead of loading another."""
+        if embedder.model_ref.revision != self.manifest.model["revision"]:
+            raise StoreError(f"embedder '{embedder.model_ref.name}' is not the model this store was built with")
+        self._embedder = embedder
+
+
+def source_patterns(value: str) -> tuple[str, list[str]]:
+    """A `source` filter as (exact path, LIKE patterns with backslash escapes): it matches whole path segments —
+    the file or a folder, absolute (`/data/manuals`) or any run of segments inside the path (`manuals/pumps`)."""
+    part = value.rstrip("/") or "/"
+    escaped = part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return part, [escaped.rstrip("/") + "/%", "%/" + escaped.lstrip("/"), "%/" + escaped.strip("/") + "/%"]
