@@ -12,12 +12,20 @@ from conftest import ENGINES, new_store, rel, write_docs
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module", params=ENGINES)
+@pytest.fixture(scope="module", params=[*ENGINES, "postgresql-hnsw"])
 def store(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Each engine; PostgreSQL also through its HNSW index (built from the first passage on), filters included."""
+    from ragtune.store import postgres
+
     root = tmp_path_factory.mktemp("retrieval")
     docs = write_docs(root / "docs")
-    address = new_store(request.param, root, request)
-    index_sources(address, [docs], show_progress=False)
+    address = new_store(request.param.removesuffix("-hnsw"), root, request)
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param.endswith("-hnsw"):
+            patch.setattr(postgres, "HNSW_FROM", 1)
+        report = index_sources(address, [docs], show_progress=False)
+    if request.param.endswith("-hnsw"):
+        assert report.dense_kind == "hnsw"
     with open_store(address) as opened:
         yield opened
 

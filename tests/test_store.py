@@ -236,3 +236,24 @@ def test_reindex_on_postgresql_switches_model_and_dimension(
         assert len(Retriever(store).search("pump", k=4, mode="dense")) == 4
     with pytest.raises(StoreError, match="built with model"):
         index_sources(address, [docs_dir], model="minilm", show_progress=False)
+
+
+def test_postgresql_bm25_statistics_follow_updates(docs_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The lexeme counts each writer keeps in step give the scores a store built from scratch gives."""
+    from conftest import new_store
+
+    updated = new_store("postgresql", tmp_path, request)
+    index_sources(updated, [docs_dir], show_progress=False)
+    (docs_dir / "notes" / "cooking.txt").unlink()
+    _bump(docs_dir / "guide" / "valves.txt", "Ball valves turn a quarter turn to close the water flow.")
+    (docs_dir / "guide" / "motors.md").write_text("# Motors\n\nInduction motors drive the water pump impeller.")
+    index_sources(updated, [docs_dir], show_progress=False)
+    fresh = new_store("postgresql", tmp_path, request)
+    index_sources(fresh, [docs_dir], show_progress=False)
+    queries = ["water pump", "impeller motors", "quarter turn valve", "bread crust", "tomato sun watering"]
+    with open_store(updated) as one, open_store(fresh) as other:
+        for query in queries:
+            got = [(h.id, round(h.score, 6)) for h in Retriever(one).search(query, k=5, mode="bm25")]
+            want = [(h.id, round(h.score, 6)) for h in Retriever(other).search(query, k=5, mode="bm25")]
+            assert got == want, query
+        assert Retriever(one).search("bread crust", k=5, mode="bm25") == []
