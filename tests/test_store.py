@@ -86,19 +86,17 @@ def test_crash_while_building_keeps_previous_store_and_next_run_finishes(
     before = _passage_ids(store_dir)
     (docs_dir / "guide" / "motors.md").write_text("# Motors\n\nInduction motors need balanced supply.")
 
-    real_build = store_module._build_indexes
-
     def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt  # as if Ctrl-C arrived after embedding, before the indexes were written
 
-    monkeypatch.setattr(store_module, "_build_indexes", crash)
+    monkeypatch.setattr(store_module._IndexChange, "apply", crash)
     with pytest.raises(KeyboardInterrupt):
         index_sources(store_dir, [docs_dir], show_progress=False)
     assert _passage_ids(store_dir) == before
     with open_store(store_dir) as store:
         assert Retriever(store).search("impeller cavitation", k=1, mode="dense")[0].doc_id.endswith("/docs/guide/pumps.md")
 
-    monkeypatch.setattr(store_module, "_build_indexes", real_build)
+    monkeypatch.undo()
     report = index_sources(store_dir, [docs_dir], show_progress=False)
     assert report.files_added == 1 and report.encoded == 0 and report.cached == 1  # embedded before the crash
     assert _passage_ids(store_dir) == before | {"docs/guide/motors.md#0"}
@@ -257,3 +255,63 @@ def test_postgresql_bm25_statistics_follow_updates(docs_dir: Path, tmp_path: Pat
             want = [(h.id, round(h.score, 6)) for h in Retriever(other).search(query, k=5, mode="bm25")]
             assert got == want, query
         assert Retriever(one).search("bread crust", k=5, mode="bm25") == []
+
+
+TOPICS = ["pump impeller", "gate valve", "sourdough bread", "tomato garden", "electric motor", "steam boiler"]
+
+
+def _topic_docs(count: int) -> dict[str, str]:
+    return {
+        f"part{i % 3}/doc{i}.txt": f"Note {i} about the {TOPICS[i % len(TOPICS)]}: check item {i} and record {i * 7}."
+        for i in range(count)
+    }
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_an_update_changes_the_indexes_and_searches_as_a_rebuild_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    from conftest import write_docs
+
+    if kind == "hnsw":
+        monkeypatch.setattr(store_module, "EXACT_THRESHOLD", 1)
+    docs = write_docs(tmp_path / "docs", _topic_docs(40))
+    store_dir = tmp_path / "store"
+    index_sources(store_dir, [docs], show_progress=False)
+    for i in (1, 2, 3):
+        (docs / f"part{i % 3}" / f"doc{i}.txt").unlink()
+    _bump(docs / "part1" / "doc4.txt", "A rewritten note about centrifugal pump seals.")
+    (docs / "part0" / "new.txt").write_text("A new note about a steam boiler safety valve.")
+    report = index_sources(store_dir, [docs], show_progress=False)
+    assert (report.files_deleted, report.files_modified, report.files_added, report.dense_kind) == (3, 1, 1, kind)
+    generation = store_dir / report.generation
+    assert any(p.stat().st_nlink > 1 for p in (generation / "keyword").iterdir())  # segments shared, not rewritten
+    assert (generation / "dense.faiss.deleted.npy").exists() == (kind == "hnsw")  # HNSW keeps tombstones
+    fresh = tmp_path / "fresh"
+    index_sources(fresh, [docs], show_progress=False)
+    with open_store(store_dir) as updated, open_store(fresh) as rebuilt:
+        for query in ["pump seal", "steam boiler valve", "tomato garden note 19", "sourdough bread record"]:
+            got = Retriever(updated).search(query, k=8, mode="dense")
+            want = Retriever(rebuilt).search(query, k=8, mode="dense")
+            assert [h.id for h in got] == [h.id for h in want]
+            assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-5)
+            got_bm25 = {h.id for h in Retriever(updated).search(query, k=50, mode="bm25")}
+            assert got_bm25 == {h.id for h in Retriever(rebuilt).search(query, k=50, mode="bm25")}
+            assert not any("/doc1.txt" in h.id for h in got)
+
+
+def test_hnsw_is_rebuilt_once_removed_vectors_pass_the_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import write_docs
+
+    monkeypatch.setattr(store_module, "EXACT_THRESHOLD", 1)
+    docs = write_docs(tmp_path / "docs", _topic_docs(20))
+    store_dir = tmp_path / "store"
+    index_sources(store_dir, [docs], show_progress=False)
+    for i in range(6):  # 30 % of the vectors
+        (docs / f"part{i % 3}" / f"doc{i}.txt").unlink()
+    report = index_sources(store_dir, [docs], show_progress=False)
+    generation = store_dir / report.generation
+    assert report.passages_total == 14 and not (generation / "dense.faiss.deleted.npy").exists()
+    assert all(p.stat().st_nlink == 1 for p in (generation / "keyword").iterdir())
+    with open_store(store_dir) as store:
+        assert len(store.dense) == 14 and store.dense.deleted_share == 0

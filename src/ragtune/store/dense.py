@@ -67,12 +67,26 @@ def _search_threads(threads: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-class FaissDenseIndex:
-    """FAISS `IndexIDMap2` over Flat (exact) or HNSW (approximate) inner-product search."""
+REBUILD_DELETED_SHARE = 0.2
+"""An update rebuilds the HNSW index from scratch once this share of its vectors belongs to removed passages."""
 
-    def __init__(self, index: object, kind: str) -> None:
+
+def tombstone_path(index_path: Path) -> Path:
+    """Where the ids of an HNSW index's removed vectors are kept, beside the index file."""
+    return index_path.with_name(index_path.name + ".deleted.npy")
+
+
+class FaissDenseIndex:
+    """FAISS `IndexIDMap2` over Flat (exact) or HNSW (approximate) inner-product search.
+
+    Removing vectors: Flat drops them; HNSW cannot, so their ids are kept as tombstones that every search excludes
+    (saved beside the index), until an update rebuilds the index (`deleted_share` ≥ `REBUILD_DELETED_SHARE`).
+    """
+
+    def __init__(self, index: object, kind: str, deleted: np.ndarray | None = None) -> None:
         self._index = index
         self.kind = kind
+        self._deleted = np.empty(0, dtype=np.int64) if deleted is None else np.unique(deleted.astype(np.int64))
 
     @classmethod
     def create(cls, dimension: int, expected_size: int, exact_threshold: int = EXACT_THRESHOLD) -> FaissDenseIndex:
@@ -98,10 +112,38 @@ class FaissDenseIndex:
         kind = "hnsw" if isinstance(inner, faiss.IndexHNSW) else "flat"
         if kind == "hnsw":
             inner.hnsw.efSearch = HNSW_EF_SEARCH
-        return cls(index, kind)
+        tombstones = tombstone_path(path)
+        try:
+            deleted = np.load(tombstones) if tombstones.exists() else None
+        except (OSError, ValueError) as exc:
+            raise StoreError(
+                f"removed-vector list '{tombstones}' is unreadable ({exc}); "
+                f"run: ragtune check --store {path.parent.parent} --repair"
+            ) from exc
+        return cls(index, kind, deleted)
 
     def __len__(self) -> int:
-        return int(self._index.ntotal)
+        """The live vectors (removed ones excluded)."""
+        return int(self._index.ntotal) - len(self._deleted)
+
+    @property
+    def deleted_share(self) -> float:
+        return len(self._deleted) / max(1, int(self._index.ntotal))
+
+    def highest_id(self) -> int:
+        """The largest id ever added and still held (removed HNSW vectors included); -1 when empty."""
+        faiss = _faiss()
+        ids = faiss.vector_to_array(self._index.id_map)
+        return int(ids.max()) if len(ids) else -1
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        if self.kind == "flat":
+            self._index.remove_ids(_faiss().IDSelectorBatch(ids))
+        else:
+            self._deleted = np.union1d(self._deleted, ids)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
@@ -115,6 +157,12 @@ class FaissDenseIndex:
             return self._search(queries, k, allowed)
 
     def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is None and len(self._deleted):
+            faiss = _faiss()
+            removed = faiss.IDSelectorBatch(self._deleted)  # kept in a name: the selectors only point at each other
+            live = faiss.IDSelectorNot(removed)
+            params = faiss.SearchParametersHNSW(sel=live, efSearch=max(HNSW_EF_SEARCH, k))
+            return self._index.search(queries, k, params=params)
         if allowed is None:
             return self._index.search(queries, k)
         if len(allowed) == 0:
@@ -142,3 +190,6 @@ class FaissDenseIndex:
 
     def save(self, path: Path) -> None:
         _faiss().write_index(self._index, str(path))
+        if len(self._deleted):
+            with tombstone_path(path).open("wb") as handle:
+                np.save(handle, self._deleted)

@@ -5,7 +5,9 @@ Title and text are indexed as one field ("flat", as Pyserini's BM25-flat baselin
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
@@ -54,8 +56,32 @@ def build_tantivy_index(path: Path, batches: Iterable[tuple[np.ndarray, list[str
     """Write a fresh tantivy index of (row id, text) into the empty directory `path`."""
     tantivy = _tantivy()
     path.mkdir(parents=True, exist_ok=True)
-    index = tantivy.Index(_schema(), path=str(path))
+    _write(tantivy.Index(_schema(), path=str(path)), np.empty(0, dtype=np.int64), batches)
+
+
+def update_tantivy_index(
+    source: Path, target: Path, removed: np.ndarray, added: Iterable[tuple[np.ndarray, list[str]]]
+) -> None:
+    """Write into the empty directory `target` the index at `source` less the rows `removed`, plus `added`.
+
+    `source` is never changed: its files are hard-linked into `target` (tantivy never rewrites a file: segments are
+    immutable, its meta files are replaced by rename, deletions go to new files), copied where links fail."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and not path.name.endswith(".lock"):
+            try:
+                os.link(path, target / path.name)
+            except OSError:
+                shutil.copy2(path, target / path.name)
+    tantivy = _tantivy()
+    _write(tantivy.Index.open(str(target)), removed, added)
+
+
+def _write(index, removed: np.ndarray, batches: Iterable[tuple[np.ndarray, list[str]]]) -> None:  # type: ignore[no-untyped-def]
+    tantivy = _tantivy()
     writer = index.writer(heap_size=128_000_000, num_threads=1)
+    if len(removed):
+        writer.delete_documents_by_query(tantivy.Query.term_set_query(index.schema, _ROWID, removed.tolist()))
     for ids, texts in batches:
         for rowid, text in zip(ids.tolist(), texts, strict=True):
             document = tantivy.Document()

@@ -41,6 +41,7 @@ class PassageTable:
 
     def __init__(self, path: Path, read_only: bool = False) -> None:
         self.path = path
+        self._next_rowid: int | None = None
         try:
             if read_only:
                 self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
@@ -56,6 +57,31 @@ class PassageTable:
 
     def close(self) -> None:
         self._db.close()
+
+    def number_new_rows_above(self, rowid: int) -> None:
+        """Give the passages added from now on row ids above `rowid` (ids an index may still hold for removed rows
+        are never reused)."""
+        self._next_rowid = rowid + 1
+
+    def max_rowid(self) -> int:
+        return int(self._rows("SELECT coalesce(max(rowid), -1) FROM passages")[0][0])
+
+    def rowids_of_sources(self, keys: Iterable[str]) -> np.ndarray:
+        rows = list(self._select_in("SELECT rowid FROM passages WHERE source IN ({marks})", keys))
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def iter_rows_above(self, rowid: int, batch: int = 4096) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
+        """(row ids, embedding texts, embeddings) of the rows above `rowid` (those an update added)."""
+        last = rowid
+        while rows := self._rows(
+            "SELECT rowid, title, text, embedding FROM passages WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch)
+        ):
+            last = rows[-1][0]
+            yield (
+                np.array([r[0] for r in rows], dtype=np.int64),
+                [embedding_text(r[1], r[2]) for r in rows],
+                np.vstack([np.frombuffer(r[3], dtype=np.float32) for r in rows]),
+            )
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read and fetch its rows; a damaged file is one `StoreError` that says how to repair it."""
@@ -91,16 +117,20 @@ class PassageTable:
 
     # --- passages ------------------------------------------------------------------------------------------------
     def add_passages(self, passages: Sequence[Passage], embeddings: np.ndarray) -> None:
+        first = self._next_rowid
         rows = [
-            (p.id, p.doc_id, p.ordinal, p.source, p.title, p.text, json.dumps(p.metadata), vector.tobytes())
-            for p, vector in zip(passages, embeddings, strict=True)
-        ]
+            (first + i if first is not None else None, p.id, p.doc_id, p.ordinal, p.source, p.title, p.text,
+             json.dumps(p.metadata), vector.tobytes())
+            for i, (p, vector) in enumerate(zip(passages, embeddings, strict=True))
+        ]  # fmt: skip  # rowid None: SQLite picks the next one
         try:
             self._db.executemany(
-                "INSERT INTO passages (id, doc_id, ordinal, source, title, text, metadata, embedding) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO passages (rowid, id, doc_id, ordinal, source, title, text, metadata, embedding) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            if first is not None:
+                self._next_rowid = first + len(rows)
         except sqlite3.IntegrityError:
             for passage in passages:
                 row = next(iter(self._rows("SELECT source FROM passages WHERE id = ?", (passage.id,))), None)

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,9 @@ from ragtune.store.ingest import (
     ingest_sources,
     plan_changes,
 )
-from ragtune.store.dense import EXACT_THRESHOLD, FaissDenseIndex
+from ragtune.store.dense import EXACT_THRESHOLD, REBUILD_DELETED_SHARE, FaissDenseIndex
 from ragtune.store.fsutil import exclusive_lock, free_space_text, fsync_dir, is_disk_full
-from ragtune.store.keyword import TantivyKeywordIndex, build_tantivy_index
+from ragtune.store.keyword import TantivyKeywordIndex, build_tantivy_index, update_tantivy_index
 from ragtune.store.manifest import FORMAT_VERSION, Manifest, manifest_path, read_manifest, write_manifest
 from ragtune.store.passages import PassageTable
 from ragtune.store.protocol import Filters, QueryEmbedding
@@ -93,9 +93,12 @@ def index_sources(
         with cache, _building_generation(store_dir, previous, cache) as (generation, partial, table):
             leaving = plan.leaving
             cache.adopt(table.vectors_of_sources(leaving))  # moved or edited files keep the vectors of unchanged text
+            change = _IndexChange.start(store_dir, previous, table, leaving)
             removed = sum(table.remove_source(key) for key in leaving)
             added, skipped = ingest_sources(plan.changed, table, Chunker(embedder.tokenizer, config), embedder, cache, show_progress)
-            stats, dense_kind = _commit_and_build_indexes(table, partial, embedder.dimension)
+            table.commit()
+            stats = table.stats()
+            dense_kind = change.apply(table, partial, embedder.dimension, stats["passages"])
             _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
         outcome = IngestOutcome(added, removed, skipped)
         return IndexReport.of_update(len(files), plan, outcome, stats, cache, started, generation, dense_kind)
@@ -250,6 +253,44 @@ def _refuse_foreign_directory(store_dir: Path) -> None:
                 f"--store '{store_dir}' is a non-empty directory that is not a ragtune store (holds '{foreign[0]}'); "
                 "give an empty or new directory"
             )
+
+
+@dataclass
+class _IndexChange:
+    """An update's change to the previous generation's indexes: rows removed, rows added above `high_water`."""
+
+    previous: Path | None
+    removed: np.ndarray
+    high_water: int
+
+    @classmethod
+    def start(cls, store_dir: Path, previous: Manifest | None, table: PassageTable, leaving: list[str]) -> _IndexChange:
+        """Before the update's removals: note the rows that will go, and number the rows to come above every id the
+        previous dense index holds."""
+        if previous is None:
+            return cls(None, np.empty(0, dtype=np.int64), -1)
+        folder = store_dir / previous.generation
+        high_water = max(table.max_rowid(), FaissDenseIndex.load(folder / DENSE_FILE).highest_id())
+        table.number_new_rows_above(high_water)
+        return cls(folder, table.rowids_of_sources(leaving), high_water)
+
+    def apply(self, table: PassageTable, partial: Path, dimension: int, size: int) -> str:
+        """Write the new generation's indexes: the previous ones with the change applied, or built from the table
+        when there are none, the index kind must change (Flat ↔ HNSW at `EXACT_THRESHOLD`) or too many removed
+        vectors would linger in HNSW. Returns the dense kind."""
+        if self.previous is None:
+            return _build_indexes(table, partial, dimension, size)
+        dense = FaissDenseIndex.load(self.previous / DENSE_FILE)
+        dense.remove(self.removed)
+        wanted = "flat" if size < EXACT_THRESHOLD else "hnsw"
+        if dense.kind != wanted or dense.deleted_share >= REBUILD_DELETED_SHARE:
+            return _build_indexes(table, partial, dimension, size)
+        for ids, _, vectors in table.iter_rows_above(self.high_water):
+            dense.add(ids, vectors)
+        dense.save(partial / DENSE_FILE)
+        added = ((ids, texts) for ids, texts, _ in table.iter_rows_above(self.high_water))
+        update_tantivy_index(self.previous / KEYWORD_DIR, partial / KEYWORD_DIR, self.removed, added)
+        return dense.kind
 
 
 def _build_indexes(table: PassageTable, directory: Path, dimension: int, size: int) -> str:
