@@ -15,6 +15,7 @@ from ragtune.cli import app
 from ragtune.errors import InputError
 from ragtune.evaluation import evaluate_systems, load_beir, per_query_scores, write_report
 from ragtune.evaluation.significance import compare, paired_randomization_test, paired_t_test
+from ragtune.store import open_store
 
 from conftest import write_jsonl
 
@@ -177,3 +178,24 @@ def test_eval_cli_json_and_errors(tmp_path: Path) -> None:
     assert "minilm:dense" in table.stdout and "paired t-test" in table.stdout
     missing = runner.invoke(app, ["eval", str(root), "--split", "dev"])
     assert missing.exit_code == 2 and "available splits: test" in missing.stderr
+
+
+@pytest.mark.integration
+def test_eval_keeps_its_stores_in_postgresql_and_reuses_them(tmp_path: Path, postgres_address: str) -> None:
+    data = load_beir(make_dataset(tmp_path / "tiny"))
+    cache = f"{postgres_address}?store=unused"
+    folder = evaluate_systems(data, models=["minilm"], k=10, cache_dir=tmp_path / "c", show_progress=False)
+    first = evaluate_systems(data, models=["minilm"], k=10, cache_dir=cache, show_progress=False)
+    assert first.settings["encoding"]["minilm"]["encoded"] == 0  # the folder store's vectors, from the cache
+    stores = {s.store for s in first.systems}
+    assert len(stores) == 1 and stores.pop().startswith(postgres_address) and "store=eval_" in first.systems[0].store
+    for on_disk, in_postgres in zip(folder.systems, first.systems, strict=True):
+        assert on_disk.label == in_postgres.label
+        if on_disk.mode == "dense":
+            assert in_postgres.metrics == pytest.approx(on_disk.metrics, abs=1e-6)
+    with open_store(first.systems[0].store) as store:
+        generation = store.manifest.generation
+    again = evaluate_systems(data, models=["minilm"], modes=["dense"], k=10, cache_dir=cache, show_progress=False)
+    assert again.systems[0].store == first.systems[0].store
+    with open_store(first.systems[0].store) as store:
+        assert store.manifest.generation == generation  # reused, not rebuilt

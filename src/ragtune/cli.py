@@ -337,7 +337,10 @@ def eval_command(
     modes: Annotated[list[SearchMode] | None, typer.Option("--mode", help="Retrieval mode(s).")] = None,
     k: Annotated[int, typer.Option("--k", help="Documents retrieved per query.")] = 100,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write metrics.json, report.md, plots, runs.")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Where evaluation stores are kept and reused.")] = None,
+    cache_dir: Annotated[
+        str | None,
+        typer.Option(help="Where evaluation stores are kept and reused: a folder, or a postgresql:// address."),
+    ] = None,
     rerank: RerankOption = None,
     rerank_depth: RerankDepthOption = 20,
     rerank_weight: RerankWeightOption = 1.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from ragtune.evaluation.significance import PairedComparison, compare
 from ragtune.models import resolve_model
 from ragtune.paths import cache_root
 from ragtune.retrieval import Reranker, Retriever, SearchMode, SearchSettings
-from ragtune.store import index_sources, open_store
+from ragtune.store import index_sources, is_postgres_address, named_store, open_store
 from ragtune.types import Hit
 
 
@@ -60,11 +61,16 @@ def documents_run(hits_per_query: dict[str, list[Hit]]) -> Run:
     return run
 
 
-def eval_store_dir(cache_dir: Path, dataset: BeirDataset, model_revision: str, chunking: ChunkingConfig) -> Path:
-    """Stores are reused when dataset content, model weights and chunking are all the same."""
+def eval_store_dir(
+    cache_dir: Path | str, dataset: BeirDataset, model_revision: str, chunking: ChunkingConfig
+) -> Path | str:
+    """Stores are reused when dataset content, model weights and chunking are all the same. `cache_dir` is a folder
+    (a store directory each) or a postgresql:// address (a store schema each)."""
     tokens = chunking.chunk_tokens if chunking.chunk_tokens is not None else "auto"
     name = f"{dataset.name}-{dataset.fingerprint()}-{model_revision}-c{tokens}-o{chunking.overlap_tokens}"
-    return cache_dir / name
+    if is_postgres_address(cache_dir):
+        return named_store(str(cache_dir), "eval_" + hashlib.sha256(name.encode()).hexdigest()[:24])
+    return Path(cache_dir) / name
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ def evaluate_systems(
     models: Sequence[str] = ("minilm",),
     modes: Sequence[SearchMode | str] = (SearchMode.bm25, SearchMode.dense, SearchMode.hybrid),
     k: int = 100,
-    cache_dir: Path | None = None,
+    cache_dir: Path | str | None = None,
     chunking: ChunkingConfig | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     show_progress: bool | None = None,
@@ -126,7 +132,7 @@ def evaluate_specs(
     dataset: BeirDataset,
     specs: Sequence[SystemSpec],
     k: int = 100,
-    cache_dir: Path | None = None,
+    cache_dir: Path | str | None = None,
     chunking: ChunkingConfig | None = None,
     metrics: Sequence[str] = DEFAULT_METRICS,
     show_progress: bool | None = None,

@@ -3,6 +3,7 @@
 from ragtune.store.engines import (
     index_sources,
     is_postgres_address,
+    named_store,
     open_store,
     record_search_settings,
     reindex_store,
@@ -17,6 +18,7 @@ __all__ = [
     "StoreReader",
     "index_sources",
     "is_postgres_address",
+    "named_store",
     "open_store",
     "record_search_settings",
     "reindex_store",

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ragtune.corpus import ChunkingConfig
 from ragtune.store import store as embedded
@@ -22,6 +23,13 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 def is_postgres_address(address: str | Path) -> bool:
     return isinstance(address, str) and address.startswith(POSTGRES_SCHEMES)
+
+
+def named_store(address: str, name: str) -> str:
+    """The PostgreSQL `address` pointed at the store (schema) `name` instead of the one it names."""
+    parts = urlsplit(address)
+    query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key != "store"]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode([*query, ("store", name)]), ""))
 
 
 def open_store(address: str | Path) -> StoreReader:
