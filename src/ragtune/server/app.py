@@ -101,8 +101,11 @@ class StoreHolder:
         with self._lock:
             if self._store is None or self._store.changed_since_open():
                 fresh = open_store(self.directory)
-                if self._store is not None and _same_model(fresh, self._store):
-                    fresh.use_embedder(self._store.embedder)
+                old = self._store
+                if old is not None:
+                    if _same_model(fresh, old):
+                        fresh.use_embedder(old.embedder)
+                    _close_later(old)
                 self._store = fresh
             return self._store
 
@@ -136,6 +139,17 @@ class StoreHolder:
                 return
         assert stream.answer is not None
         yield "answer", stream.answer.to_json()
+
+
+RETIRED_STORE_GRACE_SECONDS = 60.0
+"""A store replaced by a newer one is closed this long after (its connections freed), once requests that began
+with it have finished."""
+
+
+def _close_later(store: StoreReader) -> None:
+    timer = threading.Timer(RETIRED_STORE_GRACE_SECONDS, store.close)
+    timer.daemon = True
+    timer.start()
 
 
 def _same_model(a: StoreReader, b: StoreReader) -> bool:

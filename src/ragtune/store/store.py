@@ -260,6 +260,7 @@ class _IndexChange:
     """An update's change to the previous generation's indexes: rows removed, rows added above `high_water`."""
 
     previous: Path | None
+    dense: FaissDenseIndex | None
     removed: np.ndarray
     high_water: int
 
@@ -268,22 +269,24 @@ class _IndexChange:
         """Before the update's removals: note the rows that will go, and number the rows to come above every id the
         previous dense index holds."""
         if previous is None:
-            return cls(None, np.empty(0, dtype=np.int64), -1)
+            return cls(None, None, np.empty(0, dtype=np.int64), -1)
         folder = store_dir / previous.generation
-        high_water = max(table.max_rowid(), FaissDenseIndex.load(folder / DENSE_FILE).highest_id())
+        dense = FaissDenseIndex.load(folder / DENSE_FILE)
+        high_water = max(table.max_rowid(), dense.highest_id())
         table.number_new_rows_above(high_water)
-        return cls(folder, table.rowids_of_sources(leaving), high_water)
+        return cls(folder, dense, table.rowids_of_sources(leaving), high_water)
 
     def apply(self, table: PassageTable, partial: Path, dimension: int, size: int) -> str:
         """Write the new generation's indexes: the previous ones with the change applied, or built from the table
         when there are none, the index kind must change (Flat ↔ HNSW at `EXACT_THRESHOLD`) or too many removed
         vectors would linger in HNSW. Returns the dense kind."""
-        if self.previous is None:
+        dense, self.dense = self.dense, None  # the update owns it from here; memory goes with it
+        if self.previous is None or dense is None:
             return _build_indexes(table, partial, dimension, size)
-        dense = FaissDenseIndex.load(self.previous / DENSE_FILE)
         dense.remove(self.removed)
         wanted = "flat" if size < EXACT_THRESHOLD else "hnsw"
         if dense.kind != wanted or dense.deleted_share >= REBUILD_DELETED_SHARE:
+            del dense
             return _build_indexes(table, partial, dimension, size)
         for ids, _, vectors in table.iter_rows_above(self.high_water):
             dense.add(ids, vectors)
