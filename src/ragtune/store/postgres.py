@@ -53,7 +53,8 @@ from ragtune.store.manifest import FORMAT_VERSION, Manifest
 from ragtune.store.protocol import Filters, QueryEmbedding, source_patterns
 from ragtune.types import Hit, Passage, embedding_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: BM25 statistics (lexemes, keyword_totals) kept by the writers."""
 DEFAULT_STORE = "ragtune"
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
@@ -140,7 +141,8 @@ def _read_manifest(connection, address: PostgresAddress) -> Manifest | None:  # 
         return None
     if row[0] != SCHEMA_VERSION:
         raise StoreError(
-            f"store '{address.display}' has schema version {row[0]}; this ragtune reads version {SCHEMA_VERSION}"
+            f"store '{address.display}' has schema version {row[0]}; this ragtune reads version {SCHEMA_VERSION}: "
+            "index your documents into a new store (another ?store=NAME); the embedding cache makes it quick"
         )
     return Manifest(**row[1])
 
