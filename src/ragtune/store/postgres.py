@@ -64,6 +64,10 @@ HNSW_FROM = 1_000
 query against 5 ms through HNSW at the same nDCG@10 (BENCHMARKS.md); below 1k a scan takes a few ms."""
 BM25_K1 = 1.2
 BM25_B = 0.75
+BM25_MATCH_MAX_SHARE = 0.1
+"""Lexemes in more passages than this share still score a candidate but do not make one: scoring unnests each
+candidate's tsvector, and a query's common words would make most of the store a candidate (seconds a query at 200k
+passages). A passage holding only a query's common words would rank low anyway (their idf is under 2.3)."""
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _POOL_SIZE = 8
 
@@ -475,15 +479,19 @@ def _filter_sql(filters: Filters) -> tuple[str, list[Any]]:
 def keyword_sql(address: PostgresAddress, where: str) -> str:
     """Okapi BM25 (k1 1.2, b 0.75, Lucene's idf, as tantivy scores) over PostgreSQL full-text search: a passage's
     length is its number of distinct lexemes and a term's frequency its number of positions (tantivy counts
-    tokens). Parameters: the query text, the filter's parameters, k."""
+    tokens). Candidates are the passages holding a query lexeme found in at most `BM25_MATCH_MAX_SHARE` of the
+    passages (every query lexeme when none is that rare); each candidate is scored over all the query's lexemes.
+    Parameters: the query text, the filter's parameters, k."""
     t = address.table
     return (
         "WITH q AS (SELECT DISTINCT lexeme AS word FROM unnest(to_tsvector('english', %s))), "
         f"totals AS (SELECT greatest(passages, 1)::float8 AS n, greatest(lexemes, 1)::float8 / greatest(passages, 1) "
         f"AS avgdl FROM {t('keyword_totals')}), "
-        "w AS (SELECT q.word, ln(1 + (totals.n - l.ndoc + 0.5) / (l.ndoc + 0.5)) AS idf "
+        "w AS (SELECT q.word, ln(1 + (totals.n - l.ndoc + 0.5) / (l.ndoc + 0.5)) AS idf, "
+        f"l.ndoc <= {BM25_MATCH_MAX_SHARE} * totals.n AS selective "
         f"FROM q JOIN {t('lexemes')} l ON l.word = q.word, totals WHERE l.ndoc > 0), "
-        "tq AS (SELECT to_tsquery('simple', string_agg(quote_literal(word), ' | ')) AS query FROM w) "
+        "tq AS (SELECT to_tsquery('simple', string_agg(quote_literal(word), ' | ')) AS query FROM w "
+        "WHERE selective OR NOT EXISTS (SELECT 1 FROM w WHERE selective)) "
         f"SELECT p.rowid, sum(w.idf * tf * {BM25_K1 + 1} / (tf + {BM25_K1} * "
         f"(1 - {BM25_B} + {BM25_B} * length(p.tsv) / totals.avgdl))) AS score "
         f"FROM {t('passages')} p CROSS JOIN tq CROSS JOIN totals "
