@@ -315,3 +315,36 @@ def test_hnsw_is_rebuilt_once_removed_vectors_pass_the_threshold(tmp_path: Path,
     assert all(p.stat().st_nlink == 1 for p in (generation / "keyword").iterdir())
     with open_store(store_dir) as store:
         assert len(store.dense) == 14 and store.dense.deleted_share == 0
+
+
+def test_small_files_are_encoded_in_shared_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import write_docs
+
+    from ragtune.embedding import Embedder
+
+    docs = write_docs(tmp_path / "docs", _topic_docs(30))
+    (docs / "blob.txt").write_bytes(b"\x00\x01binary")  # skipped in the middle: nothing of it is written
+    batches: list[int] = []
+    real = Embedder.encode
+
+    def spy(self, texts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        batches.append(len(texts))
+        return real(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Embedder, "encode", spy)
+    report = index_sources(tmp_path / "store", [docs], show_progress=False)
+    assert batches == [30] and report.passages_total == 30 and list(report.skipped) == [str(docs / "blob.txt")]
+
+
+def test_postgresql_addresses_hide_passwords_and_fail_clearly() -> None:
+    from ragtune.errors import InputError
+    from ragtune.store.postgres import PostgresAddress
+
+    parsed = PostgresAddress.parse("postgresql://alice:s3cret@127.0.0.1:5432/docs?store=manuals&sslmode=disable")
+    assert parsed.schema == "manuals" and "s3cret" not in parsed.display and "store=" not in parsed.conninfo
+    assert "sslmode=disable" in parsed.conninfo and parsed.display.startswith("postgresql://alice@127.0.0.1:5432/")
+    with pytest.raises(InputError, match="lower-case letters") as bad:
+        PostgresAddress.parse("postgresql://alice:s3cret@127.0.0.1/docs?store=Drop;Table")
+    assert "s3cret" not in str(bad.value)
+    with pytest.raises(StoreError, match="cannot connect to PostgreSQL at 'postgres://nobody@127.0.0.1:1/x'"):
+        open_store("postgres://nobody@127.0.0.1:1/x")

@@ -45,7 +45,11 @@ class PassageSink(Protocol):
     def add_passages(self, passages: Sequence[Passage], embeddings: np.ndarray) -> None: ...
 
     def record_source(self, state: SourceState, documents: int, passages: int) -> None:
-        """Called once a source's passages are all added (an engine may commit here)."""
+        """Called once a source's passages are all added."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Every added passage belongs to a recorded source: an engine may commit here."""
         ...
 
     def abandon_source(self, key: str) -> None:
@@ -224,41 +228,57 @@ def ingest_sources(
     cache: EmbeddingCache,
     show_progress: bool | None,
 ) -> tuple[int, dict[str, str]]:
-    """Read, chunk, embed (through the cache) and write the changed files. Returns (passages added, skipped)."""
-    skipped: dict[str, str] = {}
-    added = 0
-    buffer: list[Passage] = []
+    """Read, chunk, embed (through the cache) and write the changed files. Returns (passages added, skipped).
 
-    def flush() -> int:
-        if not buffer:
-            return 0
-        vectors = cache.encode([p.embedding_text() for p in buffer], embedder.encode)
-        sink.add_passages(buffer, vectors)
-        written = len(buffer)
-        buffer.clear()
-        kill_point("index-batch")
-        return written
+    Passages are encoded in batches of `EMBED_BATCH` across files (a folder of small files is not encoded a file at
+    a time). A file's record is written once all its passages are, and the sink is given a checkpoint only at a
+    file boundary with nothing buffered (about every `EMBED_BATCH` passages): whatever it commits there is whole
+    files."""
+    skipped: dict[str, str] = {}
+    buffer: list[Passage] = []
+    finished: list[tuple[SourceState, int, int]] = []  # files read whole since the last checkpoint
+    written = since_checkpoint = 0
+
+    def flush() -> None:
+        nonlocal written, since_checkpoint
+        if buffer:
+            vectors = cache.encode([p.embedding_text() for p in buffer], embedder.encode)
+            sink.add_passages(buffer, vectors)
+            written += len(buffer)
+            since_checkpoint += len(buffer)
+            buffer.clear()
+            kill_point("index-batch")
+
+    def checkpoint() -> None:
+        nonlocal since_checkpoint
+        flush()
+        for state, documents, passages in finished:
+            sink.record_source(state, documents, passages)
+        finished.clear()
+        sink.checkpoint()
+        since_checkpoint = 0
 
     with progress_bar(show_progress) as progress:
         task = progress.add_task("indexing", total=sum(_estimated_documents(s) for s, _ in changed), unit="docs")
         for source, digest in changed:
-            documents = passages = written = 0
+            documents = passages = 0
             try:
                 for document in read_documents(source):
                     for passage in chunker.chunk(document):
                         buffer.append(passage)
                         passages += 1
                         if len(buffer) >= EMBED_BATCH:
-                            written += flush()
+                            flush()
                     documents += 1
                     progress.advance(task)
             except SkippedFile as skip:
                 skipped[source.key] = skip.reason
-                buffer.clear()
+                buffer[:] = [p for p in buffer if p.source != source.key]
                 sink.abandon_source(source.key)
                 continue
-            written += flush()
-            added += written
-            state = SourceState(source.key, source.root_key, digest, source.size, source.mtime_ns)
-            sink.record_source(state, documents, passages)
-    return added, skipped
+            finished.append((SourceState(source.key, source.root_key, digest, source.size, source.mtime_ns),
+                             documents, passages))  # fmt: skip
+            if since_checkpoint + len(buffer) >= EMBED_BATCH:
+                checkpoint()
+        checkpoint()
+    return written, skipped

@@ -106,6 +106,9 @@ class PassageTable:
         self._db.execute("DELETE FROM sources WHERE key = ?", (key,))
         return removed
 
+    def checkpoint(self) -> None:
+        """Nothing to do: the whole generation is published at once."""
+
     def abandon_source(self, key: str) -> None:
         self._db.execute("DELETE FROM passages WHERE source = ?", (key,))
 

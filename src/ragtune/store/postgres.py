@@ -11,9 +11,10 @@ exactly (a scan) below `HNSW_FROM` passages, through an HNSW index (vector_cosin
 PostgreSQL full-text search (english stemming and stop words) for matching, scored by Okapi BM25 in SQL (`keyword_sql`) rather than `ts_rank`, which has no inverse document
 frequency (SciFact: ts_rank 0.593 nDCG@10, this 0.679, tantivy 0.681). Filters become SQL predicates.
 
-Writers are serialised by an advisory lock; each source file is ingested in one transaction (its old passages
-removed, its new ones copied in with COPY, its record written), so a killed writer leaves every file either as it was
-or complete, and the next run finishes the rest without re-encoding (vectors come from the embedding cache).
+Writers are serialised by an advisory lock. Files are ingested in transactions of whole files, about every 512
+passages (old passages removed, new ones copied in with COPY, records written, statistics updated), so a killed writer
+leaves every file either as it was or complete, and the next run finishes the rest without re-encoding (vectors come
+from the embedding cache).
 """
 
 from __future__ import annotations
@@ -95,18 +96,18 @@ class PostgresAddress:
     @classmethod
     def parse(cls, address: str) -> PostgresAddress:
         parts = urlsplit(address)
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.netloc.rpartition("@")[0].partition(":")[0]
+        shown = urlunsplit((parts.scheme, f"{user}@{host}" if user else host, parts.path, parts.query, ""))
         query = parse_qsl(parts.query, keep_blank_values=True)
         names = [value for key, value in query if key == "store"]
         schema = names[-1] if names else DEFAULT_STORE
         if not _NAME.match(schema):
             raise InputError(
-                f"store name '{schema}' in '{address}' must be lower-case letters, digits and _ (a PostgreSQL schema)"
+                f"store name '{schema}' in '{shown}' must be lower-case letters, digits and _ (a PostgreSQL schema)"
             )
         rest = urlencode([(key, value) for key, value in query if key != "store"])
         conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
-        host = parts.netloc.rpartition("@")[2]
-        user = parts.netloc.rpartition("@")[0].partition(":")[0]
-        shown = urlunsplit((parts.scheme, f"{user}@{host}" if user else host, parts.path, parts.query, ""))
         return cls(conninfo=conninfo, schema=schema, display=shown)
 
     def table(self, name: str) -> str:
@@ -220,7 +221,8 @@ def writer_connection(address: PostgresAddress) -> Iterator[Any]:
 
 
 class _PostgresSink:
-    """The open update of one writer: every source's removal and passages commit together with its record."""
+    """The open update of one writer: a source's removal, passages and record commit together, at the checkpoints
+    the ingest pipeline gives between whole files."""
 
     def __init__(self, connection, address: PostgresAddress) -> None:  # type: ignore[no-untyped-def]
         self._db = connection
@@ -295,8 +297,10 @@ class _PostgresSink:
             "mtime_ns = EXCLUDED.mtime_ns, documents = EXCLUDED.documents, passages = EXCLUDED.passages",
             (state.key, state.root_key, state.content_hash, state.size, state.mtime_ns, documents, passages),
         )
+
+    def checkpoint(self) -> None:
         self._db.commit()
-        kill_point("pg-source-committed")
+        kill_point("pg-commit")
 
     def vectors_of_sources(self, keys: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
         rows = self._db.execute(
