@@ -10,7 +10,7 @@ from ragtune.store.engines import (
 )
 from ragtune.store.ingest import IndexReport
 from ragtune.store.protocol import StoreReader
-from ragtune.store.store import Store
+from ragtune.store.embedded_reader import Store
 
 __all__ = [
     "IndexReport",

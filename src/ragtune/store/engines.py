@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ragtune.corpus import ChunkingConfig
 from ragtune.store import store as embedded
+from ragtune.store.embedded_reader import Store
 from ragtune.store.fsutil import exclusive_lock
 from ragtune.store.ingest import IndexReport
 from ragtune.store.manifest import Manifest
@@ -38,7 +39,7 @@ def open_store(address: str | Path) -> StoreReader:
         from ragtune.store.postgres import PostgresStore
 
         return PostgresStore.open(str(address))
-    return embedded.Store.open(address)
+    return Store.open(address)
 
 
 @contextmanager

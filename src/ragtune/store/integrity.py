@@ -22,7 +22,8 @@ from ragtune.store.fsutil import exclusive_lock
 from ragtune.store.keyword import TantivyKeywordIndex
 from ragtune.store.manifest import GENERATION_NAME, Manifest, manifest_problem, read_manifest, write_manifest
 from ragtune.store.passages import PassageTable, salvage_passages
-from ragtune.store.store import DENSE_FILE, LEGACY_CACHE_FILE, KEYWORD_DIR, PASSAGES_FILE, rebuild_generation
+from ragtune.store.layout import DENSE_FILE, KEYWORD_DIR, LEGACY_CACHE_FILE, PASSAGES_FILE
+from ragtune.store.store import rebuild_generation
 
 
 @dataclass
