@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from ragtune.store.keyword import TantivyKeywordIndex
 from ragtune.store.layout import DENSE_FILE, KEYWORD_DIR, PASSAGES_FILE
 from ragtune.store.manifest import Manifest, manifest_path, read_manifest
 from ragtune.store.passages import PassageTable
-from ragtune.store.protocol import Filters, QueryEmbedding
+from ragtune.store.protocol import Filters, QueryEmbedding, store_info
 from ragtune.types import Hit, Passage
 
 
@@ -50,6 +51,13 @@ class Store(QueryEmbedding):
                 f"and {len(self.keyword)} keyword entries; run: ragtune check --store {directory} --repair"
             )
         self._embedder: Embedder | None = None
+        # a generation never changes: the row ids a filter set allows are worked out once (hybrid asks twice)
+        self._allowed = functools.lru_cache(maxsize=64)(self._matching_rowids)
+
+    def _matching_rowids(self, filters: tuple[tuple[str, str], ...]) -> np.ndarray:
+        rowids = self.passages.matching_rowids(filters)
+        rowids.flags.writeable = False  # shared by every search with these filters
+        return rowids
 
     @classmethod
     def open(cls, directory: str | Path) -> Store:
@@ -77,24 +85,13 @@ class Store(QueryEmbedding):
     def info(self) -> dict[str, Any]:
         generation = self.directory / self.manifest.generation
         size = sum(p.stat().st_size for p in generation.rglob("*") if p.is_file())
-        return {
-            "store": str(self.directory),
-            "generation": self.manifest.generation,
-            "model": self.manifest.model,
-            "dimension": self.manifest.dimension,
-            "chunking": self.manifest.chunking,
-            "backends": self.manifest.backends,
-            "counts": self.passages.stats(),
-            "size_bytes": {
-                "passages": (generation / PASSAGES_FILE).stat().st_size,
-                "dense": (generation / DENSE_FILE).stat().st_size,
-                "keyword": sum(p.stat().st_size for p in (generation / KEYWORD_DIR).rglob("*") if p.is_file()),
-                "total": size,
-            },
-            "created": self.manifest.created,
-            "updated": self.manifest.updated,
-            "search": self.manifest.search,
+        size_bytes = {
+            "passages": (generation / PASSAGES_FILE).stat().st_size,
+            "dense": (generation / DENSE_FILE).stat().st_size,
+            "keyword": sum(p.stat().st_size for p in (generation / KEYWORD_DIR).rglob("*") if p.is_file()),
+            "total": size,
         }
+        return store_info(str(self.directory), self.manifest, self.passages.stats(), size_bytes)
 
     # --- the read side shared by every engine (`ragtune.store.protocol.StoreReader`) ---------------------------------
     def count(self) -> int:
@@ -119,8 +116,7 @@ class Store(QueryEmbedding):
 
     def dense_search(self, vectors: np.ndarray, k: int, filters: Filters = ()) -> list[list[tuple[int, float]]]:
         """Top-k (passage key, cosine) per query vector, among the passages that pass every filter."""
-        allowed = self.passages.matching_rowids(filters) if filters else None
-        scores, ids = self.dense.search(vectors, k, allowed)
+        scores, ids = self.dense.search(vectors, k, self._allowed(tuple(filters)) if filters else None)
         return [
             [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
             for row_ids, row_scores in zip(ids, scores, strict=True)
@@ -128,7 +124,7 @@ class Store(QueryEmbedding):
 
     def keyword_search(self, queries: Sequence[str], k: int, filters: Filters = ()) -> list[list[tuple[int, float]]]:
         """Top-k (passage key, BM25 score) per query, among the passages that pass every filter."""
-        allowed = self.passages.matching_rowids(filters) if filters else None
+        allowed = self._allowed(tuple(filters)) if filters else None
         return [self.keyword.search(query, k, allowed) for query in queries]
 
     def hits(self, scored: Iterable[tuple[int, float]]) -> list[Hit]:

@@ -16,7 +16,7 @@ import numpy as np
 from ragtune.errors import InputError, StoreError
 from ragtune.store.fsutil import sqlite_damage_reported, sqlite_problems
 from ragtune.store.ingest import SourceState
-from ragtune.store.protocol import source_patterns
+from ragtune.store.protocol import filter_sql
 from ragtune.types import Hit, Passage, embedding_text
 
 _SCHEMA = """
@@ -250,27 +250,10 @@ class PassageTable:
         ]
 
     def matching_rowids(self, filters: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Row ids of passages that satisfy every filter.
-
-        `source` matches whole path segments: the file or a folder, given absolute (`/data/manuals`) or as any run of
-        segments inside the path (`manuals/pumps`, `pumps/seal.md`); `doc_id` and `title` match exactly; any other key
-        matches a metadata field exactly (compared as text).
-        """
-        clauses: list[str] = []
-        params: list[str] = []
-        for key, value in filters:
-            if key == "source":
-                exact, patterns = source_patterns(value)
-                likes = " OR ".join("source LIKE ? ESCAPE '\\'" for _ in patterns)
-                clauses.append(f"(source = ? OR {likes})")
-                params += [exact, *patterns]
-            elif key in ("doc_id", "title"):
-                clauses.append(f"{key} = ?")
-                params.append(value)
-            else:
-                clauses.append("CAST(json_extract(metadata, ?) AS TEXT) = ?")
-                params += ["$." + json.dumps(key), value]
-        where = " AND ".join(clauses) or "1"
+        """Row ids of passages that satisfy every filter (`ragtune.store.protocol.filter_sql` says how keys match)."""
+        where, params = filter_sql(
+            filters, "?", "CAST(json_extract(metadata, ?) AS TEXT) = ?", lambda key: "$." + json.dumps(key)
+        )
         rows = self._rows(f"SELECT rowid FROM passages WHERE {where}", params)
         return np.array([r[0] for r in rows], dtype=np.int64)
 

@@ -51,7 +51,7 @@ from ragtune.store.ingest import (
     plan_changes,
 )
 from ragtune.store.manifest import FORMAT_VERSION, Manifest
-from ragtune.store.protocol import Filters, QueryEmbedding, source_patterns
+from ragtune.store.protocol import Filters, QueryEmbedding, filter_sql, store_info
 from ragtune.types import Hit, Passage, embedding_text
 
 SCHEMA_VERSION = 2
@@ -461,25 +461,6 @@ def record_search_settings(address: str, settings: dict[str, Any]) -> Manifest:
     return manifest
 
 
-def _filter_sql(filters: Filters) -> tuple[str, list[Any]]:
-    """Filters as one SQL predicate (and its parameters), with the embedded engine's meaning of each key."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for key, value in filters:
-        if key == "source":
-            exact, patterns = source_patterns(value)
-            likes = " OR ".join("source LIKE %s ESCAPE '\\'" for _ in patterns)
-            clauses.append(f"(source = %s OR {likes})")
-            params += [exact, *patterns]
-        elif key in ("doc_id", "title"):
-            clauses.append(f"{key} = %s")
-            params.append(value)
-        else:
-            clauses.append("metadata ->> %s = %s")
-            params += [key, value]
-    return " AND ".join(clauses) or "TRUE", params
-
-
 def keyword_sql(address: PostgresAddress, where: str) -> str:
     """Okapi BM25 (k1 1.2, b 0.75, Lucene's idf, as tantivy scores) over PostgreSQL full-text search: a passage's
     length is its number of distinct lexemes and a term's frequency its number of positions (tantivy counts
@@ -597,7 +578,7 @@ class PostgresStore(QueryEmbedding):
 
     def dense_search(self, vectors: np.ndarray, k: int, filters: Filters = ()) -> list[list[tuple[int, float]]]:
         """Top-k (row id, cosine) per query vector; HNSW keeps scanning until k rows pass the filters."""
-        where, params = _filter_sql(filters)
+        where, params = filter_sql(filters, "%s", "metadata ->> %s = %s")
         sql = (
             f"SELECT rowid, 1 - (embedding <=> %s) FROM {self._address.table('passages')} WHERE {where} "
             "ORDER BY embedding <=> %s LIMIT %s"
@@ -615,7 +596,7 @@ class PostgresStore(QueryEmbedding):
     def keyword_search(self, queries: Sequence[str], k: int, filters: Filters = ()) -> list[list[tuple[int, float]]]:
         """Top-k (row id, BM25) per query: passages holding any of the query's english lexemes (the GIN index finds
         them), scored by Okapi BM25 from the lexeme statistics the writers keep (`keyword_sql`)."""
-        where, params = _filter_sql(filters)
+        where, params = filter_sql(filters, "%s", "metadata ->> %s = %s")
         sql = keyword_sql(self._address, where)
         with self._pool.connection() as connection:
             return [
@@ -649,17 +630,5 @@ class PostgresStore(QueryEmbedding):
         )[0]  # fmt: skip
         with self._pool.connection() as connection:
             counts = _stats(connection, self._address)
-        return {
-            "store": self._address.display,
-            "generation": self.manifest.generation,
-            "model": self.manifest.model,
-            "dimension": self.manifest.dimension,
-            "chunking": self.manifest.chunking,
-            "backends": self.manifest.backends,
-            "counts": counts,
-            "size_bytes": {"passages": int(sizes[1]), "dense": int(sizes[2]), "keyword": int(sizes[3]),
-                           "total": int(sizes[0])},  # fmt: skip
-            "created": self.manifest.created,
-            "updated": self.manifest.updated,
-            "search": self.manifest.search,
-        }
+        size_bytes = {"passages": int(sizes[1]), "dense": int(sizes[2]), "keyword": int(sizes[3]), "total": int(sizes[0])}
+        return store_info(self._address.display, self.manifest, counts, size_bytes)

@@ -7,7 +7,7 @@ a metadata field — that each engine translates (SQLite row ids for FAISS and t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -92,9 +92,46 @@ class QueryEmbedding:
         self._embedder = embedder
 
 
-def source_patterns(value: str) -> tuple[str, list[str]]:
-    """A `source` filter as (exact path, LIKE patterns with backslash escapes): it matches whole path segments —
-    the file or a folder, absolute (`/data/manuals`) or any run of segments inside the path (`manuals/pumps`)."""
-    part = value.rstrip("/") or "/"
-    escaped = part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return part, [escaped.rstrip("/") + "/%", "%/" + escaped.lstrip("/"), "%/" + escaped.strip("/") + "/%"]
+def store_info(address: str, manifest: Manifest, counts: dict[str, int], size_bytes: dict[str, int]) -> dict[str, Any]:
+    """What `StoreReader.info` returns, the same fields for every engine (`ragtune info` renders it)."""
+    return {
+        "store": address,
+        "generation": manifest.generation,
+        "model": manifest.model,
+        "dimension": manifest.dimension,
+        "chunking": manifest.chunking,
+        "backends": manifest.backends,
+        "counts": counts,
+        "size_bytes": size_bytes,
+        "created": manifest.created,
+        "updated": manifest.updated,
+        "search": manifest.search,
+    }
+
+
+def filter_sql(
+    filters: Filters, mark: str, metadata_equals: str, metadata_key: Callable[[str], str] = str
+) -> tuple[str, list[str]]:
+    """Filters as one SQL predicate over the passage columns, and its parameters, for either engine's dialect.
+
+    `source` matches whole path segments: the file or a folder, given absolute (`/data/manuals`) or as any run of
+    segments inside the path (`manuals/pumps`, `pumps/seal.md`); `doc_id` and `title` match exactly; any other key
+    matches a metadata field exactly, compared as text. `mark` is the driver's parameter mark; `metadata_equals` the
+    dialect's "field of metadata = value" clause, taking (metadata_key(key), value)."""
+    clauses: list[str] = []
+    params: list[str] = []
+    for key, value in filters:
+        if key == "source":
+            part = value.rstrip("/") or "/"
+            escaped = part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            patterns = [escaped.rstrip("/") + "/%", "%/" + escaped.lstrip("/"), "%/" + escaped.strip("/") + "/%"]
+            likes = " OR ".join(f"source LIKE {mark} ESCAPE '\\'" for _ in patterns)
+            clauses.append(f"(source = {mark} OR {likes})")
+            params += [part, *patterns]
+        elif key in ("doc_id", "title"):
+            clauses.append(f"{key} = {mark}")
+            params.append(value)
+        else:
+            clauses.append(metadata_equals)
+            params += [metadata_key(key), value]
+    return " AND ".join(clauses) or "1 = 1", params
