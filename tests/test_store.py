@@ -348,3 +348,21 @@ def test_postgresql_addresses_hide_passwords_and_fail_clearly() -> None:
     assert "s3cret" not in str(bad.value)
     with pytest.raises(StoreError, match="cannot connect to PostgreSQL at 'postgres://nobody@127.0.0.1:1/x'"):
         open_store("postgres://nobody@127.0.0.1:1/x")
+
+
+def test_a_postgresql_store_of_another_schema_version_is_refused_with_what_to_do(
+    docs_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    import psycopg
+
+    from conftest import new_store
+    from ragtune.store.postgres import PostgresAddress
+
+    address = new_store("postgresql", tmp_path, request)
+    index_sources(address, [docs_dir], show_progress=False)
+    parsed = PostgresAddress.parse(address)
+    with psycopg.connect(parsed.conninfo, autocommit=True) as connection:  # as the first release of the engine wrote
+        connection.execute(f"UPDATE {parsed.table('manifest')} SET schema_version = 1")
+    for attempt in (lambda: open_store(address), lambda: index_sources(address, [docs_dir], show_progress=False)):
+        with pytest.raises(StoreError, match=r"schema version 1; this ragtune reads version 2: index .* new store"):
+            attempt()
