@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -265,3 +266,109 @@ def test_page_in_headless_chromium(server: _Server) -> None:
         browser.save_screenshot(str(ARTIFACTS / "search-page.png"))
     finally:
         browser.quit()
+
+
+def test_chunked_oversized_body_is_refused_on_the_bytes_read(server: _Server) -> None:
+    """No Content-Length (chunked transfer): the limit counts what arrives."""
+
+    def body() -> Iterator[bytes]:
+        yield b'{"query": "'
+        for _ in range(100):
+            yield b"pump " * 200  # 100 kB in all
+        yield b'"}'
+
+    response = httpx.post(server.url + "/search", content=body(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and "over 65536 bytes" in response.json()["detail"]
+    assert httpx.post(server.url + "/search", json={"query": "pump"}).status_code == 200  # and the server goes on
+
+
+@pytest.mark.parametrize("path", ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/search%2f..%2finfo", "/static/x"])
+def test_path_tricks_find_nothing(server: _Server, path: str) -> None:
+    response = httpx.get(server.url + path)
+    assert response.status_code in (404, 405) and "root:" not in response.text
+
+
+def test_metrics_in_prometheus_text_format(server: _Server) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for _ in range(3):
+        assert httpx.post(server.url + "/search", json={"query": "pump seal", "mode": "dense"}).status_code == 200
+    httpx.get(server.url + "/no/such/page")
+    response = httpx.get(server.url + "/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    requests = {(s.labels["route"], s.labels["status"]): s.value for s in families["ragtune_requests"].samples
+                if s.name == "ragtune_requests_total"}  # fmt: skip
+    assert requests[("/search", "200")] >= 3 and requests[("unmatched", "404")] >= 1
+    assert all(route in ("/search", "/ask", "/ask/stream", "/info", "/health", "/metrics", "/", "unmatched",
+                         "/openapi.json") for route, _ in requests)  # fmt: skip
+    batches = {s.name: s.value for s in families["ragtune_query_batch_size"].samples}
+    assert batches["ragtune_query_batch_size_count"] >= 3
+    latency = [s for s in families["ragtune_request_seconds"].samples if s.name.endswith("_count")]
+    assert any(s.labels["route"] == "/search" and s.value >= 3 for s in latency)
+
+
+def test_answers_beyond_the_limit_get_503_and_a_client_that_leaves_frees_its_slot(store_dir: str) -> None:
+    from ragtune.server import create_app
+
+    with running(ChatServer(lambda body: ANSWER, delay=1.0)) as slow, \
+            _Server(create_app(store_dir, generator=slow.url, max_asks=1)) as limited:  # fmt: skip
+        question = {"question": "What damages the impeller?", "k": 2}
+        with httpx.stream("POST", limited.url + "/ask/stream", json=question, timeout=30) as first:
+            lines = first.iter_lines()
+            assert next(lines) == "event: passages"  # the one slot is taken while tokens trickle in
+            busy = httpx.post(limited.url + "/ask", json=question, timeout=30)
+            assert busy.status_code == 503 and busy.headers["retry-after"] == "5"
+        # the client went away mid-answer (of 11 s): generation stops and the slot comes back long before it would end
+        deadline = time.time() + 5
+        while (status := httpx.post(limited.url + "/ask", json=question, timeout=30).status_code) == 503:
+            assert time.time() < deadline, "the slot of a client that left was never given back"
+            time.sleep(0.3)
+        assert status == 200
+        from prometheus_client.parser import text_string_to_metric_families
+
+        rejected = {s.name: s.value for f in text_string_to_metric_families(httpx.get(limited.url + "/metrics").text)
+                    for s in f.samples}["ragtune_ask_rejected_total"]  # fmt: skip
+        assert rejected >= 1
+
+
+def test_several_worker_processes_serve_one_store_and_sum_their_metrics(store_dir: str, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-c", "from ragtune.cli import app; app()", "serve", "--store", store_dir, "--port",
+               str(port), "--generator", "none", "--workers", "2", "--access-log"]  # fmt: skip
+    log = (tmp_path / "serve.log").open("w+")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, ready = time.time() + 180, 0
+        while ready < 3:
+            assert time.time() < deadline and process.poll() is None, log.seek(0) or log.read()
+            try:
+                ready = ready + 1 if httpx.get(url + "/health", timeout=5).status_code == 200 else 0
+            except httpx.TransportError:
+                ready = 0
+            time.sleep(0.2)
+        found = 0
+        while found < 20:  # a worker still loading its model answers 503 (as /health says); the others answer
+            assert time.time() < deadline
+            with httpx.Client() as client:  # a new connection each time: requests spread over the workers
+                status = client.post(url + "/search", json={"query": "pump seal", "k": 2}).status_code
+            assert status in (200, 503)
+            found += status == 200
+        samples = [s for f in text_string_to_metric_families(httpx.get(url + "/metrics").text) for s in f.samples]
+        searches = sum(s.value for s in samples if s.name == "ragtune_requests_total" and s.labels["route"] == "/search"
+                       and s.labels["status"] == "200")  # fmt: skip
+        assert searches == 20  # summed over both workers' counters
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=30) is not None
+    log.seek(0)
+    access = [json.loads(line) for line in log.read().splitlines() if line.startswith('{"time"')]
+    assert sum(1 for line in access if line["route"] == "/search" and line["status"] == 200) == 20
+    assert {line["method"] for line in access} >= {"GET", "POST"}

@@ -18,6 +18,7 @@ from rich.table import Table
 from ragtune.corpus import ChunkingConfig
 from ragtune.errors import RagtuneError
 from ragtune.paths import CACHE_LIMIT_ENV, embedding_cache_path, parse_size
+from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_SECONDS
 from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, SearchSettings, parse_filters
 from ragtune.store import index_sources, is_postgres_address, open_store
 from ragtune.store.fsutil import is_disk_full
@@ -477,8 +478,15 @@ def mine(
         float, typer.Option(help="Keep a negative only if its score ≤ the positive's − |positive's| × margin.")
     ] = 0.05,
     source: Annotated[str, typer.Option(help="Candidates from dense, bm25 or both.")] = "dense",
+    teacher: Annotated[
+        str | None, typer.Option(help="hybrid: negatives from the BM25 + dense teacher's top 20, each example "
+                                 "scored by it, for `finetune --loss mnrl-distill` or `distill`.")
+    ] = None,
+    teacher_dense_weight: Annotated[
+        float, typer.Option(help="The teacher's dense weight (convex fusion with BM25).")
+    ] = 0.5,
 ) -> None:
-    """Add hard negatives to training pairs."""
+    """Add hard negatives to training pairs (and, with --teacher, a teacher's scores)."""
     from ragtune.models import resolve_model
     from ragtune.training.examples import load_examples, write_training_jsonl
     from ragtune.training.mining import (
@@ -501,6 +509,9 @@ def mine(
 
         with open_store(store) as opened:
             never_negative = judged_document_texts(opened, load_beir(train, split))
+    if teacher is not None:
+        _mine_with_teacher(teacher, examples, texts, model, negatives, teacher_dense_weight, never_negative, out_file)
+        return
     config = MiningConfig(negatives, range_min, range_max, relative_margin, CandidateSource(source))
     mined, report = mine_hard_negatives(examples, texts, resolve_model(model), config, never_negative=never_negative)
     write_training_jsonl(out_file, mined)
@@ -513,6 +524,24 @@ def mine(
     )
 
 
+def _mine_with_teacher(  # type: ignore[no-untyped-def]
+    teacher: str, examples, texts, model: str, negatives: int, dense_weight: float, never_negative, out_file: Path
+) -> None:
+    from ragtune.models import resolve_model
+    from ragtune.training.examples import write_training_jsonl
+    from ragtune.training.teacher import TeacherConfig, teacher_scored_examples
+
+    config = TeacherConfig(kind=teacher, negatives=negatives, dense_weight=dense_weight)
+    scored, report = teacher_scored_examples(examples, texts, resolve_model(model), config, never_negative)
+    write_training_jsonl(out_file, scored)
+    out.print(
+        f"{report.examples} examples with {negatives} negatives each, scored by the hybrid teacher · mean score: "
+        f"positive {report.positive_score_mean:.3f}, negative {report.negative_score_mean:.3f} · the positive "
+        f"scores first in {report.positive_first_share:.0%} · wrote {out_file}",
+        highlight=False,
+    )
+
+
 @app.command()
 @user_errors
 def finetune(
@@ -520,7 +549,10 @@ def finetune(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the tuned model.")],
     base: Annotated[str, typer.Option(help="Model to start from: short name or directory.")] = "minilm",
     split: Annotated[str, typer.Option(help="BEIR split to train on (when TRAIN is a BEIR folder).")] = "train",
-    loss: Annotated[str, typer.Option(help="mnrl, cached-mnrl, gist, triplet or contrastive.")] = "mnrl",
+    loss: Annotated[
+        str, typer.Option(help="mnrl, cached-mnrl, gist, triplet, contrastive, or distill / mnrl-distill "
+                          "(learn a teacher's scores: `ragtune mine --teacher hybrid`).")
+    ] = "mnrl",
     epochs: Annotated[float, typer.Option(help="Training epochs.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Batch size (in-batch negatives grow with it).")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-5,
@@ -672,11 +704,18 @@ def serve(
     api_key_env: Annotated[
         str | None, typer.Option(help="Require the X-API-Key header to equal this environment variable.")
     ] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (each loads the models; one store).")] = 1,
+    batch_window_ms: Annotated[
+        float, typer.Option(help="Wait this long for concurrent queries to encode together (0: no wait).")
+    ] = 1000 * DEFAULT_WINDOW_SECONDS,
+    max_batch: Annotated[int, typer.Option(help="Most queries encoded in one forward pass.")] = DEFAULT_MAX_BATCH,
+    max_asks: Annotated[
+        int, typer.Option(help="Answers written at once; beyond it /ask gets 503 with Retry-After.")
+    ] = 4,
+    access_log: Annotated[bool, typer.Option(help="One JSON line per request on stderr.")] = False,
 ) -> None:
-    """Serve the HTTP API (/search, /ask, /ask/stream, /info, /health, /openapi.json) and a web page at / ."""
-    import uvicorn
-
-    from ragtune.server import create_app
+    """Serve the HTTP API (/search, /ask, /ask/stream, /info, /health, /metrics, /openapi.json) and a web page at /."""
+    from ragtune.server import ServeSettings, serve_forever
 
     if api_key_env and not os.environ.get(api_key_env):
         raise RagtuneError(f"--api-key-env {api_key_env}: that environment variable is not set")
@@ -685,12 +724,13 @@ def serve(
     spec = None if generator.strip().lower() == "none" else generator
     if rerank is not None:
         Reranker(rerank, weight=rerank_weight)  # refuse a wrong path or weight before binding the port
-    application = create_app(
-        store, api_key_env=api_key_env, generator=spec, reranker=rerank, rerank_depth=rerank_depth,
-        rerank_weight=rerank_weight,
+    settings = ServeSettings(
+        store, api_key_env=api_key_env, generator=spec, reranker=str(rerank) if rerank else None,
+        rerank_depth=rerank_depth, rerank_weight=rerank_weight, batch_window_ms=batch_window_ms, max_batch=max_batch,
+        max_asks=max_asks,
     )  # fmt: skip
-    err.print(f"serving {store} on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    err.print(f"serving {store} on http://{host}:{port}/ with {workers} worker(s) (Ctrl-C to stop)", highlight=False)
+    serve_forever(settings, host, port, workers, access_log)
 
 
 @app.command("train-reranker")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -12,6 +12,18 @@ from ragtune.models import ModelRef, inference_precision, load_sentence_transfor
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+
+class TextEncoder(Protocol):
+    """What searching needs of an encoder: the `Embedder`, or a wrapper of it (`QueryBatcher`) giving the same
+    vectors."""
+
+    @property
+    def model_ref(self) -> ModelRef: ...
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_query(self, text: str) -> np.ndarray: ...
 
 
 class Embedder:

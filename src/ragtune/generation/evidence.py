@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ragtune.corpus.sentences import sentence_spans
-from ragtune.embedding import Embedder
+from ragtune.embedding import TextEncoder
 from ragtune.errors import InputError
 from ragtune.types import Hit
 
@@ -44,7 +44,7 @@ class EvidenceSentence:
 def select_evidence(
     question: str,
     hits: Sequence[Hit],
-    embedder: Embedder,
+    embedder: TextEncoder,
     max_sentences: int = DEFAULT_MAX_SENTENCES,
     min_score: float = DEFAULT_MIN_SENTENCE_SCORE,
 ) -> list[EvidenceSentence]:

@@ -1,34 +1,76 @@
 """The FastAPI app: search, grounded answers (plain and streamed as server-sent events), store info, and a web page.
 
-Loopback by default; optional API key from an environment variable; bounded request size and `k`; no endpoint reads
-a path from the request. The store is opened read-only; a newer generation written by `ragtune index` is picked up
-between requests (never half-way through one).
+Loopback by default; optional API key from an environment variable (compared in constant time); bounded request
+size (on the bytes read), `k` and answers in flight; no endpoint reads a path from the request. The store is opened
+read-only; a newer generation written by `ragtune index` is picked up between requests (never half-way through one).
+Concurrent searches share query-encoding batches (`QueryBatcher`); /metrics speaks Prometheus.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
-from collections.abc import AsyncIterator, Iterator
+import weakref
+from collections.abc import AsyncIterator, Callable
+from collections.abc import Generator as PyGenerator
 from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, Security
+from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, Field, field_validator
-from starlette.middleware.base import BaseHTTPMiddleware
 
 from ragtune.errors import RagtuneError
 from ragtune.generation import Answerer, Generator, default_answer_mode, load_generator
+from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_SECONDS, QueryBatcher
 from ragtune.retrieval import Reranker, Retriever, SearchMode
+from ragtune.server.edges import AccessLog, BodySizeLimit
+from ragtune.server.metrics import CONTENT_TYPE, ServerMetrics
 from ragtune.store import StoreReader, is_postgres_address, open_store
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_K = 100
 API_KEY_HEADER = "X-API-Key"
+ASK_RETRY_AFTER_SECONDS = 5
+Events = PyGenerator[tuple[str, Any], None, None]
+"""An answer as (event, data) pairs (`StoreHolder.answer_events`)."""
+SETTINGS_ENVIRONMENT = "RAGTUNE_SERVE_SETTINGS"
+"""How `ragtune serve --workers N` hands its settings to each worker process (`app_from_environment`)."""
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything `create_app` needs; plain data, so worker processes can rebuild the app from it."""
+
+    store: str
+    api_key_env: str | None = None
+    generator: str | None = None
+    """A `--generator` spec (loaded at start-up); None disables /ask."""
+    reranker: str | None = None
+    rerank_depth: int = 20
+    rerank_weight: float = 1.0
+    batch_window_ms: float = 1000 * DEFAULT_WINDOW_SECONDS
+    """How long the query encoder waits for more concurrent queries before a batch (0: only what already waits)."""
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_asks: int = 4
+    """/ask and /ask/stream requests answered at once; more get 503 with Retry-After instead of a queue."""
+
+    def to_environment(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_environment(cls) -> ServeSettings:
+        raw = os.environ.get(SETTINGS_ENVIRONMENT)
+        if not raw:
+            raise RagtuneError(f"{SETTINGS_ENVIRONMENT} is not set: start workers with `ragtune serve --workers N`")
+        return cls(**json.loads(raw))
 
 
 def _not_blank(value: str, name: str) -> str:
@@ -66,17 +108,18 @@ class StoreHolder:
     does not hold up searches.
     """
 
-    def __init__(
-        self, directory: str | Path, generator_spec: str | None = None, reranker: Path | None = None,
-        rerank_depth: int = 20, rerank_weight: float = 1.0,
-    ) -> None:  # fmt: skip
-        self.directory = directory
-        self.generator_spec = generator_spec
-        self.reranker_path = reranker
-        self.rerank_depth = rerank_depth
-        self.rerank_weight = rerank_weight
+    def __init__(self, settings: ServeSettings, metrics: ServerMetrics) -> None:
+        store = settings.store
+        self.directory = store if is_postgres_address(store) else Path(store).expanduser()
+        self.settings = settings
+        self.metrics = metrics
+        self.generator_spec = settings.generator
+        self.reranker_path = Path(settings.reranker) if settings.reranker else None
+        self.rerank_depth = settings.rerank_depth
+        self.rerank_weight = settings.rerank_weight
         self._lock = threading.Lock()
         self._generate_lock = threading.Lock()
+        self._ask_slots = threading.BoundedSemaphore(settings.max_asks)
         self._store: StoreReader | None = None
         self.reranker: Reranker | None = None
         self.generator: Generator | None = None
@@ -87,6 +130,8 @@ class StoreHolder:
         try:
             store = self.current()
             store.embedder.encode_query("warm-up")  # load the model before reporting ready
+            store.use_embedder(QueryBatcher(store.embedder, self.settings.batch_window_ms / 1000,
+                                            self.settings.max_batch, self.metrics.batch_size.observe))  # fmt: skip
             if self.reranker_path is not None:
                 self.reranker = Reranker(self.reranker_path, weight=self.rerank_weight)
             if self.generator_spec is not None:
@@ -120,10 +165,21 @@ class StoreHolder:
     def retriever(self, store: StoreReader) -> Retriever:
         return Retriever(store, reranker=self.reranker, rerank_depth=self.rerank_depth)
 
-    def answer_events(self, request: AskRequest) -> Iterator[tuple[str, Any]]:
-        """(event, data) pairs: `passages` once, `token` per piece of text, then `answer` (or `error`)."""
+    def ask_slot(self) -> None:
+        """Take one of the `max_asks` answer slots, or refuse with 503 + Retry-After; `release_ask_slot` after."""
         if self.generator is None:
             raise HTTPException(503, "this server has no generator; start it with --generator to enable /ask")
+        if not self._ask_slots.acquire(blocking=False):
+            self.metrics.asks_rejected.inc()
+            raise HTTPException(503, f"{self.settings.max_asks} answers are being written; retry shortly",
+                                headers={"Retry-After": str(ASK_RETRY_AFTER_SECONDS)})  # fmt: skip
+
+    def release_ask_slot(self) -> None:
+        self._ask_slots.release()
+
+    def answer_events(self, request: AskRequest) -> Events:
+        """(event, data) pairs: `passages` once, `token` per piece of text, then `answer` (or `error`). The caller
+        holds an answer slot (`ask_slot`)."""
         store = self.current()
         answer_mode = request.answer or default_answer_mode(self.generator_spec)
         answerer = Answerer(self.retriever(store), self.generator, k=request.k, mode=request.mode, answer=answer_mode)
@@ -155,19 +211,6 @@ def _same_model(a: StoreReader, b: StoreReader) -> bool:
     return a.manifest.model["revision"] == b.manifest.model["revision"]
 
 
-class BodySizeLimit(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
-        return await call_next(request)
-
-
-def _sse(events: Iterator[tuple[str, Any]]) -> Iterator[str]:
-    for event, data in events:
-        yield f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-
 def create_app(
     store_dir: str | Path,
     api_key_env: str | None = None,
@@ -175,13 +218,27 @@ def create_app(
     reranker: str | Path | None = None,
     rerank_depth: int = 20,
     rerank_weight: float = 1.0,
+    **settings: Any,
 ) -> FastAPI:
     """`generator`: a `--generator` spec (loaded at start-up, /ask disabled when None); `reranker`: a directory,
-    re-scoring the top `rerank_depth` with the cross-encoder's share `rerank_weight` (see `Reranker`)."""
-    holder = StoreHolder(
-        store_dir if is_postgres_address(store_dir) else Path(store_dir).expanduser(), generator, Path(reranker) if reranker else None, rerank_depth, rerank_weight
-    )
+    re-scoring the top `rerank_depth` with the cross-encoder's share `rerank_weight` (see `Reranker`); the other
+    `ServeSettings` fields as keywords."""
+    return app_from_settings(ServeSettings(
+        str(store_dir), api_key_env, generator, str(reranker) if reranker else None, rerank_depth, rerank_weight,
+        **settings,
+    ))  # fmt: skip
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one `ragtune serve --workers N` worker process (uvicorn's factory)."""
+    return app_from_settings(ServeSettings.from_environment())
+
+
+def app_from_settings(settings: ServeSettings) -> FastAPI:
+    metrics = ServerMetrics()
+    holder = StoreHolder(settings, metrics)
     holder.current()  # fail fast on a missing or corrupt store
+    api_key_env = settings.api_key_env
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -189,20 +246,23 @@ def create_app(
         yield
 
     app = FastAPI(title="ragtune", version="0.1.0", lifespan=lifespan, description="Search a ragtune store.")
-    app.add_middleware(BodySizeLimit)
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(AccessLog, metrics=metrics)
     app.state.holder = holder
 
     @app.exception_handler(RagtuneError)
     async def user_error(request: Request, exc: RagtuneError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    def check_key(request: Request) -> None:
+    api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+    def check_key(given: str | None = Security(api_key_header)) -> None:
         if not api_key_env:
             return
         expected = os.environ.get(api_key_env)
         if not expected:
             raise HTTPException(500, f"API key variable {api_key_env} is not set on the server")
-        if request.headers.get(API_KEY_HEADER) != expected:
+        if given is None or not secrets.compare_digest(given.encode(), expected.encode()):
             raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header")
 
     authorised = [Depends(check_key)]
@@ -217,6 +277,10 @@ def create_app(
         if holder.load_error:
             status["error"] = holder.load_error
         return JSONResponse(status, status_code=200 if holder.ready else 503)
+
+    @app.get("/metrics", dependencies=authorised, include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/info", dependencies=authorised)
     def info() -> dict[str, Any]:
@@ -243,29 +307,71 @@ def create_app(
     def ask(request: AskRequest) -> dict[str, Any]:
         """Answer with citations (the whole answer at once)."""
         check_ready()
-        final: dict[str, Any] = {}
-        for event, data in holder.answer_events(request):
-            if event == "error":
-                raise HTTPException(502, data["detail"])
-            if event == "answer":
-                final = data
-        return final
+        holder.ask_slot()
+        try:
+            final: dict[str, Any] = {}
+            for event, data in holder.answer_events(request):
+                if event == "error":
+                    raise HTTPException(502, data["detail"])
+                if event == "answer":
+                    final = data
+            return final
+        finally:
+            holder.release_ask_slot()
 
     @app.post("/ask/stream", dependencies=authorised)
-    def ask_stream(request: AskRequest) -> StreamingResponse:
+    async def ask_stream(request: AskRequest, http: Request) -> StreamingResponse:
         """The same answer as server-sent events: `passages`, then `token`s, then `answer` (or `error`)."""
         check_ready()
-        events = holder.answer_events(request)
-        first = next(events)  # a missing generator or a bad store fails here, as a plain HTTP error
+        holder.ask_slot()
+        release = _once(holder.release_ask_slot)
+        try:
+            events = holder.answer_events(request)
+            first = await run_in_threadpool(next, events)  # a bad store or request fails here, as an HTTP error
+        except BaseException:
+            release()
+            raise
+        body = _sse_until_disconnected(first, events, http, release)
+        weakref.finalize(body, release)  # a stream never started (client gone before it) gives its slot back too
         return StreamingResponse(
-            _sse(_chain(first, events)),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
 
     return app
 
 
-def _chain(first: tuple[str, Any], rest: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
-    yield first
-    yield from rest
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    done = threading.Event()
+    guard = threading.Lock()
+
+    def run() -> None:
+        with guard:
+            if done.is_set():
+                return
+            done.set()
+        action()
+
+    return run
+
+
+async def _sse_until_disconnected(
+    first: tuple[str, Any], events: Events, http: Request, release: Callable[[], None]
+) -> AsyncIterator[str]:
+    """Server-sent events until the answer ends or the client goes away; either way the generation is stopped (the
+    event iterator closed) and the answer slot given back."""
+    try:
+        yield _sse_event(*first)
+        async for event, data in iterate_in_threadpool(events):
+            if await http.is_disconnected():
+                return
+            yield _sse_event(event, data)
+    finally:
+        try:
+            events.close()  # stops generation where it stands (GeneratorExit inside the answer loop)
+        except ValueError:  # still running in its thread: it ends with the next piece of text
+            pass
+        release()
+
+
+def _sse_event(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ragtune.embedding import Embedder
+from ragtune.embedding import Embedder, TextEncoder
 from ragtune.errors import StoreError
 from ragtune.store.ingest import check_model
 from ragtune.store.manifest import Manifest
@@ -32,11 +32,11 @@ class StoreReader(Protocol):
         ...
 
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> TextEncoder:
         """The store's embedding model for queries, loaded on first use; refused if its weights changed."""
         ...
 
-    def use_embedder(self, embedder: Embedder) -> None: ...
+    def use_embedder(self, embedder: TextEncoder) -> None: ...
 
     def changed_since_open(self) -> bool:
         """Whether the store's manifest (model, settings, generation) changed since it was opened."""
@@ -75,17 +75,17 @@ class QueryEmbedding:
     """The `embedder` of a StoreReader: the store's model, loaded on first use, shareable between reopenings."""
 
     manifest: Manifest
-    _embedder: Embedder | None = None
+    _embedder: TextEncoder | None = None
 
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> TextEncoder:
         """The store's embedding model, for queries; loading it is refused if its weights differ from the ones
         indexed."""
         if self._embedder is None:
             self._embedder = Embedder(check_model(self.manifest, None), purpose="queries")
         return self._embedder
 
-    def use_embedder(self, embedder: Embedder) -> None:
+    def use_embedder(self, embedder: TextEncoder) -> None:
         """Share an already loaded query embedder (of the same model revision) instead of loading another."""
         if embedder.model_ref.revision != self.manifest.model["revision"]:
             raise StoreError(f"embedder '{embedder.model_ref.name}' is not the model this store was built with")

@@ -24,11 +24,15 @@ class TrainingExample:
     query: str
     positive: str
     negatives: tuple[str, ...] = field(default_factory=tuple)
+    scores: tuple[float, ...] = field(default_factory=tuple)
+    """A teacher's scores of (positive, *negatives), for the distillation losses; empty when there is none."""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"query": self.query, "positive": self.positive}
         if self.negatives:
             data["negatives"] = list(self.negatives)
+        if self.scores:
+            data["scores"] = list(self.scores)
         return data
 
 
@@ -45,7 +49,12 @@ def read_training_jsonl(path: str | Path) -> list[TrainingExample]:
         negatives = record.get("negatives", [])
         if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
             raise InputError(f"{where}: 'negatives' must be a list of strings")
-        examples.append(TrainingExample(record["query"], record["positive"], tuple(negatives)))
+        scores = record.get("scores", [])
+        if not isinstance(scores, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                   for x in scores) or (scores and len(scores) != 1 + len(negatives)):
+            raise InputError(f"{where}: 'scores' must be a list of numbers, one for the positive and one per negative")
+        examples.append(TrainingExample(record["query"], record["positive"], tuple(negatives),
+                                        tuple(float(x) for x in scores)))
     if not examples:
         raise InputError(f"training file '{path}' holds no examples")
     return examples

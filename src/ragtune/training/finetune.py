@@ -26,8 +26,14 @@ from ragtune.training.callbacks import (
 from ragtune.training.checkpoints import ResumePoint, train_resumably
 from ragtune.training.examples import TrainingExample, duplicate_stats, split_by_query
 
-LOSSES = ("mnrl", "cached-mnrl", "gist", "triplet", "contrastive")
+LOSSES = ("mnrl", "cached-mnrl", "gist", "triplet", "contrastive", "distill", "mnrl-distill")
 _NEEDS_NEGATIVES = ("triplet", "contrastive")
+_NEEDS_SCORES = ("distill", "mnrl-distill")
+STUDENT_TEMPERATURE = 0.05
+"""The distillation losses compare softmaxes of the student's cosines / 0.05 (MNRL's scale of 20) with the
+teacher's scores / TEACHER_TEMPERATURE."""
+TEACHER_TEMPERATURE = 0.1
+"""Hybrid-teacher scores lie in [0, 1] and spread about twice as wide as a tuned model's cosines."""
 DEV_NAME = "dev"
 TRAINING_RECORD = "ragtune_training.json"
 
@@ -145,6 +151,8 @@ def _dataset(examples: Sequence[TrainingExample], loss: str, max_negatives: int)
 
     if loss in _NEEDS_NEGATIVES and not any(e.negatives for e in examples):
         raise InputError(f"--loss {loss} needs negatives: run `ragtune mine` on the training file first")
+    if loss in _NEEDS_SCORES:
+        return _scored_dataset(examples, loss)
     if loss == "contrastive":
         rows: dict[str, list[Any]] = {"sentence1": [], "sentence2": [], "label": []}
         for e in examples:
@@ -175,6 +183,22 @@ def _dataset(examples: Sequence[TrainingExample], loss: str, max_negatives: int)
     return Dataset.from_dict(columns)
 
 
+def _scored_dataset(examples: Sequence[TrainingExample], loss: str):  # type: ignore[no-untyped-def]
+    """(anchor, positive, negative_1..n, label = teacher scores) rows for the distillation losses."""
+    from datasets import Dataset
+
+    if not examples or not all(e.scores for e in examples):
+        raise InputError(f"--loss {loss} needs teacher scores on every example: run `ragtune mine --teacher hybrid`")
+    count = min(len(e.negatives) for e in examples)
+    if count < 1:
+        raise InputError(f"--loss {loss} needs at least one negative per example")
+    columns: dict[str, list[Any]] = {"anchor": [e.query for e in examples], "positive": [e.positive for e in examples]}
+    for i in range(count):
+        columns[f"negative_{i + 1}"] = [e.negatives[i] for e in examples]
+    columns["label"] = [list(e.scores[: count + 1]) for e in examples]
+    return Dataset.from_dict(columns)
+
+
 def _loss(model, config: FinetuneConfig, base: ModelRef):  # type: ignore[no-untyped-def]
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import losses
@@ -186,6 +210,11 @@ def _loss(model, config: FinetuneConfig, base: ModelRef):  # type: ignore[no-unt
     elif config.loss == "gist":
         guide = SentenceTransformer(str(base.path), device=str(model.device), local_files_only=True)
         loss = losses.GISTEmbedLoss(model, guide)
+    elif config.loss in _NEEDS_SCORES:
+        distill = losses.DistillKLDivLoss(model, student_temperature=STUDENT_TEMPERATURE,
+                                          teacher_temperature=TEACHER_TEMPERATURE)  # fmt: skip
+        loss = distill if config.loss == "distill" else SumOfLosses(model, [losses.MultipleNegativesRankingLoss(model),
+                                                                            distill])  # fmt: skip
     elif config.loss == "triplet":
         loss = losses.TripletLoss(model, distance_metric=losses.TripletDistanceMetric.COSINE, triplet_margin=0.3)
     else:
@@ -196,6 +225,25 @@ def _loss(model, config: FinetuneConfig, base: ModelRef):  # type: ignore[no-unt
             raise InputError(f"--matryoshka dimensions must be within 1..{dimension}")
         loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=sorted(config.matryoshka_dims, reverse=True))
     return loss
+
+
+def SumOfLosses(model, parts):  # type: ignore[no-untyped-def]  # noqa: N802 - builds an nn.Module (torch imported late)
+    """One loss that is the sum of `parts` (losses with `compute_loss_from_embeddings`), all computed from one
+    forward pass of the batch's columns (MNRL's in-batch negatives plus the teacher's distillation)."""
+    from sentence_transformers.base.losses.merged_forward import embed_columns
+    from torch import nn
+
+    class _Sum(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.parts = nn.ModuleList(parts)
+
+        def forward(self, sentence_features, labels):  # type: ignore[no-untyped-def]
+            embeddings = embed_columns(self.model, sentence_features)
+            return sum(part.compute_loss_from_embeddings(embeddings, labels) for part in self.parts)
+
+    return _Sum()
 
 
 def _evaluator(dev: DevSet, batch_size: int):  # type: ignore[no-untyped-def]

@@ -94,10 +94,10 @@ def mine_hard_negatives(
 
     candidates: dict[str, list[np.ndarray]] = {q: [] for q in queries}
     if config.source in (CandidateSource.dense, CandidateSource.both):
-        for query, ranked in zip(queries, _dense_ranked(query_vectors, corpus_vectors, config.range_max)):
+        for query, ranked in zip(queries, dense_ranked(query_vectors, corpus_vectors, config.range_max)):
             candidates[query].append(ranked)
     if config.source in (CandidateSource.bm25, CandidateSource.both):
-        for query, ranked in zip(queries, _bm25_ranked(queries, corpus, config.range_max)):
+        for query, (ranked, _) in zip(queries, bm25_ranked(queries, corpus, config.range_max)):
             candidates[query].append(ranked)
 
     rng = np.random.default_rng(0)
@@ -145,7 +145,8 @@ def mine_hard_negatives(
     return mined, report
 
 
-def _dense_ranked(query_vectors: np.ndarray, corpus_vectors: np.ndarray, depth: int) -> list[np.ndarray]:
+def dense_ranked(query_vectors: np.ndarray, corpus_vectors: np.ndarray, depth: int) -> list[np.ndarray]:
+    """Per query, the corpus rows of its top-`depth` inner products, best first (exact search)."""
     import faiss
 
     index = faiss.IndexFlatIP(corpus_vectors.shape[1])
@@ -154,12 +155,18 @@ def _dense_ranked(query_vectors: np.ndarray, corpus_vectors: np.ndarray, depth: 
     return [row[row >= 0] for row in ids]
 
 
-def _bm25_ranked(queries: Sequence[str], corpus: Sequence[str], depth: int) -> list[np.ndarray]:
+def bm25_ranked(queries: Sequence[str], corpus: Sequence[str], depth: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per query, (corpus rows, BM25 scores) of its top-`depth` BM25 matches, best first (a temporary tantivy
+    index over `corpus`)."""
     with tempfile.TemporaryDirectory(prefix="ragtune-mine-") as tmp:
         path = Path(tmp) / "bm25"
         build_tantivy_index(path, [(np.arange(len(corpus), dtype=np.int64), list(corpus))])
         index = TantivyKeywordIndex(path)
-        return [np.array([i for i, _ in index.search(q, depth)], dtype=np.int64) for q in queries]
+        ranked = []
+        for query in queries:
+            hits = index.search(query, depth)
+            ranked.append((np.array([i for i, _ in hits], dtype=np.int64), np.array([s for _, s in hits])))
+        return ranked
 
 
 def _interleave(lists: list[list[int]]) -> list[int]:

@@ -1,0 +1,140 @@
+"""A hybrid teacher for label-free training: BM25 and the base dense model together score each synthetic query's
+positive and its hard negatives; the bi-encoder is then trained to reproduce that ranking (a distillation loss).
+
+Why: on a vocabulary the base model does not know, the lexical signal is what the dense model lacks, and the
+(BM25 + dense) hybrid ranks real questions better than either alone. Synthetic pairs alone say only "this passage,
+not those"; the teacher says *how much* better each candidate is, so a near-duplicate or an unlabelled answer among
+the negatives is not pushed away as hard as an unrelated passage (the point of GPL's pseudo-labels; here the
+teacher is the hybrid instead of a cross-encoder, which nobody ships for this machine).
+
+Teacher score (per query, over its candidates), the convex fusion ragtune searches with:
+    weight × minmax(dense cosine over the query's dense top-`depth`) + (1 − weight) × minmax(BM25 over its BM25
+    top-`depth`), a candidate outside a list scoring 0 there, the dense part clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+from ragtune.embedding import Embedder
+from ragtune.embedding_cache import encode_cached
+from ragtune.errors import InputError
+from ragtune.models import ModelRef
+from ragtune.training.examples import TrainingExample
+from ragtune.training.mining import bm25_ranked, dense_ranked
+
+
+TEACHERS = ("hybrid",)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    kind: str = "hybrid"
+    negatives: int = 2
+    """Negatives per query, drawn at random from the teacher's top `pool` candidates that are not positives."""
+    pool: int = 20
+    depth: int = 100
+    """How deep each of the dense and BM25 lists goes (their min-max normalisation spans this depth)."""
+    dense_weight: float = 0.5
+    seed: int = 0
+    batch_size: int = 64
+
+    def check(self) -> None:
+        if self.kind not in TEACHERS:
+            raise InputError(f"--teacher {self.kind}: the teacher is one of {', '.join(TEACHERS)}")
+        if self.negatives < 1 or self.pool < self.negatives or self.depth < self.pool:
+            raise InputError("the teacher needs 1 ≤ negatives ≤ pool ≤ depth")
+        if not 0.0 <= self.dense_weight <= 1.0:
+            raise InputError("the teacher's dense weight must be within [0, 1]")
+
+
+@dataclass(frozen=True)
+class TeacherReport:
+    examples: int
+    positive_score_mean: float
+    negative_score_mean: float
+    positive_first_share: float
+    """Share of queries whose positive the teacher scores above all of its chosen negatives."""
+
+    def to_json(self) -> dict[str, float | int]:
+        return dict(self.__dict__)
+
+
+def teacher_scored_examples(
+    examples: Sequence[TrainingExample],
+    corpus: Sequence[str],
+    model: ModelRef,
+    config: TeacherConfig = TeacherConfig(),
+    never_negative: Mapping[str, Collection[str]] | None = None,
+) -> tuple[list[TrainingExample], TeacherReport]:
+    """The examples with `negatives` drawn from the hybrid teacher's top candidates and `scores` = the teacher's
+    scores of (positive, *negatives). Corpus vectors come from the user's embedding cache (the store's model)."""
+    config.check()
+    corpus = list(dict.fromkeys([*corpus, *(e.positive for e in examples)]))
+    position = {text: i for i, text in enumerate(corpus)}
+    embedder = Embedder(model, batch_size=config.batch_size)
+    corpus_vectors = encode_cached(embedder, corpus)
+    queries = list(dict.fromkeys(e.query for e in examples))
+    query_vectors = embedder.encode(queries)
+    depth = min(config.depth, len(corpus))
+    dense_lists = dense_ranked(query_vectors, corpus_vectors, depth)
+    bm25_lists = bm25_ranked(queries, corpus, depth)
+    examples_of: dict[str, list[TrainingExample]] = {}
+    for e in examples:
+        examples_of.setdefault(e.query, []).append(e)
+
+    rng = random.Random(config.seed)
+    scored: list[TrainingExample] = []
+    positive_scores: list[float] = []
+    negative_scores: list[float] = []
+    first = 0
+    for row, query in enumerate(queries):
+        vector = query_vectors[row]
+        dense_ids = dense_lists[row]
+        dense_top = float(vector @ corpus_vectors[dense_ids[0]])
+        dense_low = float(vector @ corpus_vectors[dense_ids[-1]])
+        bm25_ids, bm25_scores = bm25_lists[row]
+        bm25 = _min_max(dict(zip(bm25_ids.tolist(), bm25_scores.tolist(), strict=True)))
+
+        def teacher(index: int) -> float:
+            cosine = float(vector @ corpus_vectors[index])
+            span = dense_top - dense_low
+            dense = min(1.0, max(0.0, (cosine - dense_low) / span)) if span > 0 else 1.0
+            return config.dense_weight * dense + (1.0 - config.dense_weight) * bm25.get(index, 0.0)
+
+        excluded = {position[e.positive] for e in examples_of[query]}
+        if never_negative:
+            excluded |= {position[t] for t in never_negative.get(query, ()) if t in position}
+        candidates = [i for i in dict.fromkeys([*dense_ids.tolist(), *bm25_ids.tolist()]) if i not in excluded]
+        candidates.sort(key=lambda i: -teacher(i))
+        pool = candidates[: config.pool]
+        if len(pool) < config.negatives:
+            continue
+        chosen = sorted(rng.sample(range(len(pool)), config.negatives))
+        negatives = [pool[i] for i in chosen]
+        negative_values = [teacher(i) for i in negatives]
+        for example in examples_of[query]:
+            positive_value = teacher(position[example.positive])
+            positive_scores.append(positive_value)
+            negative_scores.extend(negative_values)
+            first += positive_value > max(negative_values)
+            scored.append(TrainingExample(example.query, example.positive, tuple(corpus[i] for i in negatives),
+                                          scores=(positive_value, *negative_values)))  # fmt: skip
+    report = TeacherReport(
+        examples=len(scored),
+        positive_score_mean=statistics.fmean(positive_scores) if positive_scores else 0.0,
+        negative_score_mean=statistics.fmean(negative_scores) if negative_scores else 0.0,
+        positive_first_share=first / max(1, len(scored)),
+    )
+    return scored, report
+
+
+def _min_max(scores: dict[int, float]) -> dict[int, float]:
+    if not scores:
+        return {}
+    low, high = min(scores.values()), max(scores.values())
+    span = high - low
+    return {key: (value - low) / span if span > 0 else 1.0 for key, value in scores.items()}
