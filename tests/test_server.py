@@ -372,3 +372,38 @@ def test_several_worker_processes_serve_one_store_and_sum_their_metrics(store_di
     access = [json.loads(line) for line in log.read().splitlines() if line.startswith('{"time"')]
     assert sum(1 for line in access if line["route"] == "/search" and line["status"] == 200) == 20
     assert {line["method"] for line in access} >= {"GET", "POST"}
+
+
+def test_openai_client_embeddings_equal_the_embedder(store_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `openai` package's own client, as a user would point it at the server (key as a Bearer token)."""
+    import base64
+
+    import numpy as np
+    import openai
+
+    from ragtune.embedding import Embedder
+    from ragtune.models import resolve_model
+    from ragtune.server import create_app
+
+    monkeypatch.setenv("RAGTUNE_TEST_KEY", "s3cret")
+    texts = ["Cavitation damages the impeller.", "How do I close a gate valve?", "bread"]
+    with _Server(create_app(store_dir, api_key_env="RAGTUNE_TEST_KEY")) as served:
+        client = openai.OpenAI(base_url=served.url + "/v1", api_key="s3cret", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["minilm"]
+        for encoding_format in ("float", "base64"):
+            response = client.embeddings.create(model="minilm", input=texts, encoding_format=encoding_format)
+            if encoding_format == "float":
+                vectors = np.array([d.embedding for d in response.data])
+            else:  # asked for explicitly, the client hands the strings over as they came
+                vectors = np.stack([np.frombuffer(base64.b64decode(d.embedding), dtype="<f4") for d in response.data])
+            expected = Embedder(resolve_model("minilm"), purpose="queries").encode(texts)
+            assert vectors.shape == (3, 384) and response.usage.prompt_tokens > 10
+            assert np.all(np.sum(vectors * expected, axis=1) >= 0.9999)
+        single = client.embeddings.create(model="minilm", input="bread").data[0].embedding
+        assert np.dot(single, expected[2]) >= 0.9999
+        with pytest.raises(openai.NotFoundError, match="this server embeds with 'minilm'"):
+            client.embeddings.create(model="text-embedding-3-small", input="bread")
+        with pytest.raises(openai.BadRequestError):
+            client.embeddings.create(model="minilm", input=[])
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=served.url + "/v1", api_key="wrong", max_retries=0).models.list()

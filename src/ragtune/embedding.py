@@ -25,6 +25,8 @@ class TextEncoder(Protocol):
 
     def encode_query(self, text: str) -> np.ndarray: ...
 
+    def count_tokens(self, texts: Sequence[str]) -> int: ...
+
 
 class Embedder:
     """Encodes passages and queries into unit-length float32 vectors (so inner product = cosine).
@@ -75,3 +77,8 @@ class Embedder:
 
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens the model reads of `texts` (each cut at max_seq_length, special tokens included)."""
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_seq_length)
+        return sum(len(ids) for ids in encoded["input_ids"])

@@ -90,6 +90,9 @@ class QueryBatcher:
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
 
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        return self.embedder.count_tokens(texts)
+
     def close(self) -> None:
         with self._ready:
             self._closed = True

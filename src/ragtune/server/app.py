@@ -24,7 +24,7 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Request, Response, Security
 from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 
 from ragtune.errors import RagtuneError
@@ -33,6 +33,7 @@ from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_SECONDS, Qu
 from ragtune.retrieval import Reranker, Retriever, SearchMode
 from ragtune.server.edges import AccessLog, BodySizeLimit
 from ragtune.server.metrics import CONTENT_TYPE, ServerMetrics
+from ragtune.server.openai_api import embeddings_router
 from ragtune.store import StoreReader, is_postgres_address, open_store
 
 MAX_BODY_BYTES = 64 * 1024
@@ -255,15 +256,19 @@ def app_from_settings(settings: ServeSettings) -> FastAPI:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+    bearer = HTTPBearer(auto_error=False)  # OpenAI clients send the key as `Authorization: Bearer KEY`
 
-    def check_key(given: str | None = Security(api_key_header)) -> None:
+    def check_key(
+        key: str | None = Security(api_key_header), token: HTTPAuthorizationCredentials | None = Security(bearer)
+    ) -> None:
         if not api_key_env:
             return
+        given = key if key is not None else (token.credentials if token is not None else None)
         expected = os.environ.get(api_key_env)
         if not expected:
             raise HTTPException(500, f"API key variable {api_key_env} is not set on the server")
         if given is None or not secrets.compare_digest(given.encode(), expected.encode()):
-            raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header")
+            raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header (or Authorization: Bearer)")
 
     authorised = [Depends(check_key)]
 
@@ -297,6 +302,8 @@ def app_from_settings(settings: ServeSettings) -> FastAPI:
     def check_ready() -> None:
         if not holder.ready:
             raise HTTPException(503, holder.load_error or "models are still loading; retry when /health says ready")
+
+    app.include_router(embeddings_router(holder.current, [check_key, check_ready]))
 
     @app.post("/search", dependencies=authorised)
     def search(request: SearchRequest) -> list[dict[str, Any]]:
