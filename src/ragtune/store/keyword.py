@@ -120,5 +120,6 @@ class TantivyKeywordIndex:
             allowed_ids = tantivy.Query.term_set_query(self._index.schema, _ROWID, [int(i) for i in allowed])
             restriction = tantivy.Query.const_score_query(allowed_ids, 0.0)
             parsed = tantivy.Query.boolean_query([(tantivy.Occur.Must, parsed), (tantivy.Occur.Must, restriction)])
-        result = self._searcher.search(parsed, k)
-        return [(int(self._searcher.doc(address)[_ROWID][0]), float(score)) for score, address in result.hits]
+        hits = self._searcher.search(parsed, k, count=False).hits  # no total count: only the top k are used
+        rowids = self._searcher.fast_field_values(_ROWID, [address for _, address in hits])  # no stored-doc reads
+        return [(int(rowid), float(score)) for (score, _), rowid in zip(hits, rowids, strict=True)]
