@@ -1,7 +1,13 @@
-"""Load test of `/search` on loopback: N concurrent clients for T seconds against a running `ragtune serve`.
+"""Load test of `/search` on loopback: N concurrent clients for T seconds.
 
-Usage: ragtune serve --store STORE --port 8765 &  python bench/bench_serve.py --url http://127.0.0.1:8765
-Bounded: stops after --seconds; loopback only (refuses any other host).
+Against a running server:   python bench/bench_serve.py --url http://127.0.0.1:8765 --clients 8 --mode hybrid
+Starting servers itself:    python bench/bench_serve.py --store STORE --label new --modes hybrid dense bm25 \\
+                                --clients 8 32 --seconds 20 [--serve-args "--batch-window-ms 0"] [--src OTHER/src] \\
+                                [--rounds 3] --out bench/results/serve.json
+With `--store`, each round starts `ragtune serve` (the code under `--src` when given: an older checkout is the peer),
+runs every (mode, clients) cell, reads the query batch sizes from /metrics and stops it. Several `--label`/`--src`
+pairs (repeat the options) are run in turns, round after round, so a slow spell of the machine hits each alike.
+Bounded: stops after --seconds per cell; loopback only (refuses any other host).
 """
 
 from __future__ import annotations
@@ -10,7 +16,11 @@ import argparse
 import json
 import os
 import random
+import shlex
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,22 +36,11 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--url", default="http://127.0.0.1:8765")
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--queries", type=Path, default=Path("data/scifact/queries.jsonl"))
-    parser.add_argument("--mode", default="hybrid")
-    parser.add_argument("--server-pid", type=int, default=None)
-    args = parser.parse_args()
-    if urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
-        raise SystemExit("this load test only targets loopback addresses")
-    queries = [json.loads(line)["text"] for line in args.queries.open()]
+def load(url: str, queries: list[str], clients: int, seconds: float, mode: str, server_pid: int | None) -> dict:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
-    deadline = time.perf_counter() + args.seconds
+    deadline = time.perf_counter() + seconds
     memory: list[float] = []
 
     def client(seed: int) -> None:
@@ -49,32 +48,114 @@ def main() -> None:
         with httpx.Client(timeout=30) as http:
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                response = http.post(args.url + "/search", json={"query": rng.choice(queries), "k": 10, "mode": args.mode})
+                response = http.post(url + "/search", json={"query": rng.choice(queries), "k": 10, "mode": mode})
                 elapsed = time.perf_counter() - started
                 with lock:
                     latencies.append(elapsed)
                     statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
 
-    if args.server_pid:
-        memory.append(rss_mb(args.server_pid))
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+    if server_pid:
+        memory.append(rss_mb(server_pid))
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     while any(t.is_alive() for t in threads):
         time.sleep(5)
-        if args.server_pid:
-            memory.append(rss_mb(args.server_pid))
+        if server_pid:
+            memory.append(rss_mb(server_pid))
     wall = time.perf_counter() - started
     ordered = sorted(latencies)
-    result = {
-        "date": time.strftime("%Y-%m-%d"), "url": args.url, "mode": args.mode, "clients": args.clients,
+    return {
+        "date": time.strftime("%Y-%m-%d"), "url": url, "mode": mode, "clients": clients,
         "seconds": wall, "requests": len(ordered), "throughput_rps": len(ordered) / wall, "statuses": statuses,
         "server_5xx": sum(c for s, c in statuses.items() if s >= 500),
         "p50_ms": 1000 * statistics.median(ordered), "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
         "server_rss_mb_samples": memory, "cpu_count": os.cpu_count(),
     }  # fmt: skip
-    print(json.dumps(result, indent=2))
+
+
+def batch_sizes(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(url + "/metrics", timeout=10)
+    if response.status_code != 200:  # a server version without /metrics
+        return {}
+    values = {s.name: s.value for f in text_string_to_metric_families(response.text) for s in f.samples}
+    count = values.get("ragtune_query_batch_size_count", 0.0)
+    return {"batches": count, "mean_batch": values.get("ragtune_query_batch_size_sum", 0.0) / count if count else 0.0}
+
+
+def start_server(store: str, port: int, serve_args: str, src: str | None) -> subprocess.Popen:
+    environment = dict(os.environ) | ({"PYTHONPATH": src} if src else {})
+    command = [sys.executable, "-c", "from ragtune.cli import app; app()", "serve", "--store", store, "--port",
+               str(port), "--generator", "none", *shlex.split(serve_args)]  # fmt: skip
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # fmt: skip
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                time.sleep(2)  # every worker ready
+                return process
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with {process.returncode}")
+        time.sleep(0.3)
+    raise SystemExit("the server did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", default="http://127.0.0.1:8765")
+    parser.add_argument("--clients", type=int, nargs="+", default=[8])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--queries", type=Path, default=Path("../shared/data/scifact/queries.jsonl"))
+    parser.add_argument("--mode", default="hybrid")
+    parser.add_argument("--server-pid", type=int, default=None)
+    parser.add_argument("--store", default=None, help="start servers over this store (see above)")
+    parser.add_argument("--label", action="append", default=None)
+    parser.add_argument("--src", action="append", default=None, help="per --label: a src folder, or '-' for this one")
+    parser.add_argument("--serve-args", action="append", default=None, help="per --label: extra `ragtune serve` args")
+    parser.add_argument("--modes", nargs="+", default=None)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit("this load test only targets loopback addresses")
+    queries = [json.loads(line)["text"] for line in args.queries.open()]
+    if args.store is None:
+        for clients in args.clients:
+            print(json.dumps(load(args.url, queries, clients, args.seconds, args.mode, args.server_pid), indent=2))
+        return
+    labels = args.label or ["this"]
+    sources = args.src or ["-"] * len(labels)
+    extra = args.serve_args or [""] * len(labels)
+    if not len(labels) == len(sources) == len(extra):
+        raise SystemExit("give as many --src and --serve-args as --label")
+    url = f"http://127.0.0.1:{args.port}"
+    results: list[dict] = []
+    for round_number in range(args.rounds):
+        for label, src, serve_args in zip(labels, sources, extra, strict=True):
+            server = start_server(args.store, args.port, serve_args, None if src == "-" else src)
+            try:
+                for mode in args.modes or [args.mode]:
+                    for clients in args.clients:
+                        cell = load(url, queries, clients, args.seconds, mode, server.pid)
+                        cell |= {"label": label, "round": round_number, "serve_args": serve_args}
+                        results.append(cell)
+                        print(f"{label} r{round_number} {mode} {clients}: {cell['throughput_rps']:.1f} rps, p50 "
+                              f"{cell['p50_ms']:.1f} / p99 {cell['p99_ms']:.1f} ms, 5xx {cell['server_5xx']}",
+                              flush=True)  # fmt: skip
+                results[-1]["batching"] = batch_sizes(url)
+            finally:
+                os.killpg(server.pid, signal.SIGINT)
+                server.wait(timeout=60)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -299,3 +299,52 @@ def test_evidence_drops_near_duplicates_headings_and_keeps_reading_order() -> No
     chosen = select_evidence("q", [first, second], Embedder(), max_sentences=3, min_score=0.3)  # type: ignore[arg-type]
     # the duplicate and Gamma (below the floor) are out; shown by passage, then in reading order
     assert [(e.number, e.text) for e in chosen] == [(1, "Beta is the second."), (1, "Alpha is the first.")]
+
+
+@pytest.mark.integration
+def test_each_generated_sentence_is_checked_against_the_passages_it_cites(store: StoreReader) -> None:
+    reply = ("Cavitation damages the impeller when the inlet pressure drops [1]. "
+             "The moon orbits the earth every month [1].")  # fmt: skip
+    answer = Answerer(Retriever(store), WordGenerator(reply=reply), k=3, min_relevance=0).ask(
+        "What damages a pump impeller?")
+    assert [answer.text[a:b] for a, b in (s.span for s in answer.support)] == [
+        "Cavitation damages the impeller when the inlet pressure drops [1].",
+        "The moon orbits the earth every month [1]."]  # fmt: skip
+    first, second = answer.support
+    assert first.supported and not second.supported and first.score > second.score
+    assert first.passage == 1 and first.cited == (1,)
+    passage = answer.passages[0].hit.text
+    assert passage[first.evidence_span[0] : first.evidence_span[1]].startswith("Cavitation damages the impeller")
+    data = answer.to_json()
+    assert [s["supported"] for s in data["sentences"]] == [True, False] and data["supported_share"] == 0.5
+
+
+@pytest.mark.integration
+def test_an_answer_with_no_supported_sentence_falls_back_to_the_evidence(store: StoreReader) -> None:
+    generator = WordGenerator(reply="Bananas are yellow and rich in potassium [1].")
+    answer = Answerer(Retriever(store), generator, k=3, min_relevance=0).ask("What damages a pump impeller?")
+    assert answer.note and "showing the passages' evidence instead" in answer.note
+    assert answer.replaced is not None and answer.replaced.text.startswith("Bananas")
+    assert not answer.replaced.support[0].supported
+    assert "Cavitation damages the impeller" in answer.text and answer.citations  # quoted, cited evidence
+    assert answer.to_json()["replaced"]["answer"].startswith("Bananas")
+
+
+@pytest.mark.integration
+def test_both_shows_the_evidence_under_the_generated_answer(store: StoreReader) -> None:
+    generator = WordGenerator(reply="Cavitation damages the impeller when the inlet pressure drops [1].")
+    answer = Answerer(Retriever(store), generator, k=3, min_relevance=0, answer="both").ask(
+        "What damages a pump impeller?")
+    assert answer.text.startswith("Cavitation damages the impeller when the inlet pressure drops")
+    assert answer.evidence is not None and "[1]" in answer.evidence.text and answer.evidence.citations
+    assert answer.to_json()["evidence"]["answer"] == answer.evidence.text
+    with pytest.raises(InputError, match="needs a generator"):
+        Answerer(Retriever(store), None, answer="both")
+
+
+def test_answer_sentences_keep_their_citation_markers() -> None:
+    from ragtune.generation.support import answer_sentence_spans
+
+    text = "Seals wear out [1]. Bake bread. [3] Tomatoes need sun [4][2]. A 0.5 mm gap, e.g. the seal's, is fine."
+    assert [text[a:b] for a, b in answer_sentence_spans(text)] == [
+        "Seals wear out [1].", "Bake bread. [3]", "Tomatoes need sun [4][2].", "A 0.5 mm gap, e.g. the seal's, is fine."]  # fmt: skip

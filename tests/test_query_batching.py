@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from ragtune.errors import InputError
 from ragtune.query_batching import QueryBatcher
 
 
@@ -94,7 +96,7 @@ def test_a_failed_batch_fails_each_of_its_callers_and_the_batcher_goes_on() -> N
 
 
 def test_settings_are_checked() -> None:
-    with pytest.raises(ValueError, match="window must be ≥ 0"):
+    with pytest.raises(InputError, match="--batch-window-ms must be ≥ 0"):
         QueryBatcher(SlowEncoder(), window_seconds=-1)  # type: ignore[arg-type]
 
 
@@ -113,3 +115,13 @@ def test_batched_vectors_match_one_at_a_time_with_the_real_model(minilm) -> None
         batcher.close()
     for text in set(texts):
         assert float(results[text] @ embedder.encode_query(text)) > 0.999
+
+
+def test_serve_settings_refuse_bad_batching_and_limits() -> None:
+    from ragtune.server import ServeSettings
+
+    for bad in ({"batch_window_ms": -1}, {"max_batch": 0}, {"max_asks": 0}):
+        with pytest.raises(InputError, match="--batch-window-ms must be ≥ 0, --max-batch and --max-asks ≥ 1"):
+            ServeSettings("stores/x", **bad)
+    settings = ServeSettings("stores/x", max_asks=2)
+    assert ServeSettings(**json.loads(settings.to_environment())) == settings

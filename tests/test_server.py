@@ -101,6 +101,9 @@ def test_ask_answers_with_valid_citations_only(server: _Server) -> None:
     assert answer["citations"][0]["passage_id"] == answer["hits"][0]["id"]
     assert rel(answer["hits"][0]["id"]) == "docs/guide/pumps.md#0"
     assert "Cavitation damages the impeller" in answer["citations"][0]["span_text"]
+    assert [s["supported"] for s in answer["sentences"]] == [True] and answer["sentences"][0]["cited"] == [1]
+    both = httpx.post(server.url + "/ask", json={"question": "What damages the impeller?", "k": 2, "answer": "both"})
+    assert both.status_code == 200 and "Cavitation damages the impeller" in both.json()["evidence"]["answer"]
 
 
 def test_ask_can_quote_evidence_instead_of_generating(server: _Server) -> None:
@@ -332,12 +335,18 @@ def test_answers_beyond_the_limit_get_503_and_a_client_that_leaves_frees_its_slo
         assert rejected >= 1
 
 
-def test_several_worker_processes_serve_one_store_and_sum_their_metrics(store_dir: str, tmp_path: Path) -> None:
+def test_several_worker_processes_serve_one_store_and_sum_their_metrics(tmp_path: Path) -> None:
+    """On the embedded engine only: the workers share nothing but the store, whichever engine holds it."""
     import signal
     import subprocess
     import sys
 
     from prometheus_client.parser import text_string_to_metric_families
+
+    from ragtune.store import index_sources
+
+    store_dir = str(tmp_path / "store")
+    index_sources(store_dir, [write_docs(tmp_path / "docs")], show_progress=False)
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"

@@ -18,6 +18,7 @@ from rich.table import Table
 from ragtune.corpus import ChunkingConfig
 from ragtune.errors import RagtuneError
 from ragtune.paths import CACHE_LIMIT_ENV, embedding_cache_path, parse_size
+from ragtune.generation.support import DEFAULT_SUPPORT_THRESHOLD
 from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_SECONDS
 from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, SearchSettings, parse_filters
 from ragtune.store import index_sources, is_postgres_address, open_store
@@ -205,10 +206,15 @@ def ask(
         typer.Option(
             "--answer",
             help="extractive: the passages' best sentences, quoted and cited, no generator loaded; generate: the "
-            "generator writes the answer. Default: extractive with the bundled small generator, else generate.",
+            "generator writes the answer, each sentence checked against the passages it cites; both: the generated "
+            "answer, then the evidence. Default: extractive with the bundled small generator, else generate.",
         ),
     ] = None,
     max_sentences: Annotated[int, typer.Option(help="Most sentences in an extractive answer.")] = 3,
+    support_threshold: Annotated[
+        float, typer.Option(help="A generated sentence whose best passage sentence scores below this (cosine) is "
+                            "marked unsupported; with none supported the evidence answer is shown instead.")
+    ] = DEFAULT_SUPPORT_THRESHOLD,
 ) -> None:
     """Answer a question from the store's passages, citing them as [n]; streams the answer as it is written."""
     from ragtune.generation import Answerer, default_answer_mode, load_generator
@@ -217,13 +223,14 @@ def ask(
     reranker = Reranker(rerank, weight=rerank_weight) if rerank else None
     answer_mode = answer_mode or default_answer_mode(generator)
     backend = None
-    if answer_mode == "generate":
+    if answer_mode != "extractive":
         backend = load_generator(generator, model=generator_model, timeout=generator_timeout)
     with open_store(store) as opened:
         retriever = Retriever(opened, reranker=reranker, rerank_depth=rerank_depth)
         answerer = Answerer(
             retriever, backend, k=k, mode=mode, min_relevance=min_relevance, max_new_tokens=max_new_tokens,
             system_prompt=template, answer=answer_mode, max_sentences=max_sentences,
+            support_threshold=support_threshold,
         )  # fmt: skip
         stream = answerer.stream(question)
         for piece in stream:
@@ -235,6 +242,7 @@ def ask(
         print_json(answer.to_json())
         return
     out.print()
+    _print_support(answer)
     if answer.abstained:
         err.print(f"[yellow]abstained:[/] {answer.abstain_reason}", highlight=False)
     for citation in {c.number: c for c in answer.citations}.values():
@@ -249,6 +257,25 @@ def ask(
             f"{t['completion_tokens']:.0f} tokens at {t['tokens_per_s']:.1f}/s · {backend.name if backend else ''}[/]",
             highlight=False,
         )
+
+
+def _print_support(answer) -> None:  # type: ignore[no-untyped-def]
+    """After a streamed generated answer: which sentences the passages do not support (dimmed), or the evidence that
+    replaced it, or the evidence shown beside it (`--answer both`)."""
+    shown = answer.replaced or answer
+    unsupported = [s for s in shown.support if not s.supported]
+    for sentence in unsupported:
+        text = shown.text[sentence.span[0] : sentence.span[1]]
+        err.print(f"[dim]unsupported (best passage sentence {sentence.score:.2f}): {text}[/]", highlight=False,
+                  markup=True)  # fmt: skip
+    if shown.support and not unsupported:
+        err.print(f"[dim]every sentence supported by the passages it cites ({len(shown.support)})[/]")
+    if answer.note:
+        err.print(f"[yellow]{answer.note}:[/]", highlight=False)
+        out.print(answer.text, highlight=False, markup=False)
+    if answer.evidence is not None:
+        out.print("[bold]Evidence:[/]")
+        out.print(answer.evidence.text, highlight=False, markup=False)
 
 
 def _read_text_option(path: Path, option: str) -> str:

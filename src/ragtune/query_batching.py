@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ragtune.errors import InputError
+
 if TYPE_CHECKING:
     from ragtune.embedding import Embedder
     from ragtune.models import ModelRef
@@ -48,7 +50,7 @@ class QueryBatcher:
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if window_seconds < 0 or max_batch < 1:
-            raise ValueError("the batch window must be ≥ 0 and the batch size ≥ 1")
+            raise InputError("--batch-window-ms must be ≥ 0 and --max-batch ≥ 1")
         self.embedder = embedder
         self.window_seconds = window_seconds
         self.max_batch = max_batch

@@ -16,14 +16,18 @@ from ragtune.generation.citations import StreamingCitationFilter, cited_span, cl
 from ragtune.generation.evidence import DEFAULT_MAX_SENTENCES, DEFAULT_MIN_SENTENCE_SCORE, select_evidence
 from ragtune.generation.loading import DEFAULT_GENERATOR
 from ragtune.generation.prompts import ABSTAIN_MESSAGE, PackedPrompt, PromptPassage, pack_prompt
+from ragtune.generation.support import DEFAULT_SUPPORT_THRESHOLD, SentenceSupport, check_support
 from ragtune.retrieval import Retriever, SearchMode
 from ragtune.types import Hit
 
 DEFAULT_MIN_RELEVANCE = 0.2
 """Cosine similarity (store embedder) between the question and the best passage below which ragtune abstains."""
 DEFAULT_MAX_NEW_TOKENS = 256
-ANSWER_MODES = ("extractive", "generate")
-"""extractive: the passages' best sentences, quoted and cited (no generator); generate: the generator writes it."""
+ANSWER_MODES = ("extractive", "generate", "both")
+"""extractive: the passages' best sentences, quoted and cited (no generator); generate: the generator writes it, each
+sentence checked against the passages it cites; both: the generated answer with the evidence answer beside it."""
+NO_SUPPORT_NOTE = ("the generated answer had no sentence the passages support (support check); showing the "
+                   "passages' evidence instead")
 _NO_ANSWER = re.compile(
     r"(does not|doesn't|do not|don't) (contain|provide|include|mention)|cannot (be )?answer|can't answer|"
     r"unable to answer|not enough information|no information|i (do not|don't) know|not possible to (answer|determine)",
@@ -64,10 +68,31 @@ class Answer:
     invalid_citations: int = 0
     relevance: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    support: tuple[SentenceSupport, ...] = ()
+    """Per sentence of a generated answer: its best supporting passage sentence and whether it clears the threshold."""
+    note: str | None = None
+    evidence: Answer | None = None
+    """The evidence answer shown beside a generated one (`answer="both"`)."""
+    replaced: Answer | None = None
+    """The generated answer this evidence answer stands in for, when none of its sentences was supported."""
+
+    @property
+    def supported_share(self) -> float | None:
+        return sum(s.supported for s in self.support) / len(self.support) if self.support else None
 
     def to_json(self) -> dict[str, Any]:
         texts = {p.number: p.hit.text for p in self.passages}
-        return {
+        extra: dict[str, Any] = {}
+        if self.support:
+            extra["sentences"] = [s.to_json(self.text) for s in self.support]
+            extra["supported_share"] = self.supported_share
+        if self.note:
+            extra["note"] = self.note
+        if self.evidence is not None:
+            extra["evidence"] = self.evidence.to_json()
+        if self.replaced is not None:
+            extra["replaced"] = self.replaced.to_json()
+        return extra | {
             "question": self.question,
             "answer": self.text,
             "abstained": self.abstained,
@@ -118,10 +143,11 @@ class Answerer:
         answer: str = "generate",
         max_sentences: int = DEFAULT_MAX_SENTENCES,
         min_sentence_score: float = DEFAULT_MIN_SENTENCE_SCORE,
+        support_threshold: float = DEFAULT_SUPPORT_THRESHOLD,
     ) -> None:
         if answer not in ANSWER_MODES:
             raise InputError(f"--answer {answer} is not one of: {', '.join(ANSWER_MODES)}")
-        if answer == "generate":
+        if answer != "extractive":
             if generator is None:
                 raise InputError("--answer generate needs a generator (--generator)")
             if max_new_tokens < 1 or max_new_tokens >= generator.context_window:
@@ -129,6 +155,7 @@ class Answerer:
                     f"--max-new-tokens must be between 1 and the context window ({generator.context_window})"
                 )
         self.answer_mode = answer
+        self.support_threshold = support_threshold
         self.max_sentences = max_sentences
         self.min_sentence_score = min_sentence_score
         self.retriever = retriever
@@ -272,7 +299,15 @@ class Answerer:
             )
             for number in cleaned.cited
         ]
-        return Answer(question, cleaned.text, citations, passages, False, None, cleaned.invalid, relevance, timings)
+        support = tuple(check_support(cleaned.text, passages, self.retriever.store.embedder, self.support_threshold))
+        generated = Answer(question, cleaned.text, citations, passages, False, None, cleaned.invalid, relevance, timings,
+                           support)  # fmt: skip
+        if support and not any(s.supported for s in support):
+            evidence = self._evidence_answer(question, [p.hit for p in passages], relevance)
+            return replace(evidence, timings=timings, note=NO_SUPPORT_NOTE, replaced=generated)
+        if self.answer_mode == "both":
+            return replace(generated, evidence=self._evidence_answer(question, [p.hit for p in passages], relevance))
+        return generated
 
 
 def _abstention(

@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 
-from ragtune.errors import RagtuneError
+from ragtune.errors import InputError, RagtuneError
 from ragtune.generation import Answerer, Generator, default_answer_mode, load_generator
 from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_SECONDS, QueryBatcher
 from ragtune.retrieval import Reranker, Retriever, SearchMode
@@ -63,6 +63,10 @@ class ServeSettings:
     max_asks: int = 4
     """/ask and /ask/stream requests answered at once; more get 503 with Retry-After instead of a queue."""
 
+    def __post_init__(self) -> None:
+        if self.batch_window_ms < 0 or self.max_batch < 1 or self.max_asks < 1:
+            raise InputError("--batch-window-ms must be ≥ 0, --max-batch and --max-asks ≥ 1")
+
     def to_environment(self) -> str:
         return json.dumps(asdict(self))
 
@@ -93,10 +97,11 @@ class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=2000, description="The question to answer from the store.")
     k: int = Field(5, ge=1, le=20, description="Passages retrieved and packed into the prompt.")
     mode: SearchMode | None = Field(None, description="dense, bm25 or hybrid; default: the store's recorded setting.")
-    answer: Literal["extractive", "generate"] | None = Field(
+    answer: Literal["extractive", "generate", "both"] | None = Field(
         None,
         description="extractive: the passages' best sentences, quoted and cited; generate: the generator writes the "
-        "answer. Default: extractive with the bundled small generator, else generate.",
+        "answer, each sentence checked against the passages it cites (`sentences`); both: that plus the evidence "
+        "answer (`evidence`). Default: extractive with the bundled small generator, else generate.",
     )
 
     _not_blank = field_validator("question")(lambda cls, value: _not_blank(value, "question"))

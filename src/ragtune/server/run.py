@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from typing import Any
 
+from ragtune.errors import InputError
 from ragtune.server.app import SETTINGS_ENVIRONMENT, ServeSettings, app_from_settings
 from ragtune.store import open_store
 
@@ -19,7 +20,7 @@ def serve_forever(settings: ServeSettings, host: str, port: int, workers: int = 
     import uvicorn
 
     if workers < 1:
-        raise ValueError("--workers must be at least 1")
+        raise InputError("--workers must be at least 1")
     log_config = _log_config(access_log)
     if workers == 1:
         uvicorn.run(app_from_settings(settings), host=host, port=port, log_level="warning", access_log=False,
