@@ -28,6 +28,9 @@ BACKENDS = ("torch", "openvino")
 BACKEND_ENV = "RAGTUNE_ENCODER"
 _OPENVINO_BATCH = 16
 """Texts per OpenVINO request, after sorting by length: small batches waste little on padding."""
+_OPENVINO_LENGTH_STEP = 16
+"""Requests are padded to a multiple of this many tokens: the CPU plugin keeps state per input shape, and a server
+that batches concurrent queries would otherwise meet a new (rows, length) shape at every turn and grow."""
 
 
 class Encoder(Protocol):
@@ -119,7 +122,8 @@ class OpenVinoEncoder:
         out: np.ndarray | None = None
         for start in range(0, len(order), _OPENVINO_BATCH):
             rows = order[start : start + _OPENVINO_BATCH]
-            length = max(len(ids[i]) for i in rows)
+            longest = max(len(ids[i]) for i in rows)
+            length = min(-(-longest // _OPENVINO_LENGTH_STEP) * _OPENVINO_LENGTH_STEP, max(self.max_length, longest))
             inputs = {name: np.zeros((len(rows), length), dtype=np.int64) for name in self.input_names}
             for k, i in enumerate(rows):
                 for name in self.input_names:
