@@ -123,7 +123,7 @@ class OpenVinoEncoder:
         for start in range(0, len(order), _OPENVINO_BATCH):
             rows = order[start : start + _OPENVINO_BATCH]
             longest = max(len(ids[i]) for i in rows)
-            length = min(-(-longest // _OPENVINO_LENGTH_STEP) * _OPENVINO_LENGTH_STEP, max(self.max_length, longest))
+            length = min(-(-longest // _OPENVINO_LENGTH_STEP) * _OPENVINO_LENGTH_STEP, self.max_length)  # truncated
             inputs = {name: np.zeros((len(rows), length), dtype=np.int64) for name in self.input_names}
             for k, i in enumerate(rows):
                 for name in self.input_names:

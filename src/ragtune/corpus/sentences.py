@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])|\n[ \t]*\n\s*")
 """A sentence ends at . ! or ? followed by space and a capital, digit, bracket or quote ("p < 0.05" and "e.g. the"
@@ -11,16 +12,20 @@ stay whole), and at a blank line (a heading or paragraph never runs into the nex
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each non-blank sentence of `text`, without its surrounding whitespace."""
+    return spans_between(text, ((m.start(), m.end()) for m in SENTENCE_END.finditer(text)))
+
+
+def spans_between(text: str, cuts: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The non-blank pieces of `text` between cuts, each cut (where a piece ends, where the next begins), in order;
+    each piece without its surrounding whitespace."""
     spans: list[tuple[int, int]] = []
     start = 0
-    for boundary in [*SENTENCE_END.finditer(text), None]:
-        end = boundary.start() if boundary else len(text)
+    for end, next_start in [*cuts, (len(text), len(text))]:
         piece = text[start:end]
         if piece.strip():
             left = start + len(piece) - len(piece.lstrip())
             spans.append((left, left + len(piece.strip())))
-        if boundary:
-            start = boundary.end()
+        start = next_start
     return spans
 
 

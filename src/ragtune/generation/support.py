@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ragtune.corpus.sentences import sentence_spans
+from ragtune.corpus.sentences import sentence_spans, spans_between
 from ragtune.embedding import TextEncoder
 from ragtune.generation.prompts import PromptPassage
 
@@ -80,17 +80,7 @@ def check_support(
 
 def answer_sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence of an answer, a sentence's `[n]` markers inside it ("… drops. [1] Next …")."""
-    spans: list[tuple[int, int]] = []
-    start = 0
-    for boundary in [*_ANSWER_SENTENCE_END.finditer(text), None]:
-        end = boundary.start() + 1 + len(boundary.group(1)) if boundary else len(text)
-        piece = text[start:end]
-        if piece.strip():
-            left = start + len(piece) - len(piece.lstrip())
-            spans.append((left, left + len(piece.strip())))
-        if boundary:
-            start = boundary.end()
-    return spans
+    return spans_between(text, ((m.end(1), m.end()) for m in _ANSWER_SENTENCE_END.finditer(text)))
 
 
 def _cited(text: str, span: tuple[int, int]) -> tuple[int, ...]:

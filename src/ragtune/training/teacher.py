@@ -108,14 +108,13 @@ def teacher_scored_examples(
         excluded = {position[e.positive] for e in examples_of[query]}
         if never_negative:
             excluded |= {position[t] for t in never_negative.get(query, ()) if t in position}
-        candidates = [i for i in dict.fromkeys([*dense_ids.tolist(), *bm25_ids.tolist()]) if i not in excluded]
-        candidates.sort(key=lambda i: -teacher(i))
-        pool = candidates[: config.pool]
+        scores = {i: teacher(i) for i in dict.fromkeys([*dense_ids.tolist(), *bm25_ids.tolist()]) if i not in excluded}
+        pool = sorted(scores, key=lambda i: -scores[i])[: config.pool]
         if len(pool) < config.negatives:
             continue
         chosen = sorted(rng.sample(range(len(pool)), config.negatives))
         negatives = [pool[i] for i in chosen]
-        negative_values = [teacher(i) for i in negatives]
+        negative_values = [scores[i] for i in negatives]
         for example in examples_of[query]:
             positive_value = teacher(position[example.positive])
             positive_scores.append(positive_value)
