@@ -36,7 +36,11 @@ def main() -> None:
     except ImportError:  # an older checkout: no shared ingest module, batches per file
         batch = 0
     else:
-        ingest.EMBED_BATCH = batch
+        from ragtune.embedding import Embedder
+
+        ingest.EMBED_BATCH = batch  # checkouts before `texts_per_call`
+        if hasattr(Embedder, "texts_per_call"):
+            Embedder.texts_per_call = batch
     started = time.perf_counter()
     report = index_sources(root / "store", [docs], show_progress=False)
     print(json.dumps({"files": count, "batch": batch, "seconds": round(time.perf_counter() - started, 1),

@@ -18,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import new_store, write_docs
-from ragtune import Retriever, StoreReader, index_sources, open_store
+from ragtune import Retriever, index_sources, open_store
+from ragtune.store import StoreReader
 from ragtune.cli import app
 from ragtune.errors import InputError, StoreError
 from ragtune.store.integrity import check_store, repair_store

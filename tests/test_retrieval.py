@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ragtune import Retriever, StoreReader, index_sources, open_store
+from ragtune import Retriever, index_sources, open_store
+from ragtune.store import StoreReader
 from ragtune.errors import InputError
 from conftest import ENGINES, new_store, rel, write_docs
 

@@ -13,10 +13,13 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ragtune.corpus import ChunkingConfig
-from ragtune.errors import RagtuneError
+from ragtune.errors import RagtuneError, missing_dependency
+from ragtune.models import DEVICE_ENV, inference_device
+from ragtune.ray_encoding import RayConfig
 from ragtune.paths import CACHE_LIMIT_ENV, embedding_cache_path, parse_size
 from ragtune.generation.support import DEFAULT_SUPPORT_THRESHOLD
 from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_SECONDS
@@ -46,6 +49,35 @@ RerankDepthOption = Annotated[
     int,
     typer.Option(help="Candidates the cross-encoder re-scores: deeper finds more, each costs one forward pass."),
 ]
+RayOption = Annotated[
+    str | None,
+    typer.Option("--ray", help="Encode on a Ray cluster: local (start one here), auto (the one `ray start` made) "
+                 "or HOST:PORT. Needs pip install 'ragtune[ray]'."),
+]  # fmt: skip
+RayWorkersOption = Annotated[int, typer.Option(help="Encoding actors on the Ray cluster (one model each).")]
+RayGpusOption = Annotated[float, typer.Option(help="GPUs per encoding actor (0: CPU actors).")]
+DeviceOption = Annotated[
+    str | None, typer.Option(help="cpu, cuda or auto (default: $RAGTUNE_DEVICE, else cuda where torch sees a GPU).")
+]
+
+
+def _encoding_settings(ray: str | None, workers: int, gpus: float, device: str | None) -> RayConfig | None:
+    """The Ray cluster to encode on (None: here), after checking the device; the device holds for this process."""
+    if device is not None:
+        os.environ[DEVICE_ENV] = inference_device(device)
+    if ray is None:
+        return None
+    config = RayConfig(ray, workers, gpus)
+    config.check()
+    return config
+
+
+def _print_workers(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        err.print(f"ray worker {row['worker']}: {row['texts']} passages in {row['seconds']}s "
+                  f"({row['texts_per_second']}/s)", highlight=False)  # fmt: skip
+
+
 RerankWeightOption = Annotated[
     float,
     typer.Option(help="Cross-encoder share of the re-ranked score (1: its order alone; below: mixed with retrieval's)."),
@@ -60,7 +92,7 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except RagtuneError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: the store is unchanged; run the same command again to finish")
@@ -69,7 +101,8 @@ def user_errors(command: F) -> F:
             if not is_disk_full(exc):
                 raise
             err.print(
-                f"[bold red]error:[/] disk full ({exc}); free space on that disk and run the same command again",
+                f"[bold red]error:[/] disk full ({escape(str(exc))}); free space on that disk and run the same command "
+                "again",
                 highlight=False, soft_wrap=True,
             )  # fmt: skip
             raise typer.Exit(2) from None
@@ -93,15 +126,21 @@ def index(
     overlap: Annotated[int | None, typer.Option(help="Tokens shared by consecutive passages (default 32).")] = None,
     progress: Annotated[bool | None, typer.Option(help="Show progress bars (default: when on a terminal).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    ray: RayOption = None,
+    ray_workers: RayWorkersOption = 2,
+    ray_gpus_per_worker: RayGpusOption = 0.0,
+    device: DeviceOption = None,
 ) -> None:
     """Build or incrementally update a store from documents."""
     chunking = None
     if chunk_tokens is not None or overlap is not None:
         chunking = ChunkingConfig(chunk_tokens=chunk_tokens, overlap_tokens=32 if overlap is None else overlap)
-    report = index_sources(store, sources, model=model, chunking=chunking, show_progress=progress)
+    cluster = _encoding_settings(ray, ray_workers, ray_gpus_per_worker, device)
+    report = index_sources(store, sources, model=model, chunking=chunking, show_progress=progress, ray=cluster)
     if as_json:
         print_json(report.to_json())
         return
+    _print_workers(report.workers)
     for key, reason in report.skipped.items():
         err.print(f"[yellow]skipped[/] {key}: {reason}", highlight=False)
     out.print(
@@ -512,6 +551,10 @@ def mine(
     teacher_dense_weight: Annotated[
         float, typer.Option(help="The teacher's dense weight (convex fusion with BM25).")
     ] = 0.5,
+    ray: RayOption = None,
+    ray_workers: RayWorkersOption = 2,
+    ray_gpus_per_worker: RayGpusOption = 0.0,
+    device: DeviceOption = None,
 ) -> None:
     """Add hard negatives to training pairs (and, with --teacher, a teacher's scores)."""
     from ragtune.models import resolve_model
@@ -540,7 +583,10 @@ def mine(
         _mine_with_teacher(teacher, examples, texts, model, negatives, teacher_dense_weight, never_negative, out_file)
         return
     config = MiningConfig(negatives, range_min, range_max, relative_margin, CandidateSource(source))
-    mined, report = mine_hard_negatives(examples, texts, resolve_model(model), config, never_negative=never_negative)
+    cluster = _encoding_settings(ray, ray_workers, ray_gpus_per_worker, device)
+    mined, report = mine_hard_negatives(
+        examples, texts, resolve_model(model), config, never_negative=never_negative, ray=cluster
+    )
     write_training_jsonl(out_file, mined)
     out.print(
         f"{report.examples} examples, {report.with_negatives} with negatives "
@@ -700,11 +746,17 @@ def reindex(
     store: StoreOption,
     model: Annotated[str, typer.Option(help="New embedding model: short name or directory.")],
     progress: Annotated[bool | None, typer.Option(help="Show progress bars.")] = None,
+    ray: RayOption = None,
+    ray_workers: RayWorkersOption = 2,
+    ray_gpus_per_worker: RayGpusOption = 0.0,
+    device: DeviceOption = None,
 ) -> None:
     """Re-embed a store with another model and switch to it atomically."""
     from ragtune.store import reindex_store
 
-    report = reindex_store(store, model, show_progress=progress)
+    cluster = _encoding_settings(ray, ray_workers, ray_gpus_per_worker, device)
+    report = reindex_store(store, model, show_progress=progress, ray=cluster)
+    _print_workers(report.workers)
     out.print(
         f"{store}: {report.passages_total} passages re-embedded with {model} "
         f"(encoded {report.encoded}, cache {report.cached}) in {report.seconds:.1f}s",
@@ -742,7 +794,10 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="One JSON line per request on stderr.")] = False,
 ) -> None:
     """Serve the HTTP API (/search, /ask, /ask/stream, /info, /health, /metrics, /openapi.json) and a web page at /."""
-    from ragtune.server import ServeSettings, serve_forever
+    try:
+        from ragtune.server import ServeSettings, serve_forever
+    except ImportError as exc:
+        raise missing_dependency(exc.name or "fastapi", "'ragtune[server]'  (ragtune serve)") from exc
 
     if api_key_env and not os.environ.get(api_key_env):
         raise RagtuneError(f"--api-key-env {api_key_env}: that environment variable is not set")

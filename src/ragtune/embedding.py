@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ragtune.encoders import encoder_backend, make_encoder
-from ragtune.models import ModelRef, inference_precision, load_sentence_transformer
+from ragtune.models import ModelRef, inference_device, inference_precision, load_sentence_transformer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -28,12 +28,43 @@ class TextEncoder(Protocol):
     def count_tokens(self, texts: Sequence[str]) -> int: ...
 
 
+TEXTS_PER_CALL = 512
+"""Texts a store update encodes (and commits) at a time on this machine."""
+
+
+def vector_kind(precision: str, backend: str, device: str) -> str:
+    """What decides a vector beyond the model and the text (`bf16/torch`, `bf16/torch/cuda`): vectors of one kind
+    are identical for one text; of two kinds, within rounding (cosine ≥ 0.999). The embedding cache keeps them
+    apart."""
+    return f"{precision}/{backend}" + ("" if device == "cpu" else f"/{device}")
+
+
+class PassageEncoder(Protocol):
+    """What a store update needs to encode passages: here (`Embedder`) or on a cluster (`RayEncoder`)."""
+
+    @property
+    def model_ref(self) -> ModelRef: ...
+
+    @property
+    def vector_kind(self) -> str: ...
+
+    @property
+    def texts_per_call(self) -> int: ...
+
+    def encode_blocks(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions in `texts`, their unit vectors) until every text is encoded once, in any order."""
+        ...
+
+
 class Embedder:
     """Encodes passages and queries into unit-length float32 vectors (so inner product = cosine).
 
     `precision` None picks bf16 on CPUs that support it natively (see `inference_precision`); `backend` None picks
     the encoder measured faster for `purpose` (see `encoder_backend`: torch for documents, OpenVINO for queries).
+    `device` None or "auto" picks CUDA where a GPU is visible (torch there; bf16 where the GPU has it).
     """
+
+    texts_per_call = TEXTS_PER_CALL
 
     def __init__(
         self,
@@ -42,19 +73,21 @@ class Embedder:
         precision: str | None = None,
         backend: str | None = None,
         purpose: str = "documents",
+        device: str | None = None,
     ) -> None:
         self.model_ref = model
         self.batch_size = batch_size
-        self.precision = inference_precision(precision)
-        self.backend = encoder_backend(backend, purpose)
-        self._model = load_sentence_transformer(model.path, self.precision if self.backend == "torch" else "fp32")
+        self.device = inference_device(device)
+        self.precision = inference_precision(precision, self.device)
+        self.backend = "torch" if self.device != "cpu" else encoder_backend(backend, purpose)
+        self._model = load_sentence_transformer(
+            model.path, self.precision if self.backend == "torch" else "fp32", self.device
+        )
         self._encoder = make_encoder(self.backend, self._model, model, self.precision, batch_size)
 
     @property
     def vector_kind(self) -> str:
-        """Precision and backend (`bf16/openvino`): vectors of one kind are identical for one text; of two kinds,
-        within rounding (cosine ≥ 0.999). The embedding cache keeps them apart."""
-        return f"{self.precision}/{self.backend}"
+        return vector_kind(self.precision, self.backend, self.device)
 
     @property
     def dimension(self) -> int:
@@ -74,6 +107,9 @@ class Embedder:
         vectors = self._encoder.encode(texts)  # normalised here in float32: a bf16 norm is off by up to 0.3 %
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+    def encode_blocks(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        yield np.arange(len(texts)), self.encode(texts)
 
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]

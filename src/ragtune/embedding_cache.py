@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ragtune.errors import StoreError
 from ragtune.paths import embedding_cache_limit_bytes, embedding_cache_path
 from ragtune.store.fsutil import sqlite_damage_reported, sqlite_problems
 
 if TYPE_CHECKING:
-    from ragtune.embedding import Embedder
+    from ragtune.embedding import Embedder, PassageEncoder
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -166,6 +167,13 @@ class EmbeddingCache:
 
     def encode(self, texts: Sequence[str], encode: Callable[[Sequence[str]], np.ndarray]) -> np.ndarray:
         """Vectors for `texts`: cached ones are read, the rest encoded with `encode` and stored."""
+        return self.encode_blocks(texts, lambda missing: iter([(np.arange(len(missing)), encode(missing))]))
+
+    def encode_blocks(
+        self, texts: Sequence[str], encode: Callable[[Sequence[str]], Iterator[tuple[np.ndarray, np.ndarray]]]
+    ) -> np.ndarray:
+        """Vectors for `texts`: cached ones are read; the rest go to `encode`, whose blocks (positions among the
+        texts it was given, vectors) are stored as each arrives, so an interrupted run keeps what was finished."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         hashes = [text_hash(t) for t in texts]
@@ -174,20 +182,30 @@ class EmbeddingCache:
         if missing:
             first_text = {h: t for h, t in zip(hashes, texts)}
             started = time.perf_counter()
-            vectors = encode([first_text[h] for h in missing])
+            for positions, vectors in encode([first_text[h] for h in missing]):
+                fresh = [(missing[int(p)], v) for p, v in zip(positions, vectors, strict=True)]
+                self.put_many(fresh)
+                cached.update(fresh)
             self.encode_seconds += time.perf_counter() - started
-            fresh = list(zip(missing, vectors))
-            self.put_many(fresh)
-            cached.update(fresh)
+            if lost := sum(1 for h in missing if h not in cached):
+                raise StoreError(f"the encoder returned no vector for {lost} of {len(missing)} texts; run again")
         self.misses += len(missing)
         self.hits += len(texts) - len(missing)
         return np.vstack([cached[h] for h in hashes])
 
 
-def encode_cached(embedder: Embedder, texts: Sequence[str], path: Path | None = None) -> np.ndarray:
-    """`embedder.encode(texts)`, through the shared cache: what was encoded before by the same model is read."""
-    with EmbeddingCache.for_embedder(embedder, path) as cache:
-        return cache.encode(texts, embedder.encode)
+def encode_cached(
+    embedder: Embedder, texts: Sequence[str], path: Path | None = None, encoder: PassageEncoder | None = None
+) -> np.ndarray:
+    """`embedder.encode(texts)`, through the shared cache: what was encoded before by the same model is read. With
+    `encoder` (e.g. a Ray cluster's, same model), the rest is encoded there, `texts_per_call` texts at a time."""
+    encoder = encoder or embedder
+    step = encoder.texts_per_call
+    with EmbeddingCache(embedder.model_ref.revision, encoder.vector_kind, embedder.dimension, path) as cache:
+        if len(texts) <= step:
+            return cache.encode_blocks(texts, encoder.encode_blocks)
+        return np.vstack([cache.encode_blocks(texts[i : i + step], encoder.encode_blocks)
+                          for i in range(0, len(texts), step)])  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Inactive unless the environment variable `RAGTUNE_KILL_AT` names a point: `NAME` kills the first time the point is
 reached, `NAME:N` the N-th time. The kill is a SIGKILL, as from the OOM killer or a power cut: no handler, no
-`finally` block and no flush runs.
+`finally` block and no flush runs. With `RAGTUNE_KILL_ONCE=FILE` as well, only one process of all that reach the
+point dies (the one that creates FILE): a restarted worker process does not die again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 from collections import Counter
 
 KILL_ENV = "RAGTUNE_KILL_AT"
+ONCE_ENV = "RAGTUNE_KILL_ONCE"
 _reached: Counter[str] = Counter()
 
 
@@ -26,8 +28,19 @@ def kill_point(name: str) -> None:
         return
     _reached[name] += 1
     count = os.environ[KILL_ENV].partition(":")[2]
-    if _reached[name] == (int(count) if count else 1):
+    if _reached[name] == (int(count) if count else 1) and _first_across_processes():
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first_across_processes() -> bool:
+    marker = os.environ.get(ONCE_ENV)
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def arm_checkpoint_kill(trainer) -> None:  # type: ignore[no-untyped-def]

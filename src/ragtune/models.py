@@ -101,16 +101,37 @@ PRECISIONS = ("fp32", "bf16")
 PRECISION_ENV = "RAGTUNE_PRECISION"
 
 
-def inference_precision(requested: str | None = None) -> str:
-    """fp32 or bf16 for encoding: `requested`, else $RAGTUNE_PRECISION, else bf16 where the CPU multiplies bf16 natively.
+DEVICES = ("cpu", "cuda")
+DEVICE_ENV = "RAGTUNE_DEVICE"
 
-    bf16 weights halve memory traffic and use AVX512-BF16/AMX; on SciFact its nDCG@10 is within 0.001 of fp32
-    (bench/bench_encode.py). A CPU without bf16 support would emulate it slowly, so it stays fp32 there.
+
+def inference_device(requested: str | None = None) -> str:
+    """cpu or cuda: `requested`, else $RAGTUNE_DEVICE, else cuda where torch sees a GPU."""
+    choice = (requested or os.environ.get(DEVICE_ENV) or "auto").lower()
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice not in DEVICES:
+        raise RagtuneError(f"device '{choice}' is not one of {', '.join(DEVICES)} (or auto)")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RagtuneError("--device cuda: torch sees no GPU here (this torch build or machine has none); use cpu")
+    return choice
+
+
+def inference_precision(requested: str | None = None, device: str = "cpu") -> str:
+    """fp32 or bf16 for encoding: `requested`, else $RAGTUNE_PRECISION, else bf16 where the device multiplies bf16
+    natively (AVX512-BF16/AMX on a CPU; Ampere or later on a GPU).
+
+    bf16 weights halve memory traffic; on SciFact its nDCG@10 is within 0.001 of fp32 (bench/bench_encode.py). A CPU
+    without bf16 support would emulate it slowly, so it stays fp32 there.
     """
     choice = (requested or os.environ.get(PRECISION_ENV) or "auto").lower()
     if choice == "auto":
         import torch
 
+        if device == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
     if choice not in PRECISIONS:
         raise RagtuneError(f"precision '{choice}' is not one of {', '.join(PRECISIONS)} (or auto)")
@@ -118,14 +139,14 @@ def inference_precision(requested: str | None = None) -> str:
 
 
 @lru_cache(maxsize=4)
-def load_sentence_transformer(path: Path, precision: str = "fp32") -> SentenceTransformer:
-    """Load a sentence-transformers model from a local directory, on the CPU, never touching the network."""
+def load_sentence_transformer(path: Path, precision: str = "fp32", device: str = "cpu") -> SentenceTransformer:
+    """Load a sentence-transformers model from a local directory onto `device`, never touching the network."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     quiet_transformers()
     try:
-        model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise RagtuneError(f"cannot load embedding model from '{path}': {exc}") from exc
     if precision == "bf16":

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragtune.errors import InputError
+from ragtune.errors import InputError, missing_dependency
 from ragtune.jsonl import iter_json_objects
 from ragtune.types import Document
 
@@ -212,8 +212,8 @@ def _read_pdf(source: SourceFile) -> Document:
     try:
         from pypdf import PdfReader
         from pypdf.errors import PdfReadError
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise InputError("reading PDF needs pypdf: pip install pypdf") from exc
+    except ImportError as exc:
+        raise missing_dependency("pypdf", "'ragtune[pdf]'  (reads PDF files)") from exc
     try:
         reader = PdfReader(str(source.path))
         if reader.is_encrypted:

@@ -17,7 +17,7 @@ class LlamaCppGenerator:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
-            raise missing_dependency("llama_cpp", "llama-cpp-python  (compiles llama.cpp: ~20 min)") from exc
+            raise missing_dependency("llama_cpp", "'ragtune[llamacpp]'  (compiles llama.cpp: ~20 min)") from exc
         path = Path(gguf_path)
         if not path.is_file():
             raise RagtuneError(f"GGUF file '{path}' does not exist")

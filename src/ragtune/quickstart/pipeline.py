@@ -37,13 +37,14 @@ from ragtune.evaluation.runner import Evaluation, eval_store_dir
 from ragtune.memory import release_memory
 from ragtune.models import inference_precision, resolve_model
 from ragtune.quickstart.state import StepState
+from ragtune.datasets import shipped_dataset
 from ragtune.retrieval import SearchMode, SearchSettings
 from ragtune.store import StoreReader, index_sources, open_store, record_search_settings
 from ragtune.training.examples import (
     TrainingExample, examples_from_dataset, judged_document_texts, read_training_jsonl, write_training_jsonl,
 )  # fmt: skip
 
-SHIPPED_DATASET = Path(__file__).resolve().parents[3] / "data" / "scifact"
+SHIPPED_DATASET = shipped_dataset("scifact")
 MODES = (SearchMode.bm25, SearchMode.dense, SearchMode.hybrid)
 HELD_OUT_QUERIES = 200
 """Per held-out split (dev, test) of the unlabelled path, and at most a fifth of the passages in all."""

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ragtune.errors import RagtuneError
-from ragtune.models import inference_precision, quiet_transformers
+from ragtune.models import inference_device, inference_precision, quiet_transformers
 from ragtune.types import Hit
 
 
@@ -58,8 +58,9 @@ class Reranker:
 
         self.batch_size = batch_size
         self.weight = weight
-        self.model = CrossEncoder(str(self.path), device="cpu", local_files_only=True)
-        if inference_precision(precision) == "bf16":
+        device = inference_device()
+        self.model = CrossEncoder(str(self.path), device=device, local_files_only=True)
+        if inference_precision(precision, device) == "bf16":
             self.model.to(torch.bfloat16)
 
     def rerank(self, query: str, hits: list[Hit], depth: int) -> list[Hit]:

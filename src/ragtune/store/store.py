@@ -29,8 +29,8 @@ from ragtune.errors import StoreError
 from ragtune.faults import kill_point
 from ragtune.models import DEFAULT_EMBEDDING_MODEL, ModelRef, resolve_model
 from ragtune.progress import progress_bar
+from ragtune.ray_encoding import RayConfig, encoding_on, worker_report
 from ragtune.store.ingest import (
-    EMBED_BATCH,
     IndexReport,
     IngestOutcome,
     SourceState,
@@ -58,8 +58,10 @@ def index_sources(
     model: str | None = None,
     chunking: ChunkingConfig | None = None,
     show_progress: bool | None = None,
+    ray: RayConfig | None = None,
 ) -> IndexReport:
-    """Index files and folders into the store at `store_dir`, creating it or updating it incrementally."""
+    """Index files and folders into the store at `store_dir`, creating it or updating it incrementally; with `ray`,
+    the passages are encoded on that cluster."""
     started = time.perf_counter()
     store_dir = Path(store_dir).expanduser()
     _refuse_foreign_directory(store_dir)
@@ -84,22 +86,30 @@ def index_sources(
         if previous is not None:
             config = ChunkingConfig(**previous.chunking)
 
-        cache = EmbeddingCache.for_embedder(embedder)
-        with cache, _building_generation(store_dir, previous, cache) as (generation, partial, table):
+        with (
+            encoding_on(embedder, ray) as encoder,
+            EmbeddingCache(model_ref.revision, encoder.vector_kind, embedder.dimension) as cache,
+            _building_generation(store_dir, previous, cache) as (generation, partial, table),
+        ):
             leaving = plan.leaving
             cache.adopt(table.vectors_of_sources(leaving))  # moved or edited files keep the vectors of unchanged text
             change = _IndexChange.start(store_dir, previous, table, leaving)
             removed = sum(table.remove_source(key) for key in leaving)
-            added, skipped = ingest_sources(plan.changed, table, Chunker(embedder.tokenizer, config), embedder, cache, show_progress)
+            chunker = Chunker(embedder.tokenizer, config)
+            added, skipped = ingest_sources(plan.changed, table, chunker, encoder, cache, show_progress)
             table.commit()
             stats = table.stats()
             dense_kind = change.apply(table, partial, embedder.dimension, stats["passages"])
             _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
         outcome = IngestOutcome(added, removed, skipped)
-        return IndexReport.of_update(len(files), plan, outcome, stats, cache, started, generation, dense_kind)
+        return IndexReport.of_update(
+            len(files), plan, outcome, stats, cache, started, generation, dense_kind, worker_report(encoder)
+        )
 
 
-def reindex_store(store_dir: str | Path, model: str, show_progress: bool | None = None) -> IndexReport:
+def reindex_store(
+    store_dir: str | Path, model: str, show_progress: bool | None = None, ray: RayConfig | None = None
+) -> IndexReport:
     """Re-embed every passage of a store with another model (e.g. a fine-tuned one) and switch to it atomically.
 
     Passages, chunking and the keyword index stay as they are; readers keep the old generation until the switch.
@@ -110,18 +120,21 @@ def reindex_store(store_dir: str | Path, model: str, show_progress: bool | None 
         previous = read_manifest(store_dir)
         model_ref = resolve_model(model)
         embedder = Embedder(model_ref)
-        cache = EmbeddingCache.for_embedder(embedder)
-        with cache, _building_generation(store_dir, previous, cache) as (generation, partial, table):
+        with (
+            encoding_on(embedder, ray) as encoder,
+            EmbeddingCache(model_ref.revision, encoder.vector_kind, embedder.dimension) as cache,
+            _building_generation(store_dir, previous, cache) as (generation, partial, table),
+        ):
             with progress_bar(show_progress) as progress:
                 task = progress.add_task("re-embedding", total=table.count(), unit="passages")
-                for ids, texts, _ in table.iter_for_indexing(batch=EMBED_BATCH):
-                    table.set_embeddings(ids, cache.encode(texts, embedder.encode))
+                for ids, texts, _ in table.iter_for_indexing(batch=encoder.texts_per_call):
+                    table.set_embeddings(ids, cache.encode_blocks(texts, encoder.encode_blocks))
                     progress.advance(task, len(ids))
                     kill_point("reindex-batch")
             stats, dense_kind = _commit_and_build_indexes(table, partial, embedder.dimension)
             config = ChunkingConfig(**previous.chunking)
             _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
-        return IndexReport.of_reindex(stats, cache, started, generation, dense_kind)
+        return IndexReport.of_reindex(stats, cache, started, generation, dense_kind, worker_report(encoder))
 
 
 @contextmanager

@@ -21,7 +21,6 @@ import tempfile
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from ragtune.errors import InputError
 from ragtune.embedding import Embedder
 from ragtune.embedding_cache import encode_cached
 from ragtune.models import ModelRef
+from ragtune.ray_encoding import RayConfig, encoding_on
 from ragtune.store.keyword import TantivyKeywordIndex, build_tantivy_index
 from ragtune.training.examples import TrainingExample
 
@@ -68,6 +68,7 @@ def mine_hard_negatives(
     config: MiningConfig = MiningConfig(),
     corpus_encoder: Callable[[list[str]], np.ndarray] | None = None,
     never_negative: Mapping[str, Collection[str]] | None = None,
+    ray: RayConfig | None = None,
 ) -> tuple[list[TrainingExample], MiningReport]:
     """Return the examples with `negatives` filled in (up to `num_negatives` each), and score statistics.
 
@@ -75,6 +76,7 @@ def mine_hard_negatives(
     there), unless `corpus_encoder` (texts → unit vectors of `model`) supplies them. `never_negative` maps a query to corpus texts that must not
     be its negatives although they are not its positive: for pairs made from a passage, the other passages of the
     same document (a title's first passage is the positive, the abstract's second half is no counter-example).
+    With `ray`, the corpus passages the cache lacks are encoded on that cluster.
     """
     if config.num_negatives < 1 or config.range_min < 0 or config.range_max <= config.range_min:
         raise InputError("need --negatives ≥ 1 and 0 ≤ --range-min < range-max")
@@ -87,7 +89,11 @@ def mine_hard_negatives(
     for e in examples:
         positives_of.setdefault(e.query, set()).add(e.positive)
 
-    corpus_vectors = (corpus_encoder or partial(encode_cached, embedder))(corpus)
+    if corpus_encoder is not None:
+        corpus_vectors = corpus_encoder(corpus)
+    else:
+        with encoding_on(embedder, ray) as encoder:
+            corpus_vectors = encode_cached(embedder, corpus, encoder=encoder)
     query_vectors = embedder.encode(queries)
     position = {text: i for i, text in enumerate(corpus)}
     query_row = {q: i for i, q in enumerate(queries)}
