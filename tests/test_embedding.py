@@ -84,3 +84,30 @@ def test_an_unwritable_cache_folder_is_one_clear_error(
         monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path / "ro"))
     with pytest.raises(RagtuneError, match="RAGTUNE_ENCODER=torch"):
         Embedder(minilm, backend="openvino")
+
+
+def test_the_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from ragtune.models import inference_device
+
+    monkeypatch.delenv("RAGTUNE_DEVICE", raising=False)
+    assert inference_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert inference_device("cpu") == "cpu"
+    monkeypatch.setenv("RAGTUNE_DEVICE", "cpu")
+    assert inference_device() == "cpu"
+    with pytest.raises(RagtuneError, match="not one of cpu, cuda"):
+        inference_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RagtuneError, match="sees no GPU"):
+            inference_device("cuda")
+
+
+def test_vectors_of_another_device_are_another_kind(minilm: ModelRef) -> None:
+    from ragtune.embedding import vector_kind
+
+    embedder = Embedder(minilm, precision="fp32", backend="torch", device="cpu")
+    assert embedder.vector_kind == "fp32/torch" == vector_kind("fp32", "torch", "cpu")
+    assert vector_kind("bf16", "torch", "cuda") == "bf16/torch/cuda"  # never mixed with CPU vectors in the cache
+    positions, vectors = next(embedder.encode_blocks(["a pump", "a valve"]))
+    assert positions.tolist() == [0, 1] and np.allclose(vectors, embedder.encode(["a pump", "a valve"]))

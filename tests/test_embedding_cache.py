@@ -210,3 +210,30 @@ def test_mining_reads_the_stores_vectors_from_the_cache(tmp_path: Path, minilm) 
         patch.setattr(Embedder, "encode", counting)
         mine_hard_negatives(examples, corpus, resolve_model("minilm"), MiningConfig(num_negatives=1))
     assert calls == [1]  # the query only: every corpus vector came from the cache
+
+
+def test_streamed_blocks_are_kept_as_they_arrive_and_a_lost_text_is_an_error(tmp_path: Path) -> None:
+    """A cluster's batches come back in any order; what arrived before a failure stays cached."""
+    from ragtune.errors import StoreError
+
+    texts = ["alpha", "beta", "gamma", "delta"]
+    vectors = np.eye(4, dtype=np.float32)
+
+    def two_blocks_then_fail(missing):  # type: ignore[no-untyped-def]
+        yield np.array([2, 0]), vectors[[2, 0]]
+        raise RuntimeError("the cluster went away")
+
+    with EmbeddingCache("rev", "fp32/torch", 4, tmp_path / "c.sqlite") as cache:
+        with pytest.raises(RuntimeError, match="went away"):
+            cache.encode_blocks(texts, two_blocks_then_fail)
+        assert set(cache.get_many([text_hash(t) for t in texts])) == {text_hash("alpha"), text_hash("gamma")}
+        asked: list[list[str]] = []
+
+        def rest(missing):  # type: ignore[no-untyped-def]
+            asked.append(list(missing))
+            yield np.arange(len(missing))[::-1], vectors[[3, 1]]  # reversed order: delta, beta
+
+        assert np.array_equal(cache.encode_blocks(texts, rest), vectors)
+        assert asked == [["beta", "delta"]]
+        with pytest.raises(StoreError, match="no vector for 1 of 1"):
+            cache.encode_blocks(["epsilon"], lambda missing: iter([]))

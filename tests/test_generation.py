@@ -153,7 +153,7 @@ def test_llama_cpp_missing_says_how_to_install() -> None:
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
-        with pytest.raises(RagtuneError, match="pip install llama-cpp-python"):
+        with pytest.raises(RagtuneError, match=r"pip install 'ragtune\[llamacpp\]'"):
             load_generator("llama-cpp:/tmp/x.gguf")
     else:
         pytest.skip("llama-cpp-python is installed here")

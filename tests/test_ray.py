@@ -23,11 +23,20 @@ RAGTUNE = [sys.executable, "-m", "ragtune"]
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """300 SciFact abstracts: ~600 passages, about ten batches of 64 per run."""
+    """150 SciFact abstracts: ~300 passages, five batches of 64 per run."""
     folder = tmp_path_factory.mktemp("ray-corpus")
-    lines = (shipped_dataset("scifact") / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:300]
+    lines = (shipped_dataset("scifact") / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:150]
     (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder / "corpus.jsonl"
+
+
+@pytest.fixture(scope="module")
+def local_contents(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, np.ndarray]]:
+    """What the local path stores: the reference both engines' cluster runs are held to."""
+    folder = tmp_path_factory.mktemp("ray-local")
+    report = index(corpus, str(folder / "store"), folder / "cache.sqlite")
+    assert report["encoded"] == report["passages_total"] > 250
+    return contents(str(folder / "store"))
 
 
 def index(corpus: Path, store: str, cache: Path, *extra: str, env: dict[str, str] | None = None) -> dict:
@@ -51,36 +60,37 @@ def contents(store: str) -> dict[str, tuple[str, np.ndarray]]:
         return {p.id: (p.text, opened.embedding(p.id)) for p in opened.iter_passages()}
 
 
-def test_ray_local_stores_what_the_local_path_stores(engine: str, tmp_path: Path, corpus: Path, request) -> None:  # type: ignore[no-untyped-def]
-    from conftest import new_store
-
-    here, there = new_store(engine, tmp_path, request), new_store(engine, tmp_path, request)
-    local = index(corpus, here, tmp_path / "cache-local.sqlite")
-    clustered = index(corpus, there, tmp_path / "cache-ray.sqlite", "--ray", "local", "--ray-workers", "2")
-    assert clustered["encoded"] == local["encoded"] == local["passages_total"] > 500
-    assert len(clustered["workers"]) == 2 and sum(w["texts"] for w in clustered["workers"]) == local["encoded"]
-    expected, got = contents(here), contents(there)
+def assert_same_contents(got: dict[str, tuple[str, np.ndarray]], expected: dict[str, tuple[str, np.ndarray]]) -> None:
     assert list(got) == list(expected)  # same passage ids, same order
     for passage_id, (text, vector) in expected.items():
         assert got[passage_id][0] == text
         assert float(vector @ got[passage_id][1]) >= 0.9999, passage_id
 
 
-def test_a_killed_encoding_actor_is_restarted_and_nothing_is_lost(tmp_path: Path, corpus: Path) -> None:
-    local = index(corpus, str(tmp_path / "local"), tmp_path / "cache-local.sqlite")
+def test_ray_local_stores_what_the_local_path_stores(tmp_path: Path, corpus: Path, local_contents) -> None:  # type: ignore[no-untyped-def]
+    clustered = index(corpus, str(tmp_path / "ray"), tmp_path / "cache.sqlite", "--ray", "local", "--ray-workers", "2")
+    assert clustered["encoded"] == clustered["passages_total"] == len(local_contents)
+    assert len(clustered["workers"]) == 2 and sum(w["texts"] for w in clustered["workers"]) == len(local_contents)
+    assert all(w["texts_per_second"] > 0 for w in clustered["workers"])
+    assert_same_contents(contents(str(tmp_path / "ray")), local_contents)
+
+
+def test_a_killed_actor_writing_into_postgresql_is_restarted_and_nothing_is_lost(  # type: ignore[no-untyped-def]
+    tmp_path: Path, corpus: Path, local_contents, postgres_address: str
+) -> None:
+    """On the PostgreSQL engine, with one encoding actor killed (SIGKILL) at its second batch."""
+    store = f"{postgres_address}?store=ray_killed"
     marker = tmp_path / "killed-once"
     run = index_run(
-        corpus, str(tmp_path / "ray"), tmp_path / "cache-ray.sqlite", "--ray", "local", "--ray-workers", "2",
+        corpus, store, tmp_path / "cache.sqlite", "--ray", "local", "--ray-workers", "2",
         env={"RAGTUNE_KILL_AT": "ray-encode-batch:2", "RAGTUNE_KILL_ONCE": str(marker)},
     )  # fmt: skip
     clustered = json.loads(run.stdout)  # stdout is the JSON report only: Ray's messages went to stderr
     assert marker.exists()  # an actor did die with SIGKILL on its second batch
     assert "will be retried" in run.stderr  # and the retry was reported
-    assert clustered["encoded"] == local["encoded"] == clustered["passages_total"] == local["passages_total"]
-    assert sum(w["texts"] for w in clustered["workers"]) == local["encoded"]  # the lost batch counted once
-    expected, got = contents(str(tmp_path / "local")), contents(str(tmp_path / "ray"))
-    assert list(got) == list(expected)
-    assert min(float(v @ got[i][1]) for i, (_, v) in expected.items()) >= 0.9999
+    assert clustered["encoded"] == clustered["passages_total"] == len(local_contents)
+    assert sum(w["texts"] for w in clustered["workers"]) == len(local_contents)  # the lost batch counted once
+    assert_same_contents(contents(store), local_contents)
 
 
 def test_without_ray_installed_the_flag_says_how_to_get_it(tmp_path: Path, corpus: Path) -> None:
