@@ -33,9 +33,13 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def local_contents(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, np.ndarray]]:
     """What the local path stores: the reference both engines' cluster runs are held to."""
+    from ragtune.store import index_sources
+
     folder = tmp_path_factory.mktemp("ray-local")
-    report = index(corpus, str(folder / "store"), folder / "cache.sqlite")
-    assert report["encoded"] == report["passages_total"] > 250
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAGTUNE_EMBEDDING_CACHE", str(folder / "cache.sqlite"))
+        report = index_sources(folder / "store", [corpus], show_progress=False)
+    assert report.encoded == report.passages_total > 250
     return contents(str(folder / "store"))
 
 

@@ -115,8 +115,8 @@ def connect(config: RayConfig) -> None:
 def _import_paths() -> list[str]:
     import ragtune
 
-    return [os.path.dirname(os.path.dirname(ragtune.__file__)), *filter(None, os.environ.get("PYTHONPATH", "").split(
-        os.pathsep))]  # fmt: skip
+    package_parent = os.path.dirname(os.path.dirname(ragtune.__file__))
+    return [package_parent, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
 
 
 class EncodingActor:
@@ -212,14 +212,6 @@ class RayEncoder:
                 f"the Ray cluster returned {int(seen.sum())} of {len(texts)} vectors; what came back is in the "
                 "embedding cache: run the same command again"
             )
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = np.zeros((len(texts), 0), dtype=np.float32)
-        for positions, block in self.encode_blocks(texts):
-            if vectors.shape[1] == 0:
-                vectors = np.zeros((len(texts), block.shape[1]), dtype=np.float32)
-            vectors[positions] = block
-        return vectors
 
 
 @contextmanager
