@@ -119,3 +119,34 @@ def test_the_python_api_example_runs_as_written(
     ]  # fmt: skip
     assert any(line.startswith("scifact:dense vs minilm:dense ['ndcg@10") for line in printed)
     assert (tmp_path / "models" / "scifact" / "model.safetensors").exists()
+
+
+def cheap_readme_commands() -> list[str]:
+    """README lines that only read a store at `stores/mine`: cheap enough to run for real on a small one."""
+    return [line for line in readme_commands()
+            if line.split()[1] in ("search", "info", "check") and "--store stores/mine" in line and "--rerank" not in line]  # fmt: skip
+
+
+def test_the_readme_shows_cheap_commands_to_run() -> None:
+    assert len(cheap_readme_commands()) >= 3
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("line", cheap_readme_commands())
+def test_cheap_readme_command_runs(line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as written, from a folder holding `stores/mine` indexed from a `manuals/` folder like the README's."""
+    from typer.testing import CliRunner
+
+    from conftest import write_docs
+    from ragtune.cli import app
+    from ragtune.store import index_sources
+
+    docs = write_docs(tmp_path / "manuals", {"pumps/seal.md": "# Seals\n\nReplace the impeller seal every two years."})
+    monkeypatch.chdir(tmp_path)
+    index_sources("stores/mine", [docs], show_progress=False)
+    result = CliRunner().invoke(app, shlex.split(line, comments=True)[1:])
+    assert result.exit_code == 0, f"README line `{line}`: {result.output}"
+    if line.split()[1] == "search":  # the README's query finds the seal passage, filters included
+        assert "seal.md" in result.output, result.output
+    else:
+        assert "stores/mine" in result.output and "passages" in result.output, result.output
