@@ -105,7 +105,7 @@ def main() -> None:
     embedder = Embedder(resolve_model("minilm"))
     result: dict = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "dimension": DIM, "engine": args.engine}
     started = time.perf_counter()
-    with EmbeddingCache.for_embedder(embedder) as cache:
+    with EmbeddingCache.for_encoder(embedder, embedder.dimension) as cache:
         corpus = write_corpus(data, workdir / "corpus", cache)
     result["corpus_and_cache_s"] = time.perf_counter() - started
 

@@ -61,7 +61,7 @@ def test_a_second_store_of_the_same_text_encodes_nothing_and_cached_vectors_equa
     embedder = Embedder(minilm)
     fresh = embedder.encode(texts)  # one batch of other lengths: bf16 padding may move the last digits
     assert np.min(np.sum(fresh * stored, axis=1)) >= 0.999
-    with EmbeddingCache.for_embedder(embedder) as cache:
+    with EmbeddingCache.for_encoder(embedder, embedder.dimension) as cache:
         cached = np.vstack([cache.get_many([text_hash(t)])[text_hash(t)] for t in texts])
     np.testing.assert_array_equal(cached, stored)
     assert not (tmp_path / "a" / "embeddings.sqlite").exists()  # no per-store copy any more

@@ -109,3 +109,16 @@ def test_without_ray_installed_the_flag_says_how_to_get_it(tmp_path: Path, corpu
         "cluster)"
     ]
     assert not (tmp_path / "s").exists()
+
+
+def test_ray_with_the_hybrid_teacher_is_refused_not_ignored(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from conftest import write_jsonl
+    from ragtune.cli import app
+
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"query": "pump seal", "positive": "Replace the seal."}])
+    result = CliRunner().invoke(app, ["mine", str(pairs), "--out", str(tmp_path / "out.jsonl"), "--corpus",
+                                      str(tmp_path), "--teacher", "hybrid", "--ray", "local"])  # fmt: skip
+    assert result.exit_code == 2 and "--ray does not work with --teacher" in result.output, result.output
+    assert not (tmp_path / "out.jsonl").exists()

@@ -565,6 +565,9 @@ def mine(
         mine_hard_negatives,
     )
 
+    cluster = _encoding_settings(ray, ray_workers, ray_gpus_per_worker, device)
+    if teacher is not None and cluster is not None:
+        raise RagtuneError("--ray does not work with --teacher yet: the teacher encodes here; drop --ray")
     examples, beir = load_examples(train, split)
     texts = _corpus_for_mining(corpus, store, beir)
     never_negative = None
@@ -583,7 +586,6 @@ def mine(
         _mine_with_teacher(teacher, examples, texts, model, negatives, teacher_dense_weight, never_negative, out_file)
         return
     config = MiningConfig(negatives, range_min, range_max, relative_margin, CandidateSource(source))
-    cluster = _encoding_settings(ray, ray_workers, ray_gpus_per_worker, device)
     mined, report = mine_hard_negatives(
         examples, texts, resolve_model(model), config, never_negative=never_negative, ray=cluster
     )

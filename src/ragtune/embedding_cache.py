@@ -78,8 +78,9 @@ class EmbeddingCache:
         self._db = _connect(self.path)
 
     @classmethod
-    def for_embedder(cls, embedder: Embedder, path: Path | None = None) -> EmbeddingCache:
-        return cls(embedder.model_ref.revision, embedder.vector_kind, embedder.dimension, path)
+    def for_encoder(cls, encoder: PassageEncoder, dimension: int, path: Path | None = None) -> EmbeddingCache:
+        """The cache part holding `encoder`'s vectors: its model revision and vector kind."""
+        return cls(encoder.model_ref.revision, encoder.vector_kind, dimension, path)
 
     def __enter__(self) -> EmbeddingCache:
         return self
@@ -201,7 +202,7 @@ def encode_cached(
     `encoder` (e.g. a Ray cluster's, same model), the rest is encoded there, `texts_per_call` texts at a time."""
     encoder = encoder or embedder
     step = encoder.texts_per_call
-    with EmbeddingCache(embedder.model_ref.revision, encoder.vector_kind, embedder.dimension, path) as cache:
+    with EmbeddingCache.for_encoder(encoder, embedder.dimension, path) as cache:
         if len(texts) <= step:
             return cache.encode_blocks(texts, encoder.encode_blocks)
         return np.vstack([cache.encode_blocks(texts[i : i + step], encoder.encode_blocks)

@@ -390,7 +390,7 @@ def index_sources(
         sink = _PostgresSink(db, parsed)
         with (
             encoding_on(embedder, ray) as encoder,
-            EmbeddingCache(model_ref.revision, encoder.vector_kind, embedder.dimension) as cache,
+            EmbeddingCache.for_encoder(encoder, embedder.dimension) as cache,
         ):
             cache.adopt(sink.vectors_of_sources(plan.leaving))  # edited files keep the vectors of unchanged text
             removed = sum(sink.remove_source(key) for key in plan.leaving)
@@ -428,7 +428,7 @@ def reindex_store(
             db.execute(f"ALTER TABLE {t('passages')} ADD COLUMN embedding vector({int(embedder.dimension)})")
         with (
             encoding_on(embedder, ray) as encoder,
-            EmbeddingCache(model_ref.revision, encoder.vector_kind, embedder.dimension) as cache,
+            EmbeddingCache.for_encoder(encoder, embedder.dimension) as cache,
             progress_bar(show_progress) as progress,
         ):
             total = int(db.execute(f"SELECT count(*) FROM {t('passages')}").fetchone()[0])

@@ -88,7 +88,7 @@ def index_sources(
 
         with (
             encoding_on(embedder, ray) as encoder,
-            EmbeddingCache(model_ref.revision, encoder.vector_kind, embedder.dimension) as cache,
+            EmbeddingCache.for_encoder(encoder, embedder.dimension) as cache,
             _building_generation(store_dir, previous, cache) as (generation, partial, table),
         ):
             leaving = plan.leaving
@@ -122,7 +122,7 @@ def reindex_store(
         embedder = Embedder(model_ref)
         with (
             encoding_on(embedder, ray) as encoder,
-            EmbeddingCache(model_ref.revision, encoder.vector_kind, embedder.dimension) as cache,
+            EmbeddingCache.for_encoder(encoder, embedder.dimension) as cache,
             _building_generation(store_dir, previous, cache) as (generation, partial, table),
         ):
             with progress_bar(show_progress) as progress:
