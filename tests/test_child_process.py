@@ -104,3 +104,18 @@ def _alive(pid: int) -> bool:
         return False
     status = Path(f"/proc/{pid}/stat")
     return status.exists() and status.read_text().split(")")[-1].split()[0] != "Z"  # a zombie is dead
+
+
+def environment_and_folder(name: str, say) -> tuple[str | None, str]:  # type: ignore[no-untyped-def]
+    return os.environ.get(name), os.getcwd()
+
+
+def test_a_child_sees_the_environment_and_folder_of_the_call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Children are forked from a server started at the first call: what the parent changed since must reach them."""
+    run_in_child("first", counts_to, 1, say=print)  # the server is running from here on
+    monkeypatch.setenv("RAGTUNE_TEST_SETTING", "set after the server started")
+    monkeypatch.chdir(tmp_path)
+    assert run_in_child("second", environment_and_folder, "RAGTUNE_TEST_SETTING", say=print) == (
+        "set after the server started", str(tmp_path))
+    monkeypatch.delenv("RAGTUNE_TEST_SETTING")
+    assert run_in_child("third", environment_and_folder, "RAGTUNE_TEST_SETTING", say=print)[0] is None

@@ -348,3 +348,74 @@ def test_answer_sentences_keep_their_citation_markers() -> None:
     text = "Seals wear out [1]. Bake bread. [3] Tomatoes need sun [4][2]. A 0.5 mm gap, e.g. the seal's, is fine."
     assert [text[a:b] for a, b in answer_sentence_spans(text)] == [
         "Seals wear out [1].", "Bake bread. [3]", "Tomatoes need sun [4][2].", "A 0.5 mm gap, e.g. the seal's, is fine."]  # fmt: skip
+
+
+class PassageGenerator(WordGenerator):
+    """Replies from the one passage it is shown: a verdict, then that passage's first sentence with a citation number
+    of its own making; says it cannot answer when the passage mentions `refuse_on`."""
+
+    def __init__(self, refuse_on: str = "") -> None:
+        super().__init__()
+        self.refuse_on = refuse_on
+
+    def reply_to(self, messages: Sequence[Message]) -> str:
+        self.seen.append(messages)
+        shown = messages[1]["content"].split("\n\nQuestion:")[0]
+        passage = shown.split("\n")[-1]
+        if self.refuse_on and self.refuse_on in shown:
+            return "The passage does not contain the answer."
+        return f"Yes. {passage.split('. ')[0].rstrip('.')} [7]. Then more words."
+
+    def stream(self, messages: Sequence[Message], max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
+        yield from (word + " " for word in self.reply_to(messages).split(" "))
+
+    def generate_batch(self, conversations, max_new_tokens, temperature=0.0):  # type: ignore[no-untyped-def]
+        return [self.reply_to(c) for c in conversations]
+
+
+def test_per_passage_sentence_is_cut_and_cited_by_construction() -> None:
+    from ragtune.generation.per_passage import cited_sentence
+
+    assert cited_sentence("Yes. The seal wears out [2]. More.", 1) == "Yes, the seal wears out. [1]"
+    assert cited_sentence("No. DNA repair fails. More.", 2) == "No, DNA repair fails. [2]"
+    assert cited_sentence("Seals wear out after two years of use. More.", 3) == "Seals wear out after two years of use. [3]"
+    assert cited_sentence("The passage does not mention seals.", 1) is None
+    assert cited_sentence("  ", 1) is None
+
+
+@pytest.mark.integration
+def test_per_passage_answers_cite_the_passage_each_sentence_was_written_from(store: StoreReader) -> None:
+    generator = PassageGenerator()
+    answerer = Answerer(Retriever(store), generator, k=5, min_relevance=0, max_sentences=2, prompting="per-passage")
+    stream = answerer.stream("What damages a pump impeller?")
+    streamed = "".join(stream)
+    answer = stream.answer
+    assert answer is not None and not answer.abstained
+    assert len(generator.seen) == 2 and all(m[1]["content"].count("\n[") == 1 for m in generator.seen)  # one each
+    assert [p.number for p in answer.passages] == [1, 2]
+    sentences = [s.strip() for s in answer.text.split("Yes, ") if s.strip()]
+    for number, (sentence, passage) in enumerate(zip(sentences, answer.passages, strict=True), start=1):
+        assert sentence.endswith(f". [{number}]")  # written from passage n, cited n
+        assert sentence[1:-5] in passage.hit.text and sentence[0].lower() == sentence[0]
+    assert [c.number for c in answer.citations] == [1, 2] and answer.invalid_citations == 0
+    assert streamed == answer.text and answer.timings["completion_tokens"] > 0
+    assert answer.support and all(s.cited for s in answer.support)
+    generator.seen.clear()
+    batched = answerer.ask_many(["What damages a pump impeller?"])[0]
+    assert batched.text == answer.text and len(generator.seen) == 2
+
+
+@pytest.mark.integration
+def test_per_passage_drops_refusals_and_abstains_when_every_passage_refuses(store: StoreReader) -> None:
+    question = "What damages a pump impeller?"
+    refusing = PassageGenerator(refuse_on="mechanical seal")
+    answer = Answerer(Retriever(store), refusing, k=3, min_relevance=0, prompting="per-passage").ask(question)
+    refused = [p.number for p in answer.passages if "mechanical seal" in p.hit.text]
+    assert len(refused) == 1 and len(answer.passages) == 3
+    assert "mechanical seal" not in answer.text and f"[{refused[0]}]" not in answer.text
+    assert [c.number for c in answer.citations] == [p.number for p in answer.passages if p.number != refused[0]]
+    everything = PassageGenerator(refuse_on=" ")
+    answer = Answerer(Retriever(store), everything, k=3, min_relevance=0, prompting="per-passage").ask(question)
+    assert answer.abstained and answer.text == ABSTAIN_MESSAGE
+    with pytest.raises(InputError, match="--prompting sideways is not one of"):
+        Answerer(Retriever(store), everything, prompting="sideways")

@@ -3,10 +3,15 @@
 A process keeps what a step freed: glibc cannot return heap pages that a few live objects pin, and the rest of a
 long job starts from there. In one process the quickstart's fine-tuning began 1.1 GB above a fresh interpreter
 (after indexing, evaluating and mining), and its peak was that much higher (BENCHMARKS.md). `run_in_child` runs a
-module-level function in a `spawn`ed child — a `fork` would hang in OpenMP wherever the parent had already run
-torch on several threads — passes the lines the child says to the parent's `say`, and returns the child's result or
-raises its exception (with the child's traceback as a note, for a bug). A child that dies from a signal (the
-out-of-memory killer's SIGKILL) becomes one clear error naming the job; a child never outlives its parent.
+module-level function in a fresh child, passes the lines the child says to the parent's `say`, and returns the
+child's result or raises its exception (with the child's traceback as a note, for a bug). A child that dies from a
+signal (the out-of-memory killer's SIGKILL) becomes one clear error naming the job; a child never outlives its parent.
+
+Children are forked from multiprocessing's fork server, which imports the model libraries once (`import
+sentence_transformers` alone is ~10 s here) and never runs torch: a plain `fork` of the parent would hang in
+OpenMP wherever the parent had already run torch on several threads, and a `spawn` pays the imports again for every
+step. The child takes the parent's environment and working directory as they are at the call, not as they were when
+the server started.
 """
 
 from __future__ import annotations
@@ -14,17 +19,20 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import select
 import signal
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ragtune.errors import RagtuneError
-from ragtune.memory import libc_function
 
 Say = Callable[[str], None]
-_PR_SET_PDEATHSIG = 1
+_PRELOADED = ["ragtune.models", "sentence_transformers"]
+"""Imported once by the fork server (ragtune.models first: it sets the offline and tokenizer-thread defaults)."""
 
 
 def run_in_child(what: str, function: Callable[..., Any], *args: Any, say: Say) -> Any:
@@ -32,9 +40,10 @@ def run_in_child(what: str, function: Callable[..., Any], *args: Any, say: Say) 
 
     `function` and `args` must pickle (a module-level function and plain data). `what` names the job in errors.
     """
-    context = multiprocessing.get_context("spawn")
+    context = _context()
     receive, send = context.Pipe(duplex=False)
-    child = context.Process(target=_child_main, args=(send, os.getpid(), function, args), name=f"ragtune {what}")
+    child = context.Process(target=_child_main, args=(send, os.getpid(), dict(os.environ), os.getcwd(), function, args),
+                            name=f"ragtune {what}")  # fmt: skip
     child.start()
     send.close()  # the child holds the only writing end now: its death ends `recv` with EOFError
     try:
@@ -59,6 +68,15 @@ def run_in_child(what: str, function: Callable[..., Any], *args: Any, say: Say) 
     raise RagtuneError(f"{what} stopped: its process {_ending(child.exitcode)}; what finished before it is kept")
 
 
+def _context() -> multiprocessing.context.BaseContext:
+    """The fork server where the platform has one (Linux, macOS), else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOADED)  # read when the server starts, at the first call
+    return context
+
+
 def _ending(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
@@ -76,8 +94,14 @@ def _stop(child: multiprocessing.process.BaseProcess) -> None:
         child.join()
 
 
-def _child_main(send: Connection, parent: int, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _child_main(
+    send: Connection, parent: int, environment: dict[str, str], cwd: str, function: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> None:
     _die_with(parent)
+    os.environ.clear()
+    os.environ.update(environment)
+    os.chdir(cwd)
 
     def say(line: str) -> None:
         send.send(("say", line))
@@ -106,10 +130,33 @@ def _transportable(exc: BaseException) -> BaseException:
 
 
 def _die_with(parent: int) -> None:
-    """Linux: the kernel SIGKILLs this process when its parent dies, so a killed quickstart leaves no orphan
-    training on. Elsewhere (no prctl) the child runs to its end."""
-    prctl = libc_function("prctl")
-    if prctl is not None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the death signal was armed
+    """The child SIGKILLs itself as soon as its parent is gone, so a killed quickstart leaves no orphan training on.
+
+    A thread waits on a pidfd of the parent (Linux ≥ 5.3; elsewhere it polls). The kernel's parent-death signal
+    cannot do this: the process that forked the child is the fork server, and the server only ends once its children
+    have (each holds the pipe whose closing tells it the parent is gone).
+    """
+    try:
+        handle: int | None = os.pidfd_open(parent)
+    except ProcessLookupError:  # the parent died before the child started watching
         os._exit(1)
+    except (AttributeError, OSError):
+        handle = None
+
+    def watch() -> None:
+        if handle is not None:
+            select.select([handle], [], [])  # readable once the parent has exited
+        else:
+            while _exists(parent):
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="ragtune parent watch", daemon=True).start()
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -25,7 +25,7 @@ from ragtune.generation.support import DEFAULT_SUPPORT_THRESHOLD
 from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_SECONDS
 from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, SearchSettings, parse_filters
 from ragtune.store import index_sources, is_postgres_address, open_store
-from ragtune.store.fsutil import is_disk_full
+from ragtune.fsutil import is_disk_full
 from ragtune.training.checkpoints import ResumePoint
 
 app = typer.Typer(
@@ -249,7 +249,17 @@ def ask(
             "answer, then the evidence. Default: extractive with the bundled small generator, else generate.",
         ),
     ] = None,
-    max_sentences: Annotated[int, typer.Option(help="Most sentences in an extractive answer.")] = 3,
+    max_sentences: Annotated[
+        int, typer.Option(help="Most sentences in an extractive answer; passages written from with --prompting "
+                          "per-passage.")
+    ] = 3,
+    prompting: Annotated[
+        str,
+        typer.Option(
+            help="together: all passages in one prompt, the generator cites them; per-passage: one sentence written "
+            "from each of the top --max-sentences passages alone, cited by construction (for small generators)."
+        ),
+    ] = "together",
     support_threshold: Annotated[
         float, typer.Option(help="A generated sentence whose best passage sentence scores below this (cosine) is "
                             "marked unsupported; with none supported the evidence answer is shown instead.")
@@ -269,7 +279,7 @@ def ask(
         answerer = Answerer(
             retriever, backend, k=k, mode=mode, min_relevance=min_relevance, max_new_tokens=max_new_tokens,
             system_prompt=template, answer=answer_mode, max_sentences=max_sentences,
-            support_threshold=support_threshold,
+            support_threshold=support_threshold, prompting=prompting,
         )  # fmt: skip
         stream = answerer.stream(question)
         for piece in stream:

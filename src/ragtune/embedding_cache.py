@@ -23,7 +23,7 @@ import numpy as np
 
 from ragtune.errors import StoreError
 from ragtune.paths import embedding_cache_limit_bytes, embedding_cache_path
-from ragtune.store.fsutil import sqlite_damage_reported, sqlite_problems
+from ragtune.fsutil import sqlite_damage_reported, sqlite_problems
 
 if TYPE_CHECKING:
     from ragtune.embedding import Embedder, PassageEncoder

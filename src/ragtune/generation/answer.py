@@ -11,11 +11,24 @@ from typing import Any
 import numpy as np
 
 from ragtune.errors import InputError
-from ragtune.generation.base import Generator
+from ragtune.generation.base import Generator, Message
 from ragtune.generation.citations import StreamingCitationFilter, cited_span, clean_citations
 from ragtune.generation.evidence import DEFAULT_MAX_SENTENCES, DEFAULT_MIN_SENTENCE_SCORE, select_evidence
 from ragtune.generation.loading import DEFAULT_GENERATOR
-from ragtune.generation.prompts import ABSTAIN_MESSAGE, PackedPrompt, PromptPassage, pack_prompt
+from ragtune.generation.per_passage import (
+    PER_PASSAGE_MAX_NEW_TOKENS,
+    PROMPTINGS,
+    PassagePrompt,
+    cited_sentence,
+    per_passage_prompts,
+)
+from ragtune.generation.prompts import (
+    ABSTAIN_MESSAGE,
+    PackedPrompt,
+    PromptPassage,
+    pack_prompt,
+    says_it_cannot_answer,
+)
 from ragtune.generation.support import DEFAULT_SUPPORT_THRESHOLD, SentenceSupport, check_support
 from ragtune.retrieval import Retriever, SearchMode
 from ragtune.types import Hit
@@ -28,11 +41,6 @@ ANSWER_MODES = ("extractive", "generate", "both")
 sentence checked against the passages it cites; both: the generated answer with the evidence answer beside it."""
 NO_SUPPORT_NOTE = ("the generated answer had no sentence the passages support (support check); showing the "
                    "passages' evidence instead")
-_NO_ANSWER = re.compile(
-    r"(does not|doesn't|do not|don't) (contain|provide|include|mention)|cannot (be )?answer|can't answer|"
-    r"unable to answer|not enough information|no information|i (do not|don't) know|not possible to (answer|determine)",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -144,9 +152,12 @@ class Answerer:
         max_sentences: int = DEFAULT_MAX_SENTENCES,
         min_sentence_score: float = DEFAULT_MIN_SENTENCE_SCORE,
         support_threshold: float = DEFAULT_SUPPORT_THRESHOLD,
+        prompting: str = "together",
     ) -> None:
         if answer not in ANSWER_MODES:
             raise InputError(f"--answer {answer} is not one of: {', '.join(ANSWER_MODES)}")
+        if prompting not in PROMPTINGS:
+            raise InputError(f"--prompting {prompting} is not one of: {', '.join(PROMPTINGS)}")
         if answer != "extractive":
             if generator is None:
                 raise InputError("--answer generate needs a generator (--generator)")
@@ -155,6 +166,7 @@ class Answerer:
                     f"--max-new-tokens must be between 1 and the context window ({generator.context_window})"
                 )
         self.answer_mode = answer
+        self.prompting = prompting
         self.support_threshold = support_threshold
         self.max_sentences = max_sentences
         self.min_sentence_score = min_sentence_score
@@ -197,6 +209,8 @@ class Answerer:
             answer = self._evidence_answer(question, hits, relevance)
             timings = {"retrieval_s": retrieval_s, "evidence_s": time.perf_counter() - evidence_started}
             return _finished_stream(replace(answer, timings=timings))
+        if self.prompting == "per-passage":
+            return self._stream_per_passage(question, hits, relevance, retrieval_s)
         generator = self.generator
         assert generator is not None
         packed = self._pack(question, hits)
@@ -219,19 +233,52 @@ class Answerer:
                 yield tail
             generation_s = time.perf_counter() - generation_started
             text = "".join(raw)
-            completion_tokens = generator.count_tokens(text)
-            timings = {
-                "retrieval_s": retrieval_s,
-                "first_token_s": first_token_s or generation_s,
-                "generation_s": generation_s,
-                "completion_tokens": float(completion_tokens),
-                "tokens_per_s": completion_tokens / generation_s if generation_s > 0 else 0.0,
-            }
+            timings = _generation_timings(retrieval_s, first_token_s, generation_s, generator.count_tokens(text))
             holder[0].answer = self._finish(question, text, packed.passages, relevance, timings)
 
         stream = AnswerStream(tokens(), packed.passages)
         holder.append(stream)
         return stream
+
+    def _stream_per_passage(
+        self, question: str, hits: list[Hit], relevance: float | None, retrieval_s: float
+    ) -> AnswerStream:
+        """One sentence from each top passage, each shown as soon as it is written, cited by construction."""
+        generator = self.generator
+        assert generator is not None
+        prompts = self._passage_prompts(question, hits)
+        passages = [p.passage for p in prompts]
+        holder: list[AnswerStream] = []
+
+        def sentences() -> Iterator[str]:
+            replies: list[str] = []
+            written: list[str] = []
+            generation_started = time.perf_counter()
+            first_sentence_s: float | None = None
+            for prompt in prompts:
+                replies.append("".join(generator.stream(prompt.messages, self._per_passage_tokens)))
+                sentence = cited_sentence(replies[-1], prompt.passage.number)
+                if sentence:
+                    first_sentence_s = first_sentence_s or time.perf_counter() - generation_started
+                    yield (" " if written else "") + sentence
+                    written.append(sentence)
+            generation_s = time.perf_counter() - generation_started
+            completion_tokens = sum(generator.count_tokens(reply) for reply in replies)
+            timings = _generation_timings(retrieval_s, first_sentence_s, generation_s, completion_tokens)
+            holder[0].answer = self._finish(question, " ".join(written), passages, relevance, timings)
+
+        stream = AnswerStream(sentences(), passages)
+        holder.append(stream)
+        return stream
+
+    @property
+    def _per_passage_tokens(self) -> int:
+        return min(self.max_new_tokens, PER_PASSAGE_MAX_NEW_TOKENS)
+
+    def _passage_prompts(self, question: str, hits: list[Hit]) -> list[PassagePrompt]:
+        assert self.generator is not None
+        return per_passage_prompts(question, hits, self.generator, self.max_sentences, self.system_prompt,
+                                   self.instruction)  # fmt: skip
 
     def ask(self, question: str, filters: Sequence[tuple[str, str]] = ()) -> Answer:
         stream = self.stream(question, filters)
@@ -246,19 +293,31 @@ class Answerer:
         if generator is None or self.answer_mode == "extractive":
             return [self.ask(question) for question in questions]
         answers: list[Answer | None] = [None] * len(questions)
-        pending: list[tuple[int, PackedPrompt, float | None]] = []
+        pending: list[tuple[int, list[Hit], float | None]] = []
         for index, question in enumerate(questions):
             hits, relevance, reason = self._retrieve(question, ())
             if reason is not None:
                 answers[index] = _abstention(question, hits, reason, relevance, {})
             else:
-                packed = self._pack(question, hits)
-                pending.append((index, packed, relevance))
-        for start in range(0, len(pending), batch_size):
-            batch = pending[start : start + batch_size]
-            texts = generator.generate_batch([p.messages for _, p, _ in batch], self.max_new_tokens)
-            for (index, packed, relevance), text in zip(batch, texts, strict=True):
-                answers[index] = self._finish(questions[index], text, packed.passages, relevance, {})
+                pending.append((index, hits, relevance))
+        if self.prompting == "per-passage":
+            prompts = {index: self._passage_prompts(questions[index], hits) for index, hits, _ in pending}
+            flat = [(index, prompt) for index, _, _ in pending for prompt in prompts[index]]
+            replies = _generate_batched(generator, [p.messages for _, p in flat], self._per_passage_tokens, batch_size)
+            written: dict[int, list[str]] = {index: [] for index, _, _ in pending}
+            for (index, prompt), reply in zip(flat, replies, strict=True):
+                sentence = cited_sentence(reply, prompt.passage.number)
+                if sentence:
+                    written[index].append(sentence)
+            for index, _, relevance in pending:
+                passages = [p.passage for p in prompts[index]]
+                answers[index] = self._finish(questions[index], " ".join(written[index]), passages, relevance, {})
+        else:
+            packed = {index: self._pack(questions[index], hits) for index, hits, _ in pending}
+            texts = _generate_batched(generator, [packed[i].messages for i, _, _ in pending], self.max_new_tokens,
+                                      batch_size)  # fmt: skip
+            for (index, _, relevance), text in zip(pending, texts, strict=True):
+                answers[index] = self._finish(questions[index], text, packed[index].passages, relevance, {})
         return [a for a in answers if a is not None]
 
     def _evidence_answer(self, question: str, hits: list[Hit], relevance: float | None) -> Answer:
@@ -284,7 +343,7 @@ class Answerer:
     ) -> Answer:
         cleaned = clean_citations(raw, len(passages))
         first_sentence = re.split(r"(?<=[.!?])\s", cleaned.text, maxsplit=1)[0]
-        if not cleaned.text or _NO_ANSWER.search(first_sentence):
+        if not cleaned.text or says_it_cannot_answer(first_sentence):
             reason = "the generator produced no answer" if not cleaned.text else "the generator said it cannot answer"
             return Answer(question, ABSTAIN_MESSAGE, [], passages, True, reason, cleaned.invalid, relevance, timings)
         by_number = {p.number: p for p in passages}
@@ -308,6 +367,27 @@ class Answerer:
         if self.answer_mode == "both":
             return replace(generated, evidence=self._evidence_answer(question, [p.hit for p in passages], relevance))
         return generated
+
+
+def _generate_batched(
+    generator: Generator, conversations: Sequence[Sequence[Message]], max_new_tokens: int, batch_size: int
+) -> list[str]:
+    replies: list[str] = []
+    for start in range(0, len(conversations), batch_size):
+        replies += generator.generate_batch(conversations[start : start + batch_size], max_new_tokens)
+    return replies
+
+
+def _generation_timings(
+    retrieval_s: float, first_token_s: float | None, generation_s: float, completion_tokens: int
+) -> dict[str, float]:
+    return {
+        "retrieval_s": retrieval_s,
+        "first_token_s": first_token_s or generation_s,
+        "generation_s": generation_s,
+        "completion_tokens": float(completion_tokens),
+        "tokens_per_s": completion_tokens / generation_s if generation_s > 0 else 0.0,
+    }
 
 
 def _abstention(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,11 @@ DEFAULT_SYSTEM_PROMPT = (
     "You answer questions using only the numbered passages you are given, never outside knowledge. "
     "After each statement, cite the passages that support it by number in square brackets, like [1] or [2][3]. "
     "If the passages do not contain the answer, reply exactly: {abstain}"
+)
+_CANNOT_ANSWER = re.compile(
+    r"(does not|doesn't|do not|don't) (contain|provide|include|mention)|cannot (be )?answer|can't answer|"
+    r"unable to answer|not enough information|no information|i (do not|don't) know|not possible to (answer|determine)",
+    re.IGNORECASE,
 )
 MIN_PASSAGE_TOKENS = 24
 """A passage cut shorter than this carries no usable evidence; packing stops instead."""
@@ -40,6 +46,11 @@ class PackedPrompt:
 def system_prompt_text(template: str | None) -> str:
     """The system prompt; a user template may use `{abstain}` for the sentence that signals no answer."""
     return (template or DEFAULT_SYSTEM_PROMPT).replace("{abstain}", ABSTAIN_MESSAGE)
+
+
+def says_it_cannot_answer(sentence: str) -> bool:
+    """Whether a generated sentence declines to answer ("the passages do not contain …", "I don't know")."""
+    return bool(_CANNOT_ANSWER.search(sentence))
 
 
 def _passage_block(number: int, hit: Hit, text: str) -> str:

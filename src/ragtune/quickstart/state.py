@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ragtune.store.fsutil import atomic_write_text
+from ragtune.fsutil import atomic_write_text
 
 
 class StepState:

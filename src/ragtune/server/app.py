@@ -103,6 +103,11 @@ class AskRequest(BaseModel):
         "answer, each sentence checked against the passages it cites (`sentences`); both: that plus the evidence "
         "answer (`evidence`). Default: extractive with the bundled small generator, else generate.",
     )
+    prompting: Literal["together", "per-passage"] = Field(
+        "together",
+        description="together: all passages in one prompt, the generator cites them; per-passage: one sentence "
+        "written from each of the top 3 passages alone, cited by construction.",
+    )
 
     _not_blank = field_validator("question")(lambda cls, value: _not_blank(value, "question"))
 
@@ -188,7 +193,8 @@ class StoreHolder:
         holds an answer slot (`ask_slot`)."""
         store = self.current()
         answer_mode = request.answer or default_answer_mode(self.generator_spec)
-        answerer = Answerer(self.retriever(store), self.generator, k=request.k, mode=request.mode, answer=answer_mode)
+        answerer = Answerer(self.retriever(store), self.generator, k=request.k, mode=request.mode, answer=answer_mode,
+                            prompting=request.prompting)  # fmt: skip
         stream = answerer.stream(request.question)
         yield "passages", [dict(p.hit.to_json(), number=p.number) for p in stream.passages]
         with self._generate_lock:

@@ -15,7 +15,7 @@ from ragtune.corpus import ChunkingConfig
 from ragtune.ray_encoding import RayConfig
 from ragtune.store import store as embedded
 from ragtune.store.embedded_reader import Store
-from ragtune.store.fsutil import exclusive_lock
+from ragtune.fsutil import exclusive_lock
 from ragtune.store.ingest import IndexReport
 from ragtune.store.manifest import Manifest
 from ragtune.store.protocol import StoreReader

@@ -18,7 +18,7 @@ from ragtune.embedding_cache import cache_problems, remove_cache
 from ragtune.errors import StoreError
 from ragtune.paths import embedding_cache_path
 from ragtune.store.dense import FaissDenseIndex
-from ragtune.store.fsutil import exclusive_lock
+from ragtune.fsutil import exclusive_lock
 from ragtune.store.keyword import TantivyKeywordIndex
 from ragtune.store.manifest import GENERATION_NAME, Manifest, manifest_problem, read_manifest, write_manifest
 from ragtune.store.passages import PassageTable, salvage_passages

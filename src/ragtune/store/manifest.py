@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.errors import StoreError
-from ragtune.store.fsutil import atomic_write_text
+from ragtune.fsutil import atomic_write_text
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"

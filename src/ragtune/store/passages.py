@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ragtune.errors import InputError, StoreError
-from ragtune.store.fsutil import sqlite_damage_reported, sqlite_problems
+from ragtune.fsutil import sqlite_damage_reported, sqlite_problems
 from ragtune.store.ingest import SourceState
 from ragtune.store.protocol import filter_sql
 from ragtune.types import Hit, Passage, embedding_text

@@ -40,7 +40,7 @@ from ragtune.store.ingest import (
     plan_changes,
 )
 from ragtune.store.dense import EXACT_THRESHOLD, REBUILD_DELETED_SHARE, FaissDenseIndex
-from ragtune.store.fsutil import exclusive_lock, free_space_text, fsync_dir, is_disk_full
+from ragtune.fsutil import exclusive_lock, free_space_text, fsync_dir, is_disk_full
 from ragtune.store.keyword import build_tantivy_index, update_tantivy_index
 from ragtune.store.manifest import FORMAT_VERSION, Manifest, manifest_path, read_manifest, write_manifest
 from ragtune.store.layout import DENSE_FILE, KEYWORD_DIR, LEGACY_CACHE_FILE, PASSAGES_FILE

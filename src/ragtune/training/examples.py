@@ -14,7 +14,7 @@ from ragtune.errors import InputError
 from ragtune.evaluation.dataset import BeirDataset, load_beir, subset
 from ragtune.jsonl import iter_json_objects
 from ragtune.store import StoreReader
-from ragtune.store.fsutil import atomic_write_text
+from ragtune.fsutil import atomic_write_text
 
 
 @dataclass(frozen=True)

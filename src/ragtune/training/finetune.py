@@ -19,7 +19,7 @@ from typing import Any
 
 from ragtune.errors import InputError, RagtuneError
 from ragtune.models import ModelRef, quiet_transformers, resolve_model, set_threads
-from ragtune.store.fsutil import write_directory_atomically
+from ragtune.fsutil import write_directory_atomically
 from ragtune.training.callbacks import (
     release_memory_callback, step_time_callback, time_budget_callback,
 )  # fmt: skip

@@ -17,17 +17,16 @@ sampling exactly (tests/test_training.py). Where it differs, on purpose:
 from __future__ import annotations
 
 import statistics
-import tempfile
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 
 import numpy as np
 
 from ragtune.errors import InputError
 from ragtune.embedding import Embedder
 from ragtune.embedding_cache import encode_cached
+from ragtune.fsutil import scratch_directory
 from ragtune.models import ModelRef
 from ragtune.ray_encoding import RayConfig, encoding_on
 from ragtune.store.keyword import TantivyKeywordIndex, build_tantivy_index
@@ -164,14 +163,15 @@ def dense_ranked(query_vectors: np.ndarray, corpus_vectors: np.ndarray, depth: i
 def bm25_ranked(queries: Sequence[str], corpus: Sequence[str], depth: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per query, (corpus rows, BM25 scores) of its top-`depth` BM25 matches, best first (a temporary tantivy
     index over `corpus`)."""
-    with tempfile.TemporaryDirectory(prefix="ragtune-mine-") as tmp:
-        path = Path(tmp) / "bm25"
+    with scratch_directory("ragtune-mine-") as tmp:
+        path = tmp / "bm25"
         build_tantivy_index(path, [(np.arange(len(corpus), dtype=np.int64), list(corpus))])
         index = TantivyKeywordIndex(path)
         ranked = []
         for query in queries:
             hits = index.search(query, depth)
             ranked.append((np.array([i for i, _ in hits], dtype=np.int64), np.array([s for _, s in hits])))
+        del index  # its reader lets go of the files before they are removed
         return ranked
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from ragtune.errors import InputError
 from ragtune.models import quiet_transformers, resolve_model, set_threads
 from ragtune.training.examples import TrainingExample, split_by_query
-from ragtune.store.fsutil import write_directory_atomically
+from ragtune.fsutil import write_directory_atomically
 from ragtune.training.callbacks import time_budget_callback
 from ragtune.training.checkpoints import ResumePoint, train_resumably
 

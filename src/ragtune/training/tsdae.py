@@ -20,7 +20,7 @@ from ragtune.corpus.sentences import sentences
 from ragtune.errors import InputError, RagtuneError
 from ragtune.models import quiet_transformers, resolve_model, set_threads
 from ragtune.store import open_store
-from ragtune.store.fsutil import write_directory_atomically
+from ragtune.fsutil import write_directory_atomically
 
 TSDAE_RECORD = "ragtune_tsdae.json"
 

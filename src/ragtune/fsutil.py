@@ -7,6 +7,8 @@ import fcntl
 import os
 import shutil
 import sqlite3
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,3 +114,27 @@ def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> P
     os.replace(partial, target)
     shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+@contextmanager
+def scratch_directory(prefix: str) -> Iterator[Path]:
+    """A temporary directory, removed afterwards even while a library's background thread still settles files in it
+    (tantivy's segment garbage collection can outlive its writer by a moment)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        _remove_settling_tree(path)
+
+
+def _remove_settling_tree(path: Path, attempts: int = 20, pause_s: float = 0.05) -> None:
+    for attempt in range(attempts):
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY or attempt == attempts - 1:
+                raise
+            time.sleep(pause_s)
