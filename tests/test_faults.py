@@ -40,6 +40,14 @@ def ragtune(*args: str, kill_at: str | None = None, timeout: float = 300) -> sub
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def ragtune_here(*args: str) -> subprocess.CompletedProcess[str]:
+    """The same command in this process, where the models are imported already: for the runs that are not killed
+    (each fresh process pays ~10 s of imports)."""
+    result = runner.invoke(app, list(args))
+    failure = f"\n{result.exception!r}" if result.exit_code and result.exception else ""
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr + failure)
+
+
 def prose(words: int, seed: int) -> str:
     rng = random.Random(seed)
     sentences = []
@@ -200,7 +208,7 @@ def test_kill_while_writing_a_checkpoint_then_resume(tmp_path: Path, tiny_model_
     checkpoints = out.with_name("model.checkpoints")
     folders = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert len(folders) == 2 and not list(folders[-1].iterdir())  # the newest: a folder without weights
-    again = ragtune(*args)
+    again = ragtune_here(*args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"removed incomplete checkpoint {folders[-1].name}" in again.stderr
     assert f"resumed from {folders[0]}" in again.stderr
@@ -223,7 +231,7 @@ def test_kill_during_index_keeps_the_last_store_and_the_rerun_finishes(
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert passage_ids(store) == before  # the last published generation, whole
     assert check_store(store).healthy
-    done = ragtune("index", str(docs), "--store", str(store), "--json")
+    done = ragtune_here("index", str(docs), "--store", str(store), "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["passages_total"] == len(passage_ids(store)) > len(before)
@@ -246,7 +254,7 @@ def test_kill_during_a_postgresql_update_leaves_whole_files_and_the_rerun_finish
         sources, kept = opened.info()["counts"]["sources"], opened.count()
     assert len(documents) == sources
     assert sources > 0  # what was committed before the kill stays
-    done = ragtune("index", str(docs), "--store", store, "--json")
+    done = ragtune_here("index", str(docs), "--store", store, "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["encoded"] <= report["passages_total"] - kept + 40  # only files the killed run did not commit
@@ -263,7 +271,7 @@ def test_kill_during_reindex_keeps_the_old_model(tmp_path: Path, tiny_model_dir:
     assert killed.returncode == -signal.SIGKILL
     with open_store(store) as opened:
         assert opened.manifest.dimension == 32 and len(opened.dense) == len(passage_ids(store))
-    done = ragtune("reindex", "--store", str(store), "--model", "minilm")
+    done = ragtune_here("reindex", "--store", str(store), "--model", "minilm")
     assert done.returncode == 0, done.stderr[-2000:]
     with open_store(store) as opened:
         assert opened.manifest.dimension == 384
@@ -275,12 +283,12 @@ def test_kill_during_pairs_then_resume_writes_each_pair_once(tmp_path: Path, tin
     store = tmp_path / "store"
     index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
     whole = tmp_path / "whole.jsonl"
-    assert ragtune("pairs", "--store", str(store), "--out", str(whole), "--method", "ict").returncode == 0
+    assert ragtune_here("pairs", "--store", str(store), "--out", str(whole), "--method", "ict").returncode == 0
     out = tmp_path / "pairs.jsonl"
     killed = ragtune("pairs", "--store", str(store), "--out", str(out), "--method", "ict", kill_at="pairs-batch:1")
     assert killed.returncode == -signal.SIGKILL
     assert out.read_text().strip() and not (tmp_path / "pairs.jsonl.done").read_text().strip()
-    assert ragtune("pairs", "--store", str(store), "--out", str(out), "--method", "ict").returncode == 0
+    assert ragtune_here("pairs", "--store", str(store), "--out", str(out), "--method", "ict").returncode == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     keys = [(r["query"], r["passage_id"]) for r in rows]
     assert len(keys) == len(set(keys))
@@ -300,7 +308,7 @@ def test_two_writer_processes_one_is_refused_and_nothing_is_lost(tmp_path: Path,
     deadline = time.monotonic() + 120
     while not list(store.glob("*.partial")) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    second = ragtune("index", str(other), "--store", str(store))
+    second = ragtune_here("index", str(other), "--store", str(store))
     assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
     assert second.returncode == 2 and "being written by another process" in second.stderr
     assert "Traceback" not in second.stderr

@@ -11,7 +11,7 @@ import pytest
 
 from chat_server import ChatServer, running
 from ragtune.errors import InputError, RagtuneError
-from ragtune.generation import ABSTAIN_MESSAGE, Answerer, load_generator, pack_prompt
+from ragtune.generation import ABSTAIN_MESSAGE, Answerer, load_generator, pack_prompt, packaged_smollm2
 from ragtune.generation.citations import StreamingCitationFilter, clean_citations, cited_span
 from ragtune.generation.http import OpenAICompatibleGenerator
 from ragtune.generation.base import Message
@@ -137,6 +137,16 @@ def test_streams_end_to_end_with_the_local_smollm2(tmp_path: Path) -> None:
     assert len(pieces) > 1 and stream.answer is not None
     assert stream.answer.timings["completion_tokens"] > 0 and stream.answer.timings["first_token_s"] > 0
     assert stream.answer.abstained or stream.answer.text
+    # the first load kept a transformers copy of the GGUF file; the next load reads it and generates the same
+    from ragtune.generation.local import dequantized_copy_path
+
+    copy = dequantized_copy_path(packaged_smollm2())
+    assert (copy / "config.json").is_file() and not list(copy.parent.glob("*.partial-*"))
+    again = load_generator("smollm2")
+    assert again.loaded_from == copy and generator.loaded_from == packaged_smollm2()  # type: ignore[attr-defined]
+    conversation = [[{"role": "user", "content": "What damages the impeller of a pump?"}]]
+    assert again.generate_batch(conversation, 16) == generator.generate_batch(conversation, 16)
+    assert again.context_window == generator.context_window and again.name == generator.name
 
 
 def test_a_model_that_is_not_a_causal_lm_is_refused(tiny_model_dir: Path) -> None:
@@ -376,11 +386,15 @@ class PassageGenerator(WordGenerator):
 def test_per_passage_sentence_is_cut_and_cited_by_construction() -> None:
     from ragtune.generation.per_passage import cited_sentence
 
-    assert cited_sentence("Yes. The seal wears out [2]. More.", 1) == "Yes, the seal wears out. [1]"
-    assert cited_sentence("No. DNA repair fails. More.", 2) == "No, DNA repair fails. [2]"
-    assert cited_sentence("Seals wear out after two years of use. More.", 3) == "Seals wear out after two years of use. [3]"
+    assert cited_sentence("Yes. The seal wears out [2]. More.", 1) == "Yes, the seal wears out [1]."
+    assert cited_sentence("No. DNA repair fails. More.", 2) == "No, DNA repair fails [2]."
+    assert cited_sentence("Seals wear out after two years of use. More.", 3) == "Seals wear out after two years of use [3]."
     assert cited_sentence("The passage does not mention seals.", 1) is None
     assert cited_sentence("  ", 1) is None
+    from ragtune.generation import default_prompting
+
+    assert default_prompting(None) == default_prompting("SmolLM2") == "per-passage"  # the bundled 135M model
+    assert default_prompting("http://localhost:8000/v1") == "together"
 
 
 @pytest.mark.integration
@@ -395,8 +409,8 @@ def test_per_passage_answers_cite_the_passage_each_sentence_was_written_from(sto
     assert [p.number for p in answer.passages] == [1, 2]
     sentences = [s.strip() for s in answer.text.split("Yes, ") if s.strip()]
     for number, (sentence, passage) in enumerate(zip(sentences, answer.passages, strict=True), start=1):
-        assert sentence.endswith(f". [{number}]")  # written from passage n, cited n
-        assert sentence[1:-5] in passage.hit.text and sentence[0].lower() == sentence[0]
+        assert sentence.endswith(f" [{number}].")  # written from passage n, cited n
+        assert sentence[1:-5] in passage.hit.text and answer.citations[number - 1].span is not None and sentence[0].lower() == sentence[0]
     assert [c.number for c in answer.citations] == [1, 2] and answer.invalid_citations == 0
     assert streamed == answer.text and answer.timings["completion_tokens"] > 0
     assert answer.support and all(s.cited for s in answer.support)

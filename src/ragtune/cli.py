@@ -254,19 +254,20 @@ def ask(
                           "per-passage.")
     ] = 3,
     prompting: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="together: all passages in one prompt, the generator cites them; per-passage: one sentence written "
-            "from each of the top --max-sentences passages alone, cited by construction (for small generators)."
+            "from each of the top --max-sentences passages alone, cited by construction. Default: per-passage with "
+            "the bundled small generator, else together."
         ),
-    ] = "together",
+    ] = None,
     support_threshold: Annotated[
         float, typer.Option(help="A generated sentence whose best passage sentence scores below this (cosine) is "
                             "marked unsupported; with none supported the evidence answer is shown instead.")
     ] = DEFAULT_SUPPORT_THRESHOLD,
 ) -> None:
     """Answer a question from the store's passages, citing them as [n]; streams the answer as it is written."""
-    from ragtune.generation import Answerer, default_answer_mode, load_generator
+    from ragtune.generation import Answerer, default_answer_mode, default_prompting, load_generator
 
     template = _read_text_option(system_prompt, "--system-prompt") if system_prompt else None
     reranker = Reranker(rerank, weight=rerank_weight) if rerank else None
@@ -279,7 +280,7 @@ def ask(
         answerer = Answerer(
             retriever, backend, k=k, mode=mode, min_relevance=min_relevance, max_new_tokens=max_new_tokens,
             system_prompt=template, answer=answer_mode, max_sentences=max_sentences,
-            support_threshold=support_threshold, prompting=prompting,
+            support_threshold=support_threshold, prompting=prompting or default_prompting(generator),
         )  # fmt: skip
         stream = answerer.stream(question)
         for piece in stream:

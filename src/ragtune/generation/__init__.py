@@ -8,6 +8,7 @@ from ragtune.generation.answer import (
     AnswerStream,
     Citation,
     default_answer_mode,
+    default_prompting,
 )
 from ragtune.generation.base import Generator, Message
 from ragtune.generation.loading import DEFAULT_GENERATOR, load_generator, packaged_smollm2
@@ -24,6 +25,7 @@ __all__ = [
     "Answerer",
     "Citation",
     "default_answer_mode",
+    "default_prompting",
     "Generator",
     "Message",
     "PackedPrompt",

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
+import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -12,6 +16,7 @@ from typing import Any
 from ragtune.errors import RagtuneError
 from ragtune.generation.base import Message
 from ragtune.models import quiet_transformers
+from ragtune.paths import cache_root
 
 
 REPETITION_PENALTY = 1.1
@@ -32,7 +37,12 @@ class TransformersGenerator:
         path = Path(path)
         if not path.is_dir():
             raise RagtuneError(f"generator '{path}' does not exist; pass a local causal-LM directory or a .gguf file")
+        self.name = name or (f"{path}/{gguf_file}" if gguf_file else str(path))
+        copy = dequantized_copy_path(path / gguf_file) if gguf_file else None
+        if copy is not None and (copy / "config.json").is_file():
+            path, gguf_file, copy = copy, None, None  # converted before: load the copy
         options: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+        self.loaded_from = path / gguf_file if gguf_file else path
         quiet_transformers()
         try:
             config = AutoConfig.from_pretrained(path, **options)
@@ -46,9 +56,10 @@ class TransformersGenerator:
         self.tokenizer = AutoTokenizer.from_pretrained(path, **options)
         with _silent_gguf_conversion():
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **options)
+        if copy is not None:
+            _save_copy(self.model, self.tokenizer, copy)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
-        self.name = name or (f"{path}/{gguf_file}" if gguf_file else str(path))
         self.context_window = int(getattr(config, "max_position_embeddings", 2048) or 2048)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -118,6 +129,45 @@ class TransformersGenerator:
             output = self.model.generate(**inputs, **self._options(max_new_tokens, temperature))
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+def dequantized_copy_path(gguf: Path) -> Path:
+    """Where the transformers copy of a GGUF file is kept (under the ragtune cache, keyed by the file's content).
+
+    transformers dequantises a GGUF file tensor by tensor in Python on every load (51 s for the 90 MB SmolLM2-135M
+    Q4_1 file here); the float32 copy it produced loads in a few seconds, with the same weights.
+    """
+    if not gguf.is_file():
+        raise RagtuneError(f"generator file '{gguf}' does not exist")
+    with gguf.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+    return cache_root() / "generators" / f"{gguf.stem}-{digest}"
+
+
+def _save_copy(model: Any, tokenizer: Any, target: Path) -> None:
+    """Write the copy beside its final place and rename it there; where another process got there first, keep its."""
+    from safetensors.torch import save_model  # transformers refuses to save a model it loaded from GGUF
+
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    try:
+        partial.mkdir(parents=True)
+        save_model(model, str(partial / "model.safetensors"))  # tied embeddings stored once
+        model.config.save_pretrained(partial)
+        config = json.loads((partial / "config.json").read_text())
+        config.pop("quantization_config", None)  # the copy holds plain float32 weights
+        (partial / "config.json").write_text(json.dumps(config, indent=2))
+        if model.generation_config is not None:
+            model.generation_config.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        os.rename(partial, target)
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        if (target / "config.json").is_file():
+            return
+        raise RagtuneError(
+            f"cannot keep the converted generator in '{target.parent}' ({exc.strerror or exc}): point $RAGTUNE_CACHE "
+            "at a writable folder with ~600 MB free"
+        ) from None
 
 
 _CAUSAL_HEADS = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")

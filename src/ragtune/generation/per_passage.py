@@ -60,8 +60,8 @@ def per_passage_prompts(
 
 
 def cited_sentence(reply: str, number: int) -> str | None:
-    """The reply's first sentence (two when the first is a bare verdict), its own `[n]` marks removed, followed by
-    `[number]`; None when the reply is empty or says the passage does not answer."""
+    """The reply's first sentence (two when the first is a bare verdict), its own `[n]` marks removed, ending with
+    `[number]` before its full stop; None when the reply is empty or says the passage does not answer."""
     text = " ".join(CITATION.sub("", reply).split())
     sentences = _SENTENCE_END.split(text)
     kept = sentences[0]
@@ -70,7 +70,8 @@ def cited_sentence(reply: str, number: int) -> str | None:
     kept = re.sub(r"\s+([.,;:!?])", r"\1", kept).strip()
     if not kept or says_it_cannot_answer(kept):
         return None
-    return f"{kept} [{number}]"
+    body, end = re.fullmatch(r"(.*?)([.!?]*)", kept, re.DOTALL).groups()  # type: ignore[union-attr]
+    return f"{body} [{number}]{end}"  # inside the sentence, where generators put it and `cited_span` looks
 
 
 def _lower_first_word(sentence: str) -> str:

@@ -28,7 +28,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pydantic import BaseModel, Field, field_validator
 
 from ragtune.errors import InputError, RagtuneError
-from ragtune.generation import Answerer, Generator, default_answer_mode, load_generator
+from ragtune.generation import Answerer, Generator, default_answer_mode, default_prompting, load_generator
 from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_SECONDS, QueryBatcher
 from ragtune.retrieval import Reranker, Retriever, SearchMode
 from ragtune.server.edges import AccessLog, BodySizeLimit
@@ -103,10 +103,11 @@ class AskRequest(BaseModel):
         "answer, each sentence checked against the passages it cites (`sentences`); both: that plus the evidence "
         "answer (`evidence`). Default: extractive with the bundled small generator, else generate.",
     )
-    prompting: Literal["together", "per-passage"] = Field(
-        "together",
+    prompting: Literal["together", "per-passage"] | None = Field(
+        None,
         description="together: all passages in one prompt, the generator cites them; per-passage: one sentence "
-        "written from each of the top 3 passages alone, cited by construction.",
+        "written from each of the top 3 passages alone, cited by construction. Default: per-passage with the bundled "
+        "small generator, else together.",
     )
 
     _not_blank = field_validator("question")(lambda cls, value: _not_blank(value, "question"))
@@ -194,7 +195,7 @@ class StoreHolder:
         store = self.current()
         answer_mode = request.answer or default_answer_mode(self.generator_spec)
         answerer = Answerer(self.retriever(store), self.generator, k=request.k, mode=request.mode, answer=answer_mode,
-                            prompting=request.prompting)  # fmt: skip
+                            prompting=request.prompting or default_prompting(self.generator_spec))  # fmt: skip
         stream = answerer.stream(request.question)
         yield "passages", [dict(p.hit.to_json(), number=p.number) for p in stream.passages]
         with self._generate_lock:
