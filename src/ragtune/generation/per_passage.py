@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ragtune.generation.base import Generator, Message
-from ragtune.generation.citations import CITATION
+from ragtune.generation.citations import clean_citations
 from ragtune.generation.prompts import PromptPassage, pack_prompt, says_it_cannot_answer
 from ragtune.types import Hit
 
@@ -62,12 +62,11 @@ def per_passage_prompts(
 def cited_sentence(reply: str, number: int) -> str | None:
     """The reply's first sentence (two when the first is a bare verdict), its own `[n]` marks removed, ending with
     `[number]` before its full stop; None when the reply is empty or says the passage does not answer."""
-    text = " ".join(CITATION.sub("", reply).split())
+    text = clean_citations(" ".join(reply.split()), passage_count=0).text  # every mark of its own goes
     sentences = _SENTENCE_END.split(text)
     kept = sentences[0]
     if len(kept.split()) < _SHORT_SENTENCE_WORDS and len(sentences) > 1:
         kept = f"{kept.rstrip('.!?')}, {_lower_first_word(sentences[1])}"  # one sentence, so one claim to check
-    kept = re.sub(r"\s+([.,;:!?])", r"\1", kept).strip()
     if not kept or says_it_cannot_answer(kept):
         return None
     body, end = re.fullmatch(r"(.*?)([.!?]*)", kept, re.DOTALL).groups()  # type: ignore[union-attr]
