@@ -1,7 +1,7 @@
 """Grounded answers on PubMedQA test: RAG vs the same model closed-book, citations, and local generation speed.
 
 Usage: python bench/bench_answer.py [--data ../shared/data/pubmedqa] [--generator smollm2] [--limit N]
-                                   [--prompting together|per-passage] [--closed-book]
+                                   [--prompting together|per-passage] [--closed-book] [--one-at-a-time]
        python bench/bench_answer.py --answer extractive [--max-sentences 3] [--min-sentence-score 0.3]
 Each test question is answered yes/no/maybe; the decision is the first of those words in the answer. With
 `--answer extractive` no generator is loaded: the evidence answers are scored for citation validity (every citation
@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--answer", choices=["generate", "extractive"], default="generate")
     parser.add_argument("--prompting", choices=["together", "per-passage"], default="together")
     parser.add_argument("--closed-book", action="store_true", help="also answer each question with no passages")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="stream each answer as `ragtune ask` does (no batching) and report p50/p99 latency")  # fmt: skip
     parser.add_argument("--max-sentences", type=int, default=3)
     parser.add_argument("--min-sentence-score", type=float, default=0.3)
     args = parser.parse_args()
@@ -76,7 +78,11 @@ def main() -> None:
             instruction=INSTRUCTION, prompting=args.prompting, max_sentences=args.max_sentences,
         )  # fmt: skip
         started = time.perf_counter()
-        rag = answerer.ask_many(questions, batch_size=args.batch_size)
+        if args.one_at_a_time:
+            rag, latencies = answered_one_at_a_time(answerer, questions)
+            result["latency"] = latencies
+        else:
+            rag = answerer.ask_many(questions, batch_size=args.batch_size)
         result["rag_seconds"] = time.perf_counter() - started
         closed: list[str] = []
         if args.closed_book:
@@ -88,7 +94,7 @@ def main() -> None:
             result["closed_book_seconds"] = time.perf_counter() - started
 
         speed = []
-        for question in questions[:10]:
+        for question in [] if args.one_at_a_time else questions[:10]:  # one at a time: every answer is timed
             streamed = Answerer(Retriever(store), generator, k=args.k, min_relevance=0, max_new_tokens=64,
                                 prompting=args.prompting).stream(question)  # fmt: skip
             for _ in streamed:
@@ -114,11 +120,12 @@ def main() -> None:
         "generated_with_valid_citation": sum(valid_citations(a.replaced or a) for a in rag if not a.abstained)
         / max(1, sum(not a.abstained for a in rag)),
         "share_below_default_min_relevance": sum(r < 0.2 for r in relevances) / len(relevances),
-        "time_to_first_token_s_median": statistics.median(t["first_token_s"] for t in speed),
-        "answer_seconds_median": statistics.median(t["total_s"] for t in speed),
-        "tokens_per_s_median": statistics.median(t["tokens_per_s"] for t in speed),
-        "with_checks": answer_quality(rag, ids, long_answers_of(args.data)),
-        "generated_only": answer_quality([a.replaced or a for a in rag], ids, long_answers_of(args.data)),
+        "time_to_first_token_s_median": statistics.median(t["first_token_s"] for t in speed) if speed else None,
+        "answer_seconds_median": statistics.median(t["total_s"] for t in speed) if speed else None,
+        "tokens_per_s_median": statistics.median(
+            t["tokens_per_s"] for t in (speed or [a.timings for a in rag if "tokens_per_s" in a.timings])),
+        "with_checks": answer_quality(rag, ids, long_answers_of(args.data), dataset.qrels),
+        "generated_only": answer_quality([a.replaced or a for a in rag], ids, long_answers_of(args.data), dataset.qrels),
         "examples": [
             {"question": q, "gold": t, "rag": a.text, "replaced": a.replaced.text if a.replaced else None}
             for q, t, a in list(zip(questions, truth, rag))[:8]
@@ -131,6 +138,30 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "examples"}, indent=2))
+
+
+def answered_one_at_a_time(answerer: Answerer, questions: list[str]) -> tuple[list, dict]:  # type: ignore[type-arg]
+    """Each question streamed alone, as a user's `ragtune ask`; latency percentiles of the generated answer (retrieval
+    + generation) and of the answer as shown (+ the support check and any replacement by evidence)."""
+    answers, generated_s, shown_s, first_s = [], [], [], []
+    for question in questions:
+        started = time.perf_counter()
+        stream = answerer.stream(question)
+        for _ in stream:
+            pass
+        shown_s.append(time.perf_counter() - started)
+        assert stream.answer is not None
+        answers.append(stream.answer)
+        timings = stream.answer.timings
+        generated_s.append(timings["retrieval_s"] + timings.get("generation_s", 0.0))
+        first_s.append(timings["retrieval_s"] + timings.get("first_token_s", 0.0))
+    return answers, {name: percentiles(values) for name, values in
+                     (("generated_s", generated_s), ("with_checks_s", shown_s), ("first_sentence_s", first_s))}  # fmt: skip
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"p50": statistics.median(ordered), "p99": ordered[int(0.99 * (len(ordered) - 1))], "max": ordered[-1]}
 
 
 def long_answers_of(data: Path) -> dict[str, str]:
@@ -161,19 +192,21 @@ def quoted_exactly(answer) -> bool:  # type: ignore[no-untyped-def]
     )
 
 
-def answer_quality(answers: list, ids: list[str], long_answers: dict[str, str]) -> dict:  # type: ignore[type-arg]
-    """Abstention, citation validity, evidence hit rate and ROUGE-L of a list of answers (one per question id)."""
+def answer_quality(answers: list, ids: list[str], long_answers: dict[str, str], relevant: dict) -> dict:  # type: ignore[type-arg]
+    """Abstention, citation validity, evidence hit rate (a cited passage is of a document the qrels mark relevant:
+    PubMedQA's own abstract) and ROUGE-L of a list of answers (one per question id)."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    gold = {i: {doc for doc, grade in relevant.get(i, {}).items() if grade > 0} for i in ids}
     answered = [(a, i) for a, i in zip(answers, ids) if not a.abstained]
     return {
         "abstention_rate": 1 - len(answered) / len(ids),
         "valid_citation_share_of_answered": sum(valid_citations(a) for a, _ in answered) / max(1, len(answered)),
-        "evidence_hit_rate_of_answered": sum(any(c.doc_id == i for c in a.citations) for a, i in answered)
+        "evidence_hit_rate_of_answered": sum(any(c.doc_id in gold[i] for c in a.citations) for a, i in answered)
         / max(1, len(answered)),
-        "gold_abstract_retrieved": sum(any(p.hit.doc_id == i for p in a.passages) for a, i in zip(answers, ids))
-        / len(ids),
+        "gold_abstract_retrieved": sum(any(p.hit.doc_id in gold[i] for p in a.passages)
+                                       for a, i in zip(answers, ids)) / len(ids),
         "rougeL_f1_of_answered": statistics.mean(
             scorer.score(long_answers[i], a.text)["rougeL"].fmeasure for a, i in answered if i in long_answers
         ) if long_answers and answered else None,
@@ -196,14 +229,14 @@ def evidence_bench(args: argparse.Namespace) -> None:
             answers.append(answerer.ask(dataset.queries[query_id]))
             seconds.append(time.perf_counter() - started)
     answered = [a for a in answers if not a.abstained]
-    ordered = sorted(seconds)
+    latency = percentiles(seconds)
     result = {
         "answer": "extractive", "questions": len(ids), "k": args.k, "max_sentences": args.max_sentences,
         "min_sentence_score": args.min_sentence_score,
-        **answer_quality(answers, ids, long_answers_of(args.data)),
+        **answer_quality(answers, ids, long_answers_of(args.data), dataset.qrels),
         "quoted_exactly_share_of_answered": sum(quoted_exactly(a) for a in answered) / max(1, len(answered)),
-        "latency_p50_ms": 1000 * statistics.median(ordered),
-        "latency_p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
+        "latency_p50_ms": 1000 * latency["p50"],
+        "latency_p99_ms": 1000 * latency["p99"],
         "examples": [{"question": a.question, "answer": a.text} for a in answers[:5]],
     }  # fmt: skip
     out = args.out or Path("bench/results/answer-extractive.json")

@@ -42,13 +42,26 @@ def load(url: str, queries: list[str], clients: int, seconds: float, mode: str, 
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
     memory: list[float] = []
+    # each query is sent once before any is sent again (the server remembers recent query vectors, so a repeat is
+    # cheaper than a new query); how many requests were repeats is reported
+    pool: list[str] = []
+    sent = 0
+    rng = random.Random(0)
 
-    def client(seed: int) -> None:
-        rng = random.Random(seed)
+    def next_query() -> str:
+        nonlocal sent
+        with lock:
+            if not pool:
+                pool.extend(rng.sample(queries, len(queries)))
+            sent += 1
+            return pool.pop()
+
+    def client() -> None:
         with httpx.Client(timeout=30) as http:
             while time.perf_counter() < deadline:
+                query = next_query()
                 started = time.perf_counter()
-                response = http.post(url + "/search", json={"query": rng.choice(queries), "k": 10, "mode": mode})
+                response = http.post(url + "/search", json={"query": query, "k": 10, "mode": mode})
                 elapsed = time.perf_counter() - started
                 with lock:
                     latencies.append(elapsed)
@@ -56,7 +69,7 @@ def load(url: str, queries: list[str], clients: int, seconds: float, mode: str, 
 
     if server_pid:
         memory.append(rss_mb(server_pid))
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -72,6 +85,7 @@ def load(url: str, queries: list[str], clients: int, seconds: float, mode: str, 
         "server_5xx": sum(c for s, c in statuses.items() if s >= 500),
         "p50_ms": 1000 * statistics.median(ordered), "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
         "server_rss_mb_samples": memory, "cpu_count": os.cpu_count(),
+        "repeated_query_share": max(0, sent - len(set(queries))) / max(1, sent),
     }  # fmt: skip
 
 

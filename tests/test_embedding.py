@@ -111,3 +111,35 @@ def test_vectors_of_another_device_are_another_kind(minilm: ModelRef) -> None:
     assert vector_kind("bf16", "torch", "cuda") == "bf16/torch/cuda"  # never mixed with CPU vectors in the cache
     positions, vectors = next(embedder.encode_blocks(["a pump", "a valve"]))
     assert positions.tolist() == [0, 1] and np.allclose(vectors, embedder.encode(["a pump", "a valve"]))
+
+
+@pytest.mark.integration
+def test_a_query_embedder_encodes_a_recent_text_once(minilm: ModelRef, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answering one question encodes it three times (search, relevance floor, evidence): the query embedder keeps
+    the latest vectors, equal to fresh ones; documents are never remembered."""
+    import ragtune.embedding as embedding
+    from ragtune.encoders import TorchEncoder
+
+    calls: list[list[str]] = []
+    original = TorchEncoder.encode
+    monkeypatch.setattr(TorchEncoder, "encode", lambda self, texts: calls.append(list(texts)) or original(self, texts))
+    monkeypatch.setattr(embedding, "RECENT_QUERY_TEXTS", 4)
+    reference = Embedder(minilm, precision="fp32", backend="torch").encode(TEXTS)
+    queries = Embedder(minilm, precision="fp32", backend="torch", purpose="queries")
+    calls.clear()
+    np.testing.assert_allclose(queries.encode(TEXTS), reference, atol=1e-6)
+    again = queries.encode([TEXTS[1], "a new question", TEXTS[1]])
+    assert calls == [TEXTS, ["a new question"]]
+    np.testing.assert_array_equal(again[0], again[2])
+    np.testing.assert_allclose(again[0], reference[1], atol=1e-6)
+    again[0][:] = 0  # the caller's copy
+    np.testing.assert_allclose(queries.encode_query(TEXTS[1]), reference[1], atol=1e-6)
+    queries.encode(["one", "two", "three"])  # four remembered: TEXTS[0] and TEXTS[2] are the least recent
+    calls.clear()
+    queries.encode([TEXTS[1], TEXTS[0]])
+    assert calls == [[TEXTS[0]]]
+    documents = Embedder(minilm, precision="fp32", backend="torch")
+    calls.clear()
+    documents.encode(TEXTS[:1])
+    documents.encode(TEXTS[:1])
+    assert calls == [TEXTS[:1], TEXTS[:1]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -367,6 +368,7 @@ class PassageGenerator(WordGenerator):
     def __init__(self, refuse_on: str = "") -> None:
         super().__init__()
         self.refuse_on = refuse_on
+        self.streams_closed_early = 0
 
     def reply_to(self, messages: Sequence[Message]) -> str:
         self.seen.append(messages)
@@ -377,7 +379,14 @@ class PassageGenerator(WordGenerator):
         return f"Yes. {passage.split('. ')[0].rstrip('.')} [7]. Then more words."
 
     def stream(self, messages: Sequence[Message], max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
-        yield from (word + " " for word in self.reply_to(messages).split(" "))
+        words = self.reply_to(messages).split(" ")
+        read = 0
+        try:
+            for word in words:
+                read += 1
+                yield word + " "
+        finally:
+            self.streams_closed_early += read < len(words)
 
     def generate_batch(self, conversations, max_new_tokens, temperature=0.0):  # type: ignore[no-untyped-def]
         return [self.reply_to(c) for c in conversations]
@@ -397,6 +406,28 @@ def test_per_passage_sentence_is_cut_and_cited_by_construction() -> None:
     assert default_prompting("http://localhost:8000/v1") == "together"
 
 
+def test_generation_can_stop_once_the_kept_sentence_is_written() -> None:
+    from ragtune.generation.per_passage import cited_sentence, kept_sentence_is_written
+
+    replies = [
+        "Yes. The seal wears out [2]. More words follow here.",
+        "Seals wear out after two years of use. Then more.",
+        "No, it does not.   Because the pump runs dry. And so on.",
+        "The value is 3.5 mg per day for adults. Next comes more.",
+        "Yes, no; no; no; no; no",
+        "The passage does not mention seals. But it does mention pumps.",
+    ]
+    for reply in replies:
+        words = reply.split(" ")
+        prefixes = [" ".join(words[:n]) + " " for n in range(1, len(words) + 1)]
+        stops = [prefix for prefix in prefixes if kept_sentence_is_written(prefix)]
+        for prefix in stops:  # whatever comes after cannot change the kept sentence
+            assert cited_sentence(prefix, 1) == cited_sentence(reply, 1), (prefix, reply)
+        if reply.count(". ") > (1 if reply.startswith(("Yes.", "No.")) else 0):
+            assert stops and len(stops[0].split()) < len(words)  # and it stops before the reply ends
+    assert not kept_sentence_is_written("Yes. The seal wears out")  # a bare verdict waits for its reason
+
+
 @pytest.mark.integration
 def test_per_passage_answers_cite_the_passage_each_sentence_was_written_from(store: StoreReader) -> None:
     generator = PassageGenerator()
@@ -414,6 +445,7 @@ def test_per_passage_answers_cite_the_passage_each_sentence_was_written_from(sto
     assert [c.number for c in answer.citations] == [1, 2] and answer.invalid_citations == 0
     assert streamed == answer.text and answer.timings["completion_tokens"] > 0
     assert answer.support and all(s.cited for s in answer.support)
+    assert generator.streams_closed_early == 2  # each reply read until "Then", the sentence after the kept one
     generator.seen.clear()
     batched = answerer.ask_many(["What damages a pump impeller?"])[0]
     assert batched.text == answer.text and len(generator.seen) == 2
@@ -433,3 +465,55 @@ def test_per_passage_drops_refusals_and_abstains_when_every_passage_refuses(stor
     assert answer.abstained and answer.text == ABSTAIN_MESSAGE
     with pytest.raises(InputError, match="--prompting sideways is not one of"):
         Answerer(Retriever(store), everything, prompting="sideways")
+
+
+@pytest.fixture(scope="module")
+def tiny_causal_lm(tmp_path_factory: pytest.TempPathFactory, minilm) -> Path:  # type: ignore[no-untyped-def]
+    """A randomly initialised two-layer Llama with MiniLM's tokenizer: generation mechanics without a real model."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    target = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm.path))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024, eos_token_id=None,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def test_closing_a_local_stream_stops_generation(tiny_causal_lm: Path) -> None:
+    from ragtune.generation.local import TransformersGenerator
+
+    generator = TransformersGenerator(tiny_causal_lm, device="cpu")
+    steps: list[int] = []
+    generator.model.register_forward_hook(lambda *_: steps.append(1))
+    conversation = [{"role": "user", "content": "What damages the impeller of a pump?"}]
+    stream = generator.stream(conversation, max_new_tokens=400)
+    read = [next(stream) for _ in range(3)]
+    stream.close()  # the worker is joined here
+    after_close = len(steps)
+    assert read and after_close < 40  # stopped at the next token, not at 400
+    time.sleep(0.2)
+    assert len(steps) == after_close  # and nothing runs on behind the reader's back
+    steps.clear()
+    assert len("".join(generator.stream(conversation, max_new_tokens=60)).split()) > 20 and len(steps) == 60
+
+
+def test_closing_an_answer_stream_stops_its_generation(tiny_causal_lm: Path, store: StoreReader) -> None:
+    """What the server does when an /ask/stream client goes away mid-answer."""
+    from ragtune.generation.local import TransformersGenerator
+
+    generator = TransformersGenerator(tiny_causal_lm, device="cpu")
+    steps: list[int] = []
+    generator.model.register_forward_hook(lambda *_: steps.append(1))
+    answerer = Answerer(Retriever(store), generator, k=2, min_relevance=0, max_new_tokens=400, prompting="together")
+    stream = answerer.stream("What damages a pump impeller?")
+    assert next(iter(stream))
+    stream.close()
+    stopped_at = len(steps)
+    time.sleep(0.2)
+    assert stopped_at < 40 and len(steps) == stopped_at and stream.answer is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,6 +32,9 @@ class TextEncoder(Protocol):
 
 TEXTS_PER_CALL = 512
 """Texts a store update encodes (and commits) at a time on this machine."""
+RECENT_QUERY_TEXTS = 1024
+"""Texts a query embedder remembers the vectors of: answering one question encodes it for retrieval, for the
+relevance floor and for evidence scoring, and the sentences of a passage come back with every question it answers."""
 
 
 def vector_kind(precision: str, backend: str, device: str) -> str:
@@ -84,6 +89,8 @@ class Embedder:
             model.path, self.precision if self.backend == "torch" else "fp32", self.device
         )
         self._encoder = make_encoder(self.backend, self._model, model, self.precision, batch_size)
+        self._recent: OrderedDict[str, np.ndarray] | None = OrderedDict() if purpose == "queries" else None
+        self._recent_lock = threading.Lock()
 
     @property
     def vector_kind(self) -> str:
@@ -104,6 +111,23 @@ class Embedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self._recent is None:
+            return self._encode_now(texts)
+        with self._recent_lock:
+            known = {text: self._recent[text] for text in set(texts) if text in self._recent}
+            for text in known:
+                self._recent.move_to_end(text)
+        missing = list(dict.fromkeys(text for text in texts if text not in known))
+        if missing:
+            fresh = self._encode_now(missing)
+            known.update(zip(missing, fresh, strict=True))
+            with self._recent_lock:
+                self._recent.update(zip(missing, fresh, strict=True))
+                while len(self._recent) > RECENT_QUERY_TEXTS:
+                    self._recent.popitem(last=False)
+        return np.stack([known[text] for text in texts])  # a new array: callers cannot change what is remembered
+
+    def _encode_now(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._encoder.encode(texts)  # normalised here in float32: a bf16 norm is off by up to 0.3 %
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)

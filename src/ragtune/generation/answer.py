@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,6 +21,7 @@ from ragtune.generation.per_passage import (
     PROMPTINGS,
     PassagePrompt,
     cited_sentence,
+    kept_sentence_is_written,
     per_passage_prompts,
 )
 from ragtune.generation.prompts import (
@@ -127,6 +129,12 @@ class AnswerStream:
     def __iter__(self) -> Iterator[str]:
         return self._tokens
 
+    def close(self) -> None:
+        """Stop the generation behind the stream (a reader that went away); `answer` stays unset."""
+        close = getattr(self._tokens, "close", None)
+        if close is not None:
+            close()
+
 
 def default_answer_mode(generator_spec: str | None) -> str:
     """Extractive with the bundled 135M generator (it cites nothing and answers worse with passages than without:
@@ -228,13 +236,14 @@ class Answerer:
             raw: list[str] = []
             generation_started = time.perf_counter()
             first_token_s: float | None = None
-            for piece in generator.stream(packed.messages, self.max_new_tokens):
-                if first_token_s is None:
-                    first_token_s = time.perf_counter() - generation_started
-                raw.append(piece)
-                shown = citation_filter.feed(piece)
-                if shown:
-                    yield shown
+            with closing(generator.stream(packed.messages, self.max_new_tokens)) as pieces:
+                for piece in pieces:
+                    if first_token_s is None:
+                        first_token_s = time.perf_counter() - generation_started
+                    raw.append(piece)
+                    shown = citation_filter.feed(piece)
+                    if shown:
+                        yield shown
             tail = citation_filter.flush()
             if tail:
                 yield tail
@@ -263,7 +272,7 @@ class Answerer:
             generation_started = time.perf_counter()
             first_sentence_s: float | None = None
             for prompt in prompts:
-                replies.append("".join(generator.stream(prompt.messages, self._per_passage_tokens)))
+                replies.append(_reply_until_kept_sentence(generator, prompt.messages, self._per_passage_tokens))
                 sentence = cited_sentence(replies[-1], prompt.passage.number)
                 if sentence:
                     first_sentence_s = first_sentence_s or time.perf_counter() - generation_started
@@ -383,6 +392,18 @@ def _generate_batched(
     for start in range(0, len(conversations), batch_size):
         replies += generator.generate_batch(conversations[start : start + batch_size], max_new_tokens)
     return replies
+
+
+def _reply_until_kept_sentence(generator: Generator, messages: Sequence[Message], max_new_tokens: int) -> str:
+    """A per-passage reply, read only until the sentence that will be kept is written (closing the stream stops the
+    generator there)."""
+    reply = ""
+    with closing(generator.stream(messages, max_new_tokens)) as pieces:
+        for piece in pieces:
+            reply += piece
+            if kept_sentence_is_written(reply):
+                break
+    return reply
 
 
 def _generation_timings(

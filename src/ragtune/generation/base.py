@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import collections.abc
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 Message = dict[str, str]
 """One chat message: `{"role": "system" | "user" | "assistant", "content": "..."}`."""
+TextStream = collections.abc.Generator[str, None, None]
+"""Pieces of generated text as they come; closing the stream early stops the generation behind it."""
 
 
 @runtime_checkable
@@ -20,7 +23,7 @@ class Generator(Protocol):
 
     def prompt_tokens(self, messages: Sequence[Message]) -> int: ...
 
-    def stream(self, messages: Sequence[Message], max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]: ...
+    def stream(self, messages: Sequence[Message], max_new_tokens: int, temperature: float = 0.0) -> TextStream: ...
 
     def generate_batch(
         self, conversations: Sequence[Sequence[Message]], max_new_tokens: int, temperature: float = 0.0

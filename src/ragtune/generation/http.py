@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from ragtune.errors import RagtuneError
-from ragtune.generation.base import Message
+from ragtune.generation.base import Message, TextStream
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 CHARS_PER_TOKEN = 3.0
@@ -116,7 +116,7 @@ class OpenAICompatibleGenerator:
         except (ValueError, KeyError, IndexError, TypeError):
             raise RagtuneError(f"generator at {self.base_url} sent a reply that is not a chat completion") from None
 
-    def stream(self, messages: Sequence[Message], max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], max_new_tokens: int, temperature: float = 0.0) -> TextStream:
         payload = self._payload(messages, max_new_tokens, temperature, True)
         for attempt in range(self.retries + 1):
             last = attempt == self.retries

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ragtune.errors import RagtuneError, missing_dependency
-from ragtune.generation.base import Message
+from ragtune.generation.base import Message, TextStream
 
 
 class LlamaCppGenerator:
@@ -31,7 +31,7 @@ class LlamaCppGenerator:
     def prompt_tokens(self, messages: Sequence[Message]) -> int:
         return sum(self.count_tokens(m["content"]) + 5 for m in messages) + 3
 
-    def stream(self, messages: Sequence[Message], max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], max_new_tokens: int, temperature: float = 0.0) -> TextStream:
         chunks = self.llm.create_chat_completion(
             messages=list(messages), max_tokens=max_new_tokens, temperature=temperature, stream=True
         )

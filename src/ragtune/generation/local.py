@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.errors import RagtuneError
-from ragtune.generation.base import Message
+from ragtune.generation.base import Message, TextStream
 from ragtune.models import quiet_transformers
 from ragtune.paths import cache_root
 
@@ -78,7 +78,9 @@ class TransformersGenerator:
         return self.count_tokens(self.render(messages))
 
     def _inputs(self, prompts: list[str]) -> Any:
-        return self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        return self.tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
+        ).to(self.device)  # a decoder takes no segment ids, though BERT-style tokenizers make them
 
     def _options(self, max_new_tokens: int, temperature: float) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -92,28 +94,35 @@ class TransformersGenerator:
             options.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return options
 
-    def stream(self, messages: Sequence[Message], max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
+    def stream(self, messages: Sequence[Message], max_new_tokens: int, temperature: float = 0.0) -> TextStream:
+        """Pieces of text as they are generated. Closing the iterator early (a reader that has what it needs, a client
+        that went away) stops generation at the next token instead of letting it run to `max_new_tokens`."""
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         inputs = self._inputs([self.render(messages)])
         failure: list[BaseException] = []
+        cancelled = threading.Event()
 
         def run() -> None:
             try:
                 with torch.inference_mode():
-                    self.model.generate(**inputs, streamer=streamer, **self._options(max_new_tokens, temperature))
+                    self.model.generate(**inputs, streamer=streamer, **self._options(max_new_tokens, temperature),
+                                        stopping_criteria=StoppingCriteriaList([_StopWhenSet(cancelled)]))  # fmt: skip
             except BaseException as exc:  # re-raised in the caller's thread below
                 failure.append(exc)
                 streamer.end()
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        for piece in streamer:
-            if piece:
-                yield piece
-        worker.join()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            cancelled.set()
+            worker.join()
         if failure:
             raise failure[0]
 
@@ -129,6 +138,18 @@ class TransformersGenerator:
             output = self.model.generate(**inputs, **self._options(max_new_tokens, temperature))
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+
+class _StopWhenSet:
+    """A transformers stopping criterion: every row stops once the event is set (the reader closed the stream)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def dequantized_copy_path(gguf: Path) -> Path:

@@ -62,15 +62,30 @@ def per_passage_prompts(
 def cited_sentence(reply: str, number: int) -> str | None:
     """The reply's first sentence (two when the first is a bare verdict), its own `[n]` marks removed, ending with
     `[number]` before its full stop; None when the reply is empty or says the passage does not answer."""
-    text = clean_citations(" ".join(reply.split()), passage_count=0).text  # every mark of its own goes
-    sentences = _SENTENCE_END.split(text)
+    sentences = _sentences(reply)
     kept = sentences[0]
-    if len(kept.split()) < _SHORT_SENTENCE_WORDS and len(sentences) > 1:
+    if _is_verdict(kept) and len(sentences) > 1:
         kept = f"{kept.rstrip('.!?')}, {_lower_first_word(sentences[1])}"  # one sentence, so one claim to check
     if not kept or says_it_cannot_answer(kept):
         return None
     body, end = re.fullmatch(r"(.*?)([.!?]*)", kept, re.DOTALL).groups()  # type: ignore[union-attr]
     return f"{body} [{number}]{end}"  # inside the sentence, where generators put it and `cited_span` looks
+
+
+def kept_sentence_is_written(reply: str) -> bool:
+    """True once more text of the reply cannot change what `cited_sentence` keeps: the next sentence has begun.
+    Generation can stop there (the rest of a reply is cut anyway)."""
+    sentences = _sentences(reply)
+    return len(sentences) > (2 if _is_verdict(sentences[0]) else 1)
+
+
+def _sentences(reply: str) -> list[str]:
+    text = clean_citations(" ".join(reply.split()), passage_count=0).text  # every mark of its own goes
+    return _SENTENCE_END.split(text)
+
+
+def _is_verdict(sentence: str) -> bool:
+    return len(sentence.split()) < _SHORT_SENTENCE_WORDS
 
 
 def _lower_first_word(sentence: str) -> str:

@@ -15,7 +15,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from collections.abc import Generator as PyGenerator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -198,7 +198,7 @@ class StoreHolder:
                             prompting=request.prompting or default_prompting(self.generator_spec))  # fmt: skip
         stream = answerer.stream(request.question)
         yield "passages", [dict(p.hit.to_json(), number=p.number) for p in stream.passages]
-        with self._generate_lock:
+        with self._generate_lock, closing(stream):  # closed early (the client left): generation stops there
             try:
                 for piece in stream:
                     yield "token", piece
