@@ -9,7 +9,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +44,17 @@ class TransformersGenerator:
         options: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
         self.loaded_from = path / gguf_file if gguf_file else path
         quiet_transformers()
-        try:
-            config = AutoConfig.from_pretrained(path, **options)
-        except (OSError, ValueError) as exc:
-            raise RagtuneError(f"'{path}' is not a transformers model directory (no usable config): {exc}") from exc
-        if not _is_causal_lm(config):
-            raise RagtuneError(
-                f"'{path}' holds a {config.model_type} model, which is not a causal language model; "
-                "pass a generative (decoder) model such as SmolLM2, Qwen or Llama"
-            )
-        self.tokenizer = AutoTokenizer.from_pretrained(path, **options)
-        with _silent_gguf_conversion():
+        with _gguf_conversion() if gguf_file else nullcontext():
+            try:
+                config = AutoConfig.from_pretrained(path, **options)
+            except (OSError, ValueError) as exc:
+                raise RagtuneError(f"'{path}' is not a transformers model directory (no usable config): {exc}") from exc
+            if not _is_causal_lm(config):
+                raise RagtuneError(
+                    f"'{path}' holds a {config.model_type} model, which is not a causal language model; "
+                    "pass a generative (decoder) model such as SmolLM2, Qwen or Llama"
+                )
+            self.tokenizer = AutoTokenizer.from_pretrained(path, **options)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **options)
         if copy is not None:
             _save_copy(self.model, self.tokenizer, copy)
@@ -205,13 +205,30 @@ def _is_causal_lm(config: Any) -> bool:
 
 
 @contextmanager
-def _silent_gguf_conversion() -> Iterator[None]:
-    """transformers draws a tqdm bar per GGUF load that its progress switch does not reach; ragtune shows its own."""
+def _gguf_conversion() -> Iterator[None]:
+    """A GGUF file read once, not once per part, and without transformers' progress bars.
+
+    Loading config, tokenizer and weights, transformers parses the whole file four times (its 49k-entry vocabulary and
+    merges through numpy memmap slices: ~10 s each here) and builds gguf's tensor-name table once per tensor; within
+    this block each file is parsed once and each table built once. transformers also draws a tqdm bar per load that
+    its progress switch does not reach; ragtune shows its own.
+    """
+    import gguf
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    original = gguf_utils.tqdm
-    gguf_utils.tqdm = functools.partial(original, disable=True)
+    parsed: dict[str, Any] = {}
+    reader_class, name_map, bar = gguf.GGUFReader, gguf.get_tensor_name_map, gguf_utils.tqdm
+
+    def read_once(path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Any:
+        key = os.path.realpath(path)
+        if key not in parsed:
+            parsed[key] = reader_class(path, *args, **kwargs)
+        return parsed[key]
+
+    gguf.GGUFReader = read_once  # transformers imports both names from `gguf` at each call
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
     try:
         yield
     finally:
-        gguf_utils.tqdm = original
+        gguf.GGUFReader, gguf.get_tensor_name_map, gguf_utils.tqdm = reader_class, name_map, bar
