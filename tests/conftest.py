@@ -142,3 +142,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def rel(key: str) -> str:
     """A source key (a file's absolute path, possibly with `#n`) from the fixture's `docs` folder on: `docs/…`."""
     return "docs/" + key.rsplit("/docs/", 1)[1]
+
+
+def unwrapped(text: str) -> str:
+    """CLI output as one line: rich wraps long lines (a temporary path can be long) wherever it has to, words included."""
+    return text.replace("\n", "")

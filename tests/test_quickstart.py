@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from chat_server import ChatServer, running
+from conftest import unwrapped
 from ragtune.errors import RagtuneError
 from ragtune.faults import KILL_ENV
 from ragtune.quickstart import Quickstart, QuickstartConfig, reproduce_command
@@ -140,8 +141,8 @@ def test_quickstart_cli_prints_the_table_and_marks_finished_steps(tmp_path: Path
                "--base", str(tiny_model_dir), "--generator", "none", "--in-process"]  # fmt: skip
     first = CliRunner().invoke(app, command)
     assert first.exit_code == 0, first.output
-    assert "before / after" in first.stdout and "report.html" in first.stdout
-    assert "CUT SHORT by --budget-minutes 0.001" in first.stderr  # an explicit cap that ends training is flagged
+    assert "before / after" in first.stdout and "report.html" in unwrapped(first.stdout)
+    assert "CUT SHORT by --budget-minutes 0.001" in unwrapped(first.stderr)  # an explicit cap that ends training: flagged
     assert "CUT SHORT" in (tmp_path / "out" / "report.md").read_text()
     second = CliRunner().invoke(app, command)
     assert second.exit_code == 0 and "[done before] fine-tune:" in second.stderr
