@@ -15,7 +15,7 @@ from ragtune.errors import InputError
 from ragtune.generation.base import Generator, Message
 from ragtune.generation.citations import StreamingCitationFilter, cited_span, clean_citations
 from ragtune.generation.evidence import DEFAULT_MAX_SENTENCES, DEFAULT_MIN_SENTENCE_SCORE, select_evidence
-from ragtune.generation.loading import DEFAULT_GENERATOR
+from ragtune.generation.loading import is_bundled_generator
 from ragtune.generation.per_passage import (
     PER_PASSAGE_MAX_NEW_TOKENS,
     PROMPTINGS,
@@ -139,14 +139,14 @@ class AnswerStream:
 def default_answer_mode(generator_spec: str | None) -> str:
     """Extractive with the bundled 135M generator (it cites nothing and answers worse with passages than without:
     BENCHMARKS.md), generate with any generator the user names."""
-    return "extractive" if (generator_spec or DEFAULT_GENERATOR).strip().lower() == DEFAULT_GENERATOR else "generate"
+    return "extractive" if is_bundled_generator(generator_spec) else "generate"
 
 
 def default_prompting(generator_spec: str | None) -> str:
     """per-passage with the bundled 135M generator (together it cites nothing; one passage at a time its sentences
     are cited by construction and cite the question's own abstract 98 % of the time on PubMedQA: BENCHMARKS.md),
     together with any generator the user names."""
-    return "per-passage" if (generator_spec or DEFAULT_GENERATOR).strip().lower() == DEFAULT_GENERATOR else "together"
+    return "per-passage" if is_bundled_generator(generator_spec) else "together"
 
 
 class Answerer:

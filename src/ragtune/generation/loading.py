@@ -30,6 +30,11 @@ def packaged_smollm2() -> Path:
     )
 
 
+def is_bundled_generator(spec: str | None) -> bool:
+    """Whether `spec` (None: the default) names the SmolLM2-135M file shipped with ragtune."""
+    return (spec or DEFAULT_GENERATOR).strip().lower() == DEFAULT_GENERATOR
+
+
 def load_generator(
     spec: str | None = None,
     model: str | None = None,
@@ -47,7 +52,7 @@ def load_generator(
         )
     from ragtune.generation.local import TransformersGenerator
 
-    if spec.lower() == DEFAULT_GENERATOR:
+    if is_bundled_generator(spec):
         gguf = packaged_smollm2()
         return TransformersGenerator(gguf.parent, gguf_file=gguf.name, name="SmolLM2-135M-Instruct (Q4_1 GGUF)")
     if spec.startswith("llama-cpp:"):
