@@ -3,6 +3,8 @@
 Dev split for best-checkpoint selection and early stopping: 10% of the *train* queries (seeded), against their
 positives, their mined negatives and 1,000 other corpus abstracts. Test is used only for the final report.
 Usage: python bench/bench_finetune.py --name NAME [--loss mnrl] [--negatives 1] [--epochs 2] ...
+With --teacher-reranker DIR (a cross-encoder, e.g. bench_reranker.py's): negatives come from the hybrid ranking's top
+20 and the reranker scores them (`ragtune mine --teacher cross-encoder`), for --loss margin-mse / mnrl-margin-mse.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from pathlib import Path
 from ragtune.evaluation import evaluate_systems, load_beir, write_report
 from ragtune.models import resolve_model
 from ragtune.training.examples import examples_from_beir, write_training_jsonl
-from ragtune.training.finetune import FinetuneConfig, finetune
+from ragtune.training.finetune import LOW_MEMORY_TRAINING, FinetuneConfig, finetune
 from ragtune.training.mining import CandidateSource, MiningConfig, mine_hard_negatives
+from ragtune.training.teacher import TeacherConfig, teacher_scored_examples
 
 
 def main() -> None:
@@ -35,6 +38,9 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=14.5)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--eval-steps", type=int, default=None)
+    parser.add_argument("--low-memory", action="store_true", help="the quickstart's training settings")
+    parser.add_argument("--teacher-reranker", type=Path, default=None)
+    parser.add_argument("--teacher-pool", type=int, default=20)
     args = parser.parse_args()
     out = Path("bench/results") / f"finetune-{args.name}"
     out.mkdir(parents=True, exist_ok=True)
@@ -43,7 +49,13 @@ def main() -> None:
 
     examples, corpus = examples_from_beir(args.data, "train")
     start = time.perf_counter()
-    if args.negatives > 0:
+    if args.teacher_reranker is not None:
+        teacher = TeacherConfig(kind="cross-encoder", cross_encoder=str(args.teacher_reranker),
+                                negatives=args.negatives, pool=args.teacher_pool)  # fmt: skip
+        examples, teacher_report = teacher_scored_examples(examples, list(corpus.values()), resolve_model("minilm"),
+                                                           teacher)  # fmt: skip
+        print("teacher:", teacher_report)
+    elif args.negatives > 0:
         mining = MiningConfig(
             num_negatives=args.negatives, range_min=args.range_min, relative_margin=args.margin,
             source=CandidateSource(args.source),
@@ -57,6 +69,7 @@ def main() -> None:
         base="minilm", loss=args.loss, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         max_seq_length=args.max_seq_length, max_negatives=max(1, args.negatives), threads=2,
         time_budget_minutes=args.budget_minutes, bf16=args.bf16, eval_steps=args.eval_steps,
+        **(LOW_MEMORY_TRAINING if args.low_memory else {}),
     )  # fmt: skip
     result = finetune(examples, work / f"tuned-{args.name}", config, distractor_pool=list(corpus.values()), show_progress=False)
     timings["train_s"] = result.train_seconds

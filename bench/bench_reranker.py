@@ -163,8 +163,9 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=None, help="reranker to evaluate (trained when missing)")
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--check-fp32", action="store_true", help="also score the tuned system's test top in fp32")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/reranker"), help="folder for summary.json")
     args = parser.parse_args()
-    work, out = Path("runs/reranker"), Path("bench/results/reranker")
+    work, out = Path("runs/reranker"), args.out
     out.mkdir(parents=True, exist_ok=True)
 
     model_dir, examples = _train(args, work)

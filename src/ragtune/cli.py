@@ -556,11 +556,15 @@ def mine(
     ] = 0.05,
     source: Annotated[str, typer.Option(help="Candidates from dense, bm25 or both.")] = "dense",
     teacher: Annotated[
-        str | None, typer.Option(help="hybrid: negatives from the BM25 + dense teacher's top 20, each example "
-                                 "scored by it, for `finetune --loss mnrl-distill` or `distill`.")
+        str | None, typer.Option(help="hybrid: negatives from the BM25 + dense ranking's top 20, each example scored "
+                                 "by that ranking (for `finetune --loss distill` / `mnrl-distill`); cross-encoder: the "
+                                 "same negatives scored by --reranker (for `--loss margin-mse` / `mnrl-margin-mse`).")
+    ] = None,
+    reranker: Annotated[
+        Path | None, typer.Option(help="With --teacher cross-encoder: the trained reranker that scores the pairs.")
     ] = None,
     teacher_dense_weight: Annotated[
-        float, typer.Option(help="The teacher's dense weight (convex fusion with BM25).")
+        float, typer.Option(help="The hybrid ranking's dense weight (convex fusion with BM25).")
     ] = 0.5,
     ray: RayOption = None,
     ray_workers: RayWorkersOption = 2,
@@ -594,8 +598,11 @@ def mine(
         with open_store(store) as opened:
             never_negative = judged_document_texts(opened, load_beir(train, split))
     if teacher is not None:
-        _mine_with_teacher(teacher, examples, texts, model, negatives, teacher_dense_weight, never_negative, out_file)
+        _mine_with_teacher(teacher, reranker, examples, texts, model, negatives, teacher_dense_weight, never_negative,
+                           out_file)  # fmt: skip
         return
+    if reranker is not None:
+        raise RagtuneError("--reranker scores pairs for --teacher cross-encoder: add that, or drop --reranker")
     config = MiningConfig(negatives, range_min, range_max, relative_margin, CandidateSource(source))
     mined, report = mine_hard_negatives(
         examples, texts, resolve_model(model), config, never_negative=never_negative, ray=cluster
@@ -611,17 +618,19 @@ def mine(
 
 
 def _mine_with_teacher(  # type: ignore[no-untyped-def]
-    teacher: str, examples, texts, model: str, negatives: int, dense_weight: float, never_negative, out_file: Path
+    teacher: str, reranker: Path | None, examples, texts, model: str, negatives: int, dense_weight: float,
+    never_negative, out_file: Path,
 ) -> None:
     from ragtune.models import resolve_model
     from ragtune.training.examples import write_training_jsonl
     from ragtune.training.teacher import TeacherConfig, teacher_scored_examples
 
-    config = TeacherConfig(kind=teacher, negatives=negatives, dense_weight=dense_weight)
+    config = TeacherConfig(kind=teacher, cross_encoder=None if reranker is None else str(reranker),
+                           negatives=negatives, dense_weight=dense_weight)  # fmt: skip
     scored, report = teacher_scored_examples(examples, texts, resolve_model(model), config, never_negative)
     write_training_jsonl(out_file, scored)
     out.print(
-        f"{report.examples} examples with {negatives} negatives each, scored by the hybrid teacher · mean score: "
+        f"{report.examples} examples with {negatives} negatives each, scored by the {teacher} teacher · mean score: "
         f"positive {report.positive_score_mean:.3f}, negative {report.negative_score_mean:.3f} · the positive "
         f"scores first in {report.positive_first_share:.0%} · wrote {out_file}",
         highlight=False,
@@ -637,7 +646,8 @@ def finetune(
     split: Annotated[str, typer.Option(help="BEIR split to train on (when TRAIN is a BEIR folder).")] = "train",
     loss: Annotated[
         str, typer.Option(help="mnrl, cached-mnrl, gist, triplet, contrastive, or distill / mnrl-distill "
-                          "(learn a teacher's scores: `ragtune mine --teacher hybrid`).")
+                          "(learn a teacher's scores: `ragtune mine --teacher hybrid`), margin-mse / mnrl-margin-mse "
+                          "(a reranker's: `ragtune mine --teacher cross-encoder --reranker DIR`).")
     ] = "mnrl",
     epochs: Annotated[float, typer.Option(help="Training epochs.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Batch size (in-batch negatives grow with it).")] = 32,

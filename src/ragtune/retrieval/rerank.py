@@ -74,16 +74,24 @@ class Reranker:
     def score(self, queries: Sequence[str], results: Sequence[list[Hit]], depth: int) -> list[list[float]]:
         """Cross-encoder scores of the first `depth` hits of each list (all pairs batched together)."""
         heads = [hits[:depth] for hits in results]
-        pairs = [(q, h.embedding_text()) for q, head in zip(queries, heads) for h in head]
-        flat = (
-            [float(s) for s in self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)]
-            if pairs else []
-        )  # fmt: skip
+        flat = self.score_pairs([(q, h.embedding_text()) for q, head in zip(queries, heads) for h in head])
         scores, offset = [], 0
         for head in heads:
             scores.append(flat[offset : offset + len(head)])
             offset += len(head)
         return scores
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], logits: bool = False) -> list[float]:
+        """The cross-encoder's score of each (query, passage) pair, batched: its activation (the library's default,
+        a sigmoid for one label) applied, or the raw `logits`."""
+        if not pairs:
+            return []
+        import torch
+
+        activation = torch.nn.Identity() if logits else None
+        scores = self.model.predict(list(pairs), batch_size=self.batch_size, show_progress_bar=False,
+                                    activation_fn=activation)  # fmt: skip
+        return [float(s) for s in scores]
 
     def apply(self, results: Sequence[list[Hit]], scores: Sequence[list[float]]) -> list[list[Hit]]:
         """Order each list's head (as many hits as it has scores) by `score`'s output mixed per `self.weight`."""

@@ -26,12 +26,14 @@ from ragtune.training.callbacks import (
 from ragtune.training.checkpoints import ResumePoint, train_resumably
 from ragtune.training.examples import TrainingExample, duplicate_stats, split_by_query
 
-LOSSES = ("mnrl", "cached-mnrl", "gist", "triplet", "contrastive", "distill", "mnrl-distill")
+LOSSES = ("mnrl", "cached-mnrl", "gist", "triplet", "contrastive", "distill", "mnrl-distill", "margin-mse",
+          "mnrl-margin-mse")  # fmt: skip
 _NEEDS_NEGATIVES = ("triplet", "contrastive")
-_NEEDS_SCORES = ("distill", "mnrl-distill")
+_NEEDS_SCORES = ("distill", "mnrl-distill", "margin-mse", "mnrl-margin-mse")
 STUDENT_TEMPERATURE = 0.05
-"""The distillation losses compare softmaxes of the student's cosines / 0.05 (MNRL's scale of 20) with the
-teacher's scores / TEACHER_TEMPERATURE."""
+"""The distillation losses read the student's cosines / 0.05 (MNRL's scale of 20): the KL losses compare their
+softmax with that of the teacher's scores / TEACHER_TEMPERATURE; MarginMSE compares their margins (positive minus
+each negative) with the teacher's margins, in the teacher's own units — a cross-encoder's logits."""
 TEACHER_TEMPERATURE = 0.1
 """Hybrid-teacher scores lie in [0, 1] and spread about twice as wide as a tuned model's cosines."""
 DEV_NAME = "dev"
@@ -188,7 +190,8 @@ def _scored_dataset(examples: Sequence[TrainingExample], loss: str):  # type: ig
     from datasets import Dataset
 
     if not examples or not all(e.scores for e in examples):
-        raise InputError(f"--loss {loss} needs teacher scores on every example: run `ragtune mine --teacher hybrid`")
+        raise InputError(f"--loss {loss} needs teacher scores on every example: run `ragtune mine --teacher hybrid` "
+                         "(or `--teacher cross-encoder --reranker DIR` for the margin-mse losses)")
     count = min(len(e.negatives) for e in examples)
     if count < 1:
         raise InputError(f"--loss {loss} needs at least one negative per example")
@@ -211,10 +214,13 @@ def _loss(model, config: FinetuneConfig, base: ModelRef):  # type: ignore[no-unt
         guide = SentenceTransformer(str(base.path), device=str(model.device), local_files_only=True)
         loss = losses.GISTEmbedLoss(model, guide)
     elif config.loss in _NEEDS_SCORES:
-        distill = losses.DistillKLDivLoss(model, student_temperature=STUDENT_TEMPERATURE,
-                                          teacher_temperature=TEACHER_TEMPERATURE)  # fmt: skip
-        loss = distill if config.loss == "distill" else SumOfLosses(model, [losses.MultipleNegativesRankingLoss(model),
-                                                                            distill])  # fmt: skip
+        if config.loss.endswith("margin-mse"):
+            distill = losses.MarginMSELoss(model, similarity_fct=student_logits)
+        else:
+            distill = losses.DistillKLDivLoss(model, student_temperature=STUDENT_TEMPERATURE,
+                                              teacher_temperature=TEACHER_TEMPERATURE)  # fmt: skip
+        loss = distill if not config.loss.startswith("mnrl-") else SumOfLosses(
+            model, [losses.MultipleNegativesRankingLoss(model), distill])  # fmt: skip
     elif config.loss == "triplet":
         loss = losses.TripletLoss(model, distance_metric=losses.TripletDistanceMetric.COSINE, triplet_margin=0.3)
     else:
@@ -225,6 +231,13 @@ def _loss(model, config: FinetuneConfig, base: ModelRef):  # type: ignore[no-unt
             raise InputError(f"--matryoshka dimensions must be within 1..{dimension}")
         loss = losses.MatryoshkaLoss(model, loss, matryoshka_dims=sorted(config.matryoshka_dims, reverse=True))
     return loss
+
+
+def student_logits(queries, passages):  # type: ignore[no-untyped-def]
+    """The student's score of each (query, passage) row on a logit scale: cosine / STUDENT_TEMPERATURE."""
+    from sentence_transformers.util import pairwise_cos_sim
+
+    return pairwise_cos_sim(queries, passages) / STUDENT_TEMPERATURE
 
 
 def SumOfLosses(model, parts):  # type: ignore[no-untyped-def]  # noqa: N802 - builds an nn.Module (torch imported late)
