@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import unwrapped
 from ragtune.errors import InputError
 from ragtune.training.examples import TrainingExample, read_training_jsonl, write_training_jsonl
 from ragtune.training.finetune import (
@@ -257,8 +258,9 @@ def test_cli_teacher_settings_that_do_not_fit_get_one_error(  # type: ignore[no-
         (["--teacher", "oracle"], "--teacher oracle: the teacher is one of hybrid, cross-encoder"),
         (["--teacher", "cross-encoder"], "needs --reranker DIR"),
         (["--reranker", str(tiny_cross_encoder_dir)], "add that, or drop --reranker"),
-        (["--teacher", "cross-encoder", "--reranker", str(tiny_model_dir)], "is not a cross-encoder"),
+        (["--teacher", "cross-encoder", "--reranker", str(tiny_model_dir)],
+         f"reranker '{tiny_model_dir}' is not a cross-encoder"),
     ]:
         bad = CliRunner().invoke(app, [*mine, *extra])
-        assert bad.exit_code == 2 and message in bad.stderr, (extra, bad.output)
+        assert bad.exit_code == 2 and message in unwrapped(bad.stderr), (extra, bad.output)
     assert not (tmp_path / "x.jsonl").exists()

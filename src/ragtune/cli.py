@@ -583,6 +583,8 @@ def mine(
     cluster = _encoding_settings(ray, ray_workers, ray_gpus_per_worker, device)
     if teacher is not None and cluster is not None:
         raise RagtuneError("--ray does not work with --teacher yet: the teacher encodes here; drop --ray")
+    if teacher is None and reranker is not None:
+        raise RagtuneError("--reranker scores pairs for --teacher cross-encoder: add that, or drop --reranker")
     examples, beir = load_examples(train, split)
     texts = _corpus_for_mining(corpus, store, beir)
     never_negative = None
@@ -601,8 +603,6 @@ def mine(
         _mine_with_teacher(teacher, reranker, examples, texts, model, negatives, teacher_dense_weight, never_negative,
                            out_file)  # fmt: skip
         return
-    if reranker is not None:
-        raise RagtuneError("--reranker scores pairs for --teacher cross-encoder: add that, or drop --reranker")
     config = MiningConfig(negatives, range_min, range_max, relative_margin, CandidateSource(source))
     mined, report = mine_hard_negatives(
         examples, texts, resolve_model(model), config, never_negative=never_negative, ray=cluster

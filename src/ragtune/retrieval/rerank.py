@@ -46,10 +46,10 @@ class Reranker:
         if not 0.0 < weight <= 1.0:
             raise RagtuneError(f"--rerank-weight {weight} must be in (0, 1]: 1 is the cross-encoder alone")
         if not self.path.is_dir():
-            raise RagtuneError(f"--rerank '{path}' is not a directory")
+            raise RagtuneError(f"reranker '{path}' is not a directory")
         if not _is_cross_encoder(self.path):
             raise RagtuneError(
-                f"--rerank '{path}' is not a cross-encoder (no *ForSequenceClassification config); "
+                f"reranker '{path}' is not a cross-encoder (no *ForSequenceClassification config); "
                 "train one with ragtune train-reranker"
             )
         quiet_transformers()
