@@ -15,4 +15,6 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 cd "$root"
-exec python -m pytest -q "$@"
+# Two workers, each taking whole test files (module fixtures such as a trained model or a started server are built
+# once per file): ~2x faster than one process on 2 cores. RAGTUNE_TEST_WORKERS=0 runs everything in one process.
+exec python -m pytest -q -n "${RAGTUNE_TEST_WORKERS:-2}" --dist loadfile "$@"
