@@ -1,8 +1,11 @@
 """Fine-tune all-MiniLM-L6-v2 on SciFact train (labelled path) and score base vs tuned on SciFact test.
 
 Dev split for best-checkpoint selection and early stopping: 10% of the *train* queries (seeded), against their
-positives, their mined negatives and 1,000 other corpus abstracts. Test is used only for the final report.
+positives, their mined negatives and 1,000 other corpus abstracts. Because that pool depends on the mining, runs
+are compared on the same held-out queries against the whole corpus ("held-out" in summary.json: base and tuned,
+dense and hybrid), which no run's mining touches. Test is used only for the final report.
 Usage: python bench/bench_finetune.py --name NAME [--loss mnrl] [--negatives 1] [--epochs 2] ...
+       python bench/bench_finetune.py --name NAME --evaluate-only MODEL_DIR ...  (held-out table of trained models)
 With --teacher-reranker DIR (a cross-encoder, e.g. bench_reranker.py's): negatives come from the hybrid ranking's top
 20 and the reranker scores them (`ragtune mine --teacher cross-encoder`), for --loss margin-mse / mnrl-margin-mse.
 """
@@ -13,10 +16,12 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from ragtune.evaluation import evaluate_systems, load_beir, write_report
+from ragtune.evaluation.dataset import subset
 from ragtune.models import resolve_model
-from ragtune.training.examples import examples_from_beir, write_training_jsonl
+from ragtune.training.examples import examples_from_beir, split_by_query, write_training_jsonl
 from ragtune.training.finetune import LOW_MEMORY_TRAINING, FinetuneConfig, finetune
 from ragtune.training.mining import CandidateSource, MiningConfig, mine_hard_negatives
 from ragtune.training.teacher import TeacherConfig, teacher_scored_examples
@@ -41,9 +46,22 @@ def main() -> None:
     parser.add_argument("--low-memory", action="store_true", help="the quickstart's training settings")
     parser.add_argument("--teacher-reranker", type=Path, default=None)
     parser.add_argument("--teacher-pool", type=int, default=20)
+    parser.add_argument("--evaluate-only", type=Path, nargs="+", default=None,
+                        help="trained model folders: score them on the held-out queries (no training; test with --test)")
+    parser.add_argument("--skip-test", action="store_true", help="train and score the held-out queries; leave test unread")
+    parser.add_argument("--test", action="store_true", help="with --evaluate-only: also the test table")
     args = parser.parse_args()
     out = Path("bench/results") / f"finetune-{args.name}"
     out.mkdir(parents=True, exist_ok=True)
+    if args.evaluate_only:
+        held_out = heldout_table(args.data, ["minilm", *map(str, args.evaluate_only)])
+        (out / "heldout.json").write_text(json.dumps(held_out, indent=2))
+        print(json.dumps(held_out, indent=2))
+        if args.test:
+            data = write_report(evaluate_systems(load_beir(args.data, "test"), models=["minilm", *map(str, args.evaluate_only)],
+                                                 modes=["dense", "hybrid"], k=100), out)  # fmt: skip
+            print(json.dumps({s["label"]: s["metrics"]["ndcg@10"] for s in data["systems"]}, indent=2))
+        return
     work = Path("runs") / args.name
     timings: dict[str, float] = {}
 
@@ -76,18 +94,38 @@ def main() -> None:
     print("dev base", result.base_dev.get("ndcg@10"), "tuned", result.tuned_dev.get("ndcg@10"))
 
     start = time.perf_counter()
+    held_out = heldout_table(args.data, ["minilm", str(work / f"tuned-{args.name}")])
+    print("held-out:", json.dumps(held_out))
+    if args.skip_test:
+        summary = {"args": vars(args) | {"data": str(args.data)}, "timings": timings, "steps": result.steps,
+                   "dev_base": result.base_dev, "dev_tuned": result.tuned_dev, "held_out": held_out}  # fmt: skip
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        return
     test = load_beir(args.data, "test")
     evaluation = evaluate_systems(test, models=["minilm", str(work / f"tuned-{args.name}")], modes=["dense", "hybrid"], k=100)
     timings["eval_s"] = time.perf_counter() - start
     data = write_report(evaluation, out)
     summary = {
         "args": vars(args) | {"data": str(args.data)}, "timings": timings, "steps": result.steps,
-        "dev_base": result.base_dev, "dev_tuned": result.tuned_dev, "train_data": result.data,
+        "dev_base": result.base_dev, "dev_tuned": result.tuned_dev, "train_data": result.data, "held_out": held_out,
         "test": {s["label"]: s["metrics"] for s in data["systems"]},
         "comparisons": data["comparisons"],
     }  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print(json.dumps({k: summary[k] for k in ("timings", "test")}, indent=2))
+
+
+def heldout_table(data: Path, models: list[str]) -> dict[str, Any]:
+    """nDCG@10 and Recall@100 of each (model, dense/hybrid) on the train queries `finetune` holds out (its own split:
+    same fraction and seed) against the whole corpus."""
+    train = load_beir(data, "train")
+    examples, _ = examples_from_beir(data, "train")
+    _, held = split_by_query(examples, FinetuneConfig().dev_fraction, FinetuneConfig().seed)
+    held_texts = {e.query for e in held}
+    dev = subset(train, [qid for qid, text in train.queries.items() if text in held_texts and qid in train.qrels], "heldout")
+    evaluation = evaluate_systems(dev, models=models, modes=["dense", "hybrid"], k=100, show_progress=False)
+    systems = {s.label: {m: round(s.metrics[m], 4) for m in ("ndcg@10", "recall@100")} for s in evaluation.systems}
+    return {"queries": len(dev.queries), "systems": systems}
 
 
 if __name__ == "__main__":
