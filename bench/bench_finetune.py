@@ -96,23 +96,18 @@ def main() -> None:
     start = time.perf_counter()
     held_out = heldout_table(args.data, ["minilm", str(work / f"tuned-{args.name}")])
     print("held-out:", json.dumps(held_out))
-    if args.skip_test:
-        summary = {"args": vars(args) | {"data": str(args.data)}, "timings": timings, "steps": result.steps,
-                   "dev_base": result.base_dev, "dev_tuned": result.tuned_dev, "held_out": held_out}  # fmt: skip
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        return
-    test = load_beir(args.data, "test")
-    evaluation = evaluate_systems(test, models=["minilm", str(work / f"tuned-{args.name}")], modes=["dense", "hybrid"], k=100)
-    timings["eval_s"] = time.perf_counter() - start
-    data = write_report(evaluation, out)
     summary = {
         "args": vars(args) | {"data": str(args.data)}, "timings": timings, "steps": result.steps,
         "dev_base": result.base_dev, "dev_tuned": result.tuned_dev, "train_data": result.data, "held_out": held_out,
-        "test": {s["label"]: s["metrics"] for s in data["systems"]},
-        "comparisons": data["comparisons"],
     }  # fmt: skip
+    if not args.skip_test:
+        test = load_beir(args.data, "test")
+        evaluation = evaluate_systems(test, models=["minilm", str(work / f"tuned-{args.name}")], modes=["dense", "hybrid"], k=100)
+        timings["eval_s"] = time.perf_counter() - start
+        data = write_report(evaluation, out)
+        summary |= {"test": {s["label"]: s["metrics"] for s in data["systems"]}, "comparisons": data["comparisons"]}
+        print(json.dumps({k: summary[k] for k in ("timings", "test")}, indent=2))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    print(json.dumps({k: summary[k] for k in ("timings", "test")}, indent=2))
 
 
 def heldout_table(data: Path, models: list[str]) -> dict[str, Any]:
