@@ -88,7 +88,7 @@ def main() -> None:
 
         # ANN recall on the real SciFact vectors: HNSW vs exact
         ids, vectors = [], []
-        for batch_ids, _, batch_vectors in store.passages.iter_for_indexing():
+        for batch_ids, batch_vectors in store.dense.iter_live():
             ids.append(batch_ids)
             vectors.append(batch_vectors)
         all_ids, all_vectors = np.concatenate(ids), np.vstack(vectors)

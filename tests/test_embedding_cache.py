@@ -56,8 +56,9 @@ def test_a_second_store_of_the_same_text_encodes_nothing_and_cached_vectors_equa
     assert first.encoded > 0 and first.cached == 0
     assert second.encoded == 0 and second.cached == first.encoded
     with open_store(tmp_path / "b") as store:
-        texts = [text for _, batch, _ in store.passages.iter_for_indexing() for text in batch]
-        stored = np.vstack([vectors for _, _, vectors in store.passages.iter_for_indexing()])
+        passages = list(store.iter_passages())
+        texts = [p.embedding_text() for p in passages]
+        stored = np.vstack([store.embedding(p.id) for p in passages])
     embedder = Embedder(minilm)
     fresh = embedder.encode(texts)  # one batch of other lengths: bf16 padding may move the last digits
     assert np.min(np.sum(fresh * stored, axis=1)) >= 0.999
@@ -197,7 +198,7 @@ def test_mining_reads_the_stores_vectors_from_the_cache(tmp_path: Path, minilm) 
     store = tmp_path / "store"
     index_sources(store, [write_docs(tmp_path / "docs")], model="minilm", show_progress=False)
     with open_store(store) as opened:
-        corpus = [text for _, batch, _ in opened.passages.iter_for_indexing() for text in batch]
+        corpus = list(opened.passage_texts())
     calls: list[int] = []
     real = Embedder.encode
 

@@ -404,6 +404,25 @@ def test_an_index_file_that_does_not_match_is_rebuilt(built: Path, damaged: str)
         assert len(opened.dense) == total
 
 
+def test_a_damaged_dense_index_is_rebuilt_by_encoding_again_when_the_cache_is_gone(built: Path) -> None:
+    import numpy as np
+
+    with open_store(built) as opened:
+        before = {p.id: opened.embedding(p.id) for p in opened.iter_passages()}
+    (_generation(built) / "dense.faiss").write_bytes(b"not an index")  # the store's only copy of its vectors
+    remove = Path(os.environ["RAGTUNE_EMBEDDING_CACHE"])
+    for path in remove.parent.glob(remove.name + "*"):
+        path.unlink()
+    repaired = repair_store(built)
+    assert repaired.healthy and any("rebuilt" in action for action in repaired.actions)
+    with open_store(built) as opened:
+        after = {p.id: opened.embedding(p.id) for p in opened.iter_passages()}
+    assert after.keys() == before.keys()
+    ids = sorted(before)
+    cosines = np.sum(np.vstack([before[i] for i in ids]) * np.vstack([after[i] for i in ids]), axis=1)
+    assert cosines.min() >= 0.999  # encoded again in other batches: bf16 may move the last digits
+
+
 @pytest.mark.parametrize(
     "damage", [
         lambda m: m.pop("model"),

@@ -366,3 +366,82 @@ def test_a_postgresql_store_of_another_schema_version_is_refused_with_what_to_do
     for attempt in (lambda: open_store(address), lambda: index_sources(address, [docs_dir], show_progress=False)):
         with pytest.raises(StoreError, match=r"schema version 1; this ragtune reads version 2: index .* new store"):
             attempt()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_each_vector_is_kept_once_in_the_dense_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    import sqlite3
+    import shutil
+
+    import numpy as np
+    from conftest import write_docs
+
+    from ragtune.embedding import Embedder
+    from ragtune.embedding_cache import EmbeddingCache, text_hash
+
+    if kind == "hnsw":
+        monkeypatch.setattr(store_module, "EXACT_THRESHOLD", 1)
+    docs = write_docs(tmp_path / "docs", _topic_docs(12))
+    store_dir = tmp_path / "store"
+    report = index_sources(store_dir, [docs], show_progress=False)
+    generation = store_dir / report.generation
+    columns = {row[1] for row in sqlite3.connect(generation / "passages.sqlite").execute("PRAGMA table_info(passages)")}
+    assert "embedding" not in columns and not (generation / "pending-vectors.sqlite").exists()
+    with open_store(store_dir) as store:
+        assert store.dense.storage == ("float16" if kind == "hnsw" else "float32")
+        passages = list(store.iter_passages())
+        held = np.vstack([store.embedding(p.id) for p in passages])
+        embedder = Embedder(store.embedder.model_ref)
+        with EmbeddingCache.for_encoder(embedder, embedder.dimension) as cache:
+            cached = cache.get_many([text_hash(p.embedding_text()) for p in passages])
+    want = np.vstack([cached[text_hash(p.embedding_text())] for p in passages])
+    np.testing.assert_allclose(held, want, atol=1e-3 if kind == "hnsw" else 0)  # float16: ~5e-4 per value at most
+    # with the cache emptied, a moved file keeps its vectors: they are read back from the dense index
+    shutil.rmtree(Path(os.environ["RAGTUNE_EMBEDDING_CACHE"]).parent)
+    (docs / "part0").rename(docs / "moved")
+    moved = index_sources(store_dir, [docs], show_progress=False)
+    assert moved.encoded == 0 and moved.passages_total == 12
+    held_by_text = {p.embedding_text(): vector for p, vector in zip(passages, held, strict=True)}
+    with open_store(store_dir) as store:
+        for passage in store.iter_passages():
+            np.testing.assert_array_equal(store.embedding(passage.id), held_by_text[passage.embedding_text()])
+
+
+def test_a_format_1_store_is_read_and_its_first_update_drops_the_table_vectors(tmp_path: Path) -> None:
+    import sqlite3
+
+    import numpy as np
+    from conftest import write_docs
+
+    docs = write_docs(tmp_path / "docs", _topic_docs(9))
+    store_dir = tmp_path / "store"
+    report = index_sources(store_dir, [docs], show_progress=False)
+    with open_store(store_dir) as store:
+        vectors = {p.id: store.embedding(p.id) for p in store.iter_passages()}
+        rowids = {p.id: store.passages.rowid_of(p.id) for p in store.iter_passages()}
+        before = [h.id for h in Retriever(store).search("pump seal", k=5, mode="hybrid")]
+    # what version 1 wrote: every vector also in the passage table, format_version 1 in both manifests
+    table = sqlite3.connect(store_dir / report.generation / "passages.sqlite")
+    table.execute("ALTER TABLE passages ADD COLUMN embedding BLOB NOT NULL DEFAULT x''")
+    table.executemany("UPDATE passages SET embedding = ? WHERE rowid = ?",
+                      [(vectors[pid].tobytes(), rowids[pid]) for pid in vectors])  # fmt: skip
+    table.commit()
+    table.close()
+    for manifest in (store_dir / "manifest.json", store_dir / report.generation / "manifest.json"):
+        data = json.loads(manifest.read_text())
+        manifest.write_text(json.dumps({**data, "format_version": 1}))
+    with open_store(store_dir) as store:
+        assert [h.id for h in Retriever(store).search("pump seal", k=5, mode="hybrid")] == before
+    (docs / "part0" / "extra.txt").write_text("A new note about a steam boiler safety valve.")
+    updated = index_sources(store_dir, [docs], show_progress=False)
+    assert updated.encoded == 1 and json.loads((store_dir / "manifest.json").read_text())["format_version"] == 2
+    table = sqlite3.connect(store_dir / updated.generation / "passages.sqlite")
+    assert "embedding" not in {row[1] for row in table.execute("PRAGMA table_info(passages)")}
+    table.close()
+    with open_store(store_dir) as store:
+        for pid, vector in vectors.items():
+            np.testing.assert_array_equal(store.embedding(pid), vector)
+        after = [h.id for h in Retriever(store).search("pump seal", k=5, mode="hybrid")]
+        assert [pid for pid in after if "extra" not in pid][:4] == before[:4]

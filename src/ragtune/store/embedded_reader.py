@@ -102,7 +102,7 @@ class Store(QueryEmbedding):
 
     def passage_texts(self) -> Iterator[str]:
         """The embedding text of every passage, in store order."""
-        for _, texts, _ in self.passages.iter_for_indexing():
+        for _, texts in self.passages.iter_texts():
             yield from texts
 
     def document_texts(self, doc_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -112,7 +112,8 @@ class Store(QueryEmbedding):
         return self.passages.sibling_texts(passage_ids)
 
     def embedding(self, passage_id: str) -> np.ndarray:
-        return self.passages.embedding(passage_id)
+        """The vector the dense index holds for a passage (float16 ones decoded)."""
+        return self.dense.vectors(np.array([self.passages.rowid_of(passage_id)]))[0]
 
     def dense_search(self, vectors: np.ndarray, k: int, filters: Filters = ()) -> list[list[tuple[int, float]]]:
         """Top-k (passage key, cosine) per query vector, among the passages that pass every filter."""

@@ -1,9 +1,10 @@
 """Checking a store's files against each other, and repairing what can be rebuilt from what is intact.
 
 `check_store` reads: the manifest's fields, SQLite's own check of the passage table (and of the user's embedding cache),
-every vector's size, the dense and keyword indexes' counts against the table, and leftovers of interrupted runs. `repair_store` restores a
-damaged manifest from the copy each generation holds, and rebuilds a damaged generation from the readable, whole
-sources of its passage table (the next `ragtune index` re-adds the rest, its vectors from the embedding cache).
+the dense index's dimension, the dense and keyword indexes' counts against the table, and leftovers of interrupted
+runs. `repair_store` restores a damaged manifest from the copy each generation holds, and rebuilds a damaged generation
+from the readable, whole sources of its passage table, their vectors from the embedding cache (encoded again where the
+cache lacks them); the next `ragtune index` re-adds the sources left out.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def repair_store(store_dir: str | Path) -> CheckReport:
             counts: list[int] = []
 
             def fill(table: PassageTable) -> None:
-                counts.extend(salvage_passages(table_path, table, manifest.dimension))
+                counts.extend(salvage_passages(table_path, table))
 
             new = rebuild_generation(store_dir, manifest, fill)
             kept, left_out, sources = counts
@@ -123,22 +124,22 @@ def _generation_problems(generation: Path, manifest: Manifest, quick: bool) -> l
         if problems:
             return problems
         counts = table.stats()
-        wrong = table.vectors_of_wrong_size(manifest.dimension)
     except StoreError as exc:
         return [str(exc)]
     finally:
         table.close()
-    if wrong:
-        problems.append(f"passage table: {wrong} vectors are not {manifest.dimension}-dimensional")
     if manifest.counts and manifest.counts != counts:
         problems.append(f"the manifest counts {manifest.counts}, the passage table holds {counts}")
     for name, opener in (("dense", lambda: FaissDenseIndex.load(generation / DENSE_FILE)),
                          ("keyword", lambda: TantivyKeywordIndex(generation / KEYWORD_DIR))):  # fmt: skip
         try:
-            size = len(opener())
+            index = opener()
         except StoreError as exc:
             problems.append(str(exc))
             continue
+        size = len(index)
+        if isinstance(index, FaissDenseIndex) and index.dimension != manifest.dimension:
+            problems.append(f"the dense index holds {index.dimension}-dimensional vectors, the manifest says {manifest.dimension}")
         if size != counts["passages"]:
             problems.append(f"the {name} index holds {size} entries for {counts['passages']} passages")
     return problems

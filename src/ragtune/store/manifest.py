@@ -11,7 +11,10 @@ from typing import Any
 from ragtune.errors import StoreError
 from ragtune.fsutil import atomic_write_text
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: the passage table holds no vectors (the dense index keeps them). Version 1 stores are read as they are; their
+first update drops the table's copy of the vectors."""
+READABLE_FORMATS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 GENERATION_NAME = re.compile(r"^gen-\d{6}$")
 """A generation is a folder directly inside the store; a manifest naming anything else is refused."""
@@ -57,10 +60,10 @@ def read_manifest(store_dir: Path) -> Manifest:
         raise StoreError(
             f"store '{store_dir}' has a corrupt {MANIFEST_NAME} ({exc}); run: ragtune check --store {store_dir} --repair"
         ) from exc
-    if manifest.format_version != FORMAT_VERSION:
+    if manifest.format_version not in READABLE_FORMATS:
         raise StoreError(
-            f"store '{store_dir}' has format version {manifest.format_version}; this ragtune reads version "
-            f"{FORMAT_VERSION}: rebuild it with ragtune index"
+            f"store '{store_dir}' has format version {manifest.format_version}; this ragtune reads versions "
+            f"{', '.join(map(str, READABLE_FORMATS))}: rebuild it with ragtune index"
         )
     problem = manifest_problem(manifest)
     if problem:

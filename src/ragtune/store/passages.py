@@ -1,6 +1,9 @@
-"""The passage table: SQLite file with sources, documents and passages (text, metadata, embedding).
+"""The passage table: SQLite file with sources, documents and passages (text, metadata).
 
-Row ids of `passages` are the ids the dense and keyword indexes return.
+Row ids of `passages` are the ids the dense and keyword indexes return. Vectors are kept once, in the dense index;
+while a generation is being built, the vectors of the passages it adds (or re-embeds) wait in `pending-vectors.sqlite`
+beside the table, which the build reads into the dense index and then deletes. Tables of format 1 held every vector
+in an `embedding` column; opening one for writing drops it.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ CREATE TABLE IF NOT EXISTS sources (
 );
 CREATE TABLE IF NOT EXISTS passages (
     rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL, ordinal INTEGER NOT NULL,
-    source TEXT NOT NULL, title TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL, embedding BLOB NOT NULL
+    source TEXT NOT NULL, title TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS passages_source ON passages(source);
 CREATE INDEX IF NOT EXISTS passages_doc ON passages(doc_id);
 """
+PENDING_VECTORS_FILE = "pending-vectors.sqlite"
+_PENDING_SCHEMA = "CREATE TABLE IF NOT EXISTS pending.vectors (rowid INTEGER PRIMARY KEY, embedding BLOB NOT NULL)"
 
 
 class PassageTable:
@@ -48,6 +53,9 @@ class PassageTable:
             else:
                 self._db = sqlite3.connect(path)
                 self._db.executescript(_SCHEMA)
+                self._drop_format1_vectors()
+                self._db.execute("ATTACH DATABASE ? AS pending", (str(self.pending_path),))
+                self._db.execute(_PENDING_SCHEMA)
             self._db.execute("SELECT count(*) FROM passages").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -55,8 +63,27 @@ class PassageTable:
                 f"run: ragtune check --store {path.parent.parent} --repair"
             ) from exc
 
+    @property
+    def pending_path(self) -> Path:
+        return self.path.with_name(PENDING_VECTORS_FILE)
+
+    def _drop_format1_vectors(self) -> None:
+        """A format-1 table (copied from an older generation) loses its `embedding` column: the dense index holds
+        the same vectors. One rewrite of the table (then compacted), on its first update by this version."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(passages)")}
+        if "embedding" in columns:
+            self._db.execute("ALTER TABLE passages DROP COLUMN embedding")
+            self._db.commit()
+            self._db.execute("VACUUM")
+
     def close(self) -> None:
         self._db.close()
+
+    def drop_pending_vectors(self) -> None:
+        """Delete the vectors waiting for the dense index (once it holds them); the generation keeps none."""
+        self._db.commit()
+        self._db.execute("DETACH DATABASE pending")
+        self.pending_path.unlink(missing_ok=True)
 
     def number_new_rows_above(self, rowid: int) -> None:
         """Give the passages added from now on row ids above `rowid` (ids an index may still hold for removed rows
@@ -70,18 +97,20 @@ class PassageTable:
         rows = list(self._select_in("SELECT rowid FROM passages WHERE source IN ({marks})", keys))
         return np.array([r[0] for r in rows], dtype=np.int64)
 
-    def iter_rows_above(self, rowid: int, batch: int = 4096) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
-        """(row ids, embedding texts, embeddings) of the rows above `rowid` (those an update added)."""
-        last = rowid
+    def iter_pending_vectors(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(row ids, vectors) waiting for the dense index, in row-id order."""
+        last = -1
         while rows := self._rows(
-            "SELECT rowid, title, text, embedding FROM passages WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch)
+            "SELECT rowid, embedding FROM pending.vectors WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch)
         ):
             last = rows[-1][0]
             yield (
                 np.array([r[0] for r in rows], dtype=np.int64),
-                [embedding_text(r[1], r[2]) for r in rows],
-                np.vstack([np.frombuffer(r[3], dtype=np.float32) for r in rows]),
+                np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows]),
             )
+
+    def pending_count(self) -> int:
+        return int(self._rows("SELECT count(*) FROM pending.vectors")[0][0])
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read and fetch its rows; a damaged file is one `StoreError` that says how to repair it."""
@@ -110,6 +139,7 @@ class PassageTable:
         """Nothing to do: the whole generation is published at once."""
 
     def abandon_source(self, key: str) -> None:
+        self._db.execute("DELETE FROM pending.vectors WHERE rowid IN (SELECT rowid FROM passages WHERE source = ?)", (key,))
         self._db.execute("DELETE FROM passages WHERE source = ?", (key,))
 
     def record_source(self, state: SourceState, documents: int, passages: int) -> None:
@@ -120,20 +150,22 @@ class PassageTable:
 
     # --- passages ------------------------------------------------------------------------------------------------
     def add_passages(self, passages: Sequence[Passage], embeddings: np.ndarray) -> None:
-        first = self._next_rowid
+        """Add passages; their vectors wait in the pending file until the dense index takes them."""
+        if len(passages) != len(embeddings):
+            raise ValueError(f"{len(passages)} passages but {len(embeddings)} vectors")
+        first = self._next_rowid if self._next_rowid is not None else max(self.max_rowid(), 0) + 1
         rows = [
-            (first + i if first is not None else None, p.id, p.doc_id, p.ordinal, p.source, p.title, p.text,
-             json.dumps(p.metadata), vector.tobytes())
-            for i, (p, vector) in enumerate(zip(passages, embeddings, strict=True))
-        ]  # fmt: skip  # rowid None: SQLite picks the next one
+            (first + i, p.id, p.doc_id, p.ordinal, p.source, p.title, p.text, json.dumps(p.metadata))
+            for i, p in enumerate(passages)
+        ]
         try:
             self._db.executemany(
-                "INSERT INTO passages (rowid, id, doc_id, ordinal, source, title, text, metadata, embedding) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO passages (rowid, id, doc_id, ordinal, source, title, text, metadata) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            if first is not None:
-                self._next_rowid = first + len(rows)
+            self.set_embeddings(np.arange(first, first + len(rows)), embeddings)
+            self._next_rowid = first + len(rows)
         except sqlite3.IntegrityError:
             for passage in passages:
                 row = next(iter(self._rows("SELECT source FROM passages WHERE id = ?", (passage.id,))), None)
@@ -145,14 +177,11 @@ class PassageTable:
             raise
 
     def set_embeddings(self, rowids: np.ndarray, embeddings: np.ndarray) -> None:
+        """Give rows their (new) vectors, for the dense index this generation builds."""
         self._db.executemany(
-            "UPDATE passages SET embedding = ? WHERE rowid = ?",
-            [(np.asarray(v, dtype=np.float32).tobytes(), int(i)) for i, v in zip(rowids, embeddings, strict=True)],
+            "INSERT OR REPLACE INTO pending.vectors (rowid, embedding) VALUES (?, ?)",
+            [(int(i), np.asarray(v, dtype=np.float32).tobytes()) for i, v in zip(rowids, embeddings, strict=True)],
         )
-
-    def vectors_of_wrong_size(self, dimension: int) -> int:
-        """How many stored vectors are not `dimension` float32 values (a sign of a damaged file)."""
-        return int(self._rows("SELECT count(*) FROM passages WHERE length(embedding) != ?", (4 * dimension,))[0][0])
 
     def count(self) -> int:
         return int(self._rows("SELECT count(*) FROM passages")[0][0])
@@ -163,32 +192,26 @@ class PassageTable:
     def count_sources(self) -> int:
         return int(self._rows("SELECT count(*) FROM sources")[0][0])
 
-    def iter_for_indexing(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, list[str], np.ndarray]]:
-        """(row ids, embedding texts, embeddings) in row-id order; each batch is its own query (keyset paging),
-        so rows may be updated between batches."""
-        last = -1
+    def iter_texts(self, above: int = -1, batch: int = 4096) -> Iterator[tuple[np.ndarray, list[str]]]:
+        """(row ids, embedding texts) of the rows above row id `above`, in row-id order; each batch is its own query
+        (keyset paging), so rows may be updated between batches."""
+        last = above
         while rows := self._rows(
-            "SELECT rowid, title, text, embedding FROM passages WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch)
+            "SELECT rowid, title, text FROM passages WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch)
         ):
             last = rows[-1][0]
-            ids = np.array([r[0] for r in rows], dtype=np.int64)
-            texts = [embedding_text(r[1], r[2]) for r in rows]
-            vectors = np.vstack([np.frombuffer(r[3], dtype=np.float32) for r in rows])
-            yield ids, texts, vectors
+            yield np.array([r[0] for r in rows], dtype=np.int64), [embedding_text(r[1], r[2]) for r in rows]
 
-    def vectors_of_sources(self, keys: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
-        """(embedding text, stored vector) of every passage of the sources `keys`."""
-        for title, text, vector in self._select_in(
-            "SELECT title, text, embedding FROM passages WHERE source IN ({marks})", keys
-        ):
-            yield embedding_text(title, text), np.frombuffer(vector, dtype=np.float32)
+    def texts_of_sources(self, keys: Iterable[str]) -> tuple[np.ndarray, list[str]]:
+        """(row ids, embedding texts) of every passage of the sources `keys`."""
+        rows = list(self._select_in("SELECT rowid, title, text FROM passages WHERE source IN ({marks})", keys))
+        return np.array([r[0] for r in rows], dtype=np.int64), [embedding_text(r[1], r[2]) for r in rows]
 
-    def embedding(self, passage_id: str) -> np.ndarray:
-        """The stored vector of one passage (the one the dense index holds)."""
-        row = next(iter(self._rows("SELECT embedding FROM passages WHERE id = ?", (passage_id,))), None)
+    def rowid_of(self, passage_id: str) -> int:
+        row = next(iter(self._rows("SELECT rowid FROM passages WHERE id = ?", (passage_id,))), None)
         if row is None:
             raise StoreError(f"passage '{passage_id}' is not in the store")
-        return np.frombuffer(row[0], dtype=np.float32)
+        return int(row[0])
 
     def sibling_texts(self, passage_ids: Iterable[str]) -> dict[str, list[str]]:
         """Passage id → the embedding texts of every passage of its document (itself included)."""
@@ -213,7 +236,7 @@ class PassageTable:
             yield from self._rows(sql.format(marks=",".join("?" * len(part))), part)
 
     def iter_passages(self, batch: int = 2048) -> Iterator[Passage]:
-        """Every passage in document order (keyset paging, as `iter_for_indexing`)."""
+        """Every passage in document order (keyset paging, as `iter_texts`)."""
         last = -1
         while rows := self._rows(
             "SELECT rowid, id, doc_id, ordinal, title, text, source, metadata FROM passages WHERE rowid > ? "
@@ -261,23 +284,21 @@ class PassageTable:
         return {"sources": self.count_sources(), "documents": self.count_documents(), "passages": self.count()}
 
 
-def salvage_passages(damaged: Path, into: PassageTable, dimension: int, batch: int = 256) -> tuple[int, int, int]:
-    """Copy every readable, whole source of a damaged passage table into `into` (an empty table).
+def salvage_passages(damaged: Path, into: PassageTable, batch: int = 256) -> tuple[int, int, int]:
+    """Copy every readable, whole source of a damaged passage table into `into` (an empty table), without vectors.
 
     Rows are read by row-id ranges, a failing range row by row. A source is kept only if all the passages its
-    record counts were read and have vectors of `dimension`; the others are left out entirely, so the next
-    `ragtune index` of their files adds them again (from the embedding cache). Returns (passages kept, passages
-    left out, sources left out).
+    record counts were read; the others are left out entirely, so the next `ragtune index` of their files adds them
+    again (from the embedding cache). Returns (passages kept, passages left out, sources left out).
     """
     db = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
     try:
         source_columns = "key, root_key, content_hash, size, mtime_ns, documents, passages"
         source_rows = {row[0]: row for row in _readable_rows(db, "sources", source_columns, batch)}
         rows: dict[str, list[tuple[Any, ...]]] = {}
-        columns = "rowid, id, doc_id, ordinal, source, title, text, metadata, embedding"
+        columns = "rowid, id, doc_id, ordinal, source, title, text, metadata"
         for row in _readable_rows(db, "passages", columns, batch):
-            if isinstance(row[8], bytes) and len(row[8]) == 4 * dimension:
-                rows.setdefault(row[4], []).append(row)
+            rows.setdefault(row[4], []).append(row)
     finally:
         db.close()
     kept = lost = dropped = 0
@@ -288,8 +309,8 @@ def salvage_passages(damaged: Path, into: PassageTable, dimension: int, batch: i
             lost += record[6]
             continue
         into._db.executemany(
-            "INSERT INTO passages (rowid, id, doc_id, ordinal, source, title, text, metadata, embedding) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO passages (rowid, id, doc_id, ordinal, source, title, text, metadata) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             passages,
         )
         into._db.execute("INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?)", record)

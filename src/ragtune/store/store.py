@@ -5,6 +5,8 @@ Writes never touch the current generation. `index_sources` builds the next gener
 it into place, and only then points the manifest at it (an atomic rename), so a crash at any moment leaves the
 previous store readable. Embeddings are saved to the user's embedding cache as they are computed, so the next run
 finishes the work without encoding the same text twice (and another store of the same text encodes nothing).
+Inside a generation each vector is kept once, in the dense index; the new vectors of an update wait in the partial
+generation's pending file until the index takes them.
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ def index_sources(
             _building_generation(store_dir, previous, cache) as (generation, partial, table),
         ):
             leaving = plan.leaving
-            cache.adopt(table.vectors_of_sources(leaving))  # moved or edited files keep the vectors of unchanged text
             change = _IndexChange.start(store_dir, previous, table, leaving)
+            cache.adopt(change.vectors_leaving(table, leaving))  # moved or edited files keep unchanged text's vectors
             removed = sum(table.remove_source(key) for key in leaving)
             chunker = Chunker(embedder.tokenizer, config)
             added, skipped = ingest_sources(plan.changed, table, chunker, encoder, cache, show_progress)
@@ -127,7 +129,7 @@ def reindex_store(
         ):
             with progress_bar(show_progress) as progress:
                 task = progress.add_task("re-embedding", total=table.count(), unit="passages")
-                for ids, texts, _ in table.iter_for_indexing(batch=encoder.texts_per_call):
+                for ids, texts in table.iter_texts(batch=encoder.texts_per_call):
                     table.set_embeddings(ids, cache.encode_blocks(texts, encoder.encode_blocks))
                     progress.advance(task, len(ids))
                     kill_point("reindex-batch")
@@ -184,15 +186,29 @@ def _remove_unpublished(store_dir: Path, generation: str) -> str | None:
 
 
 def rebuild_generation(store_dir: Path, manifest: Manifest, fill: Callable[[PassageTable], None]) -> Manifest:
-    """Publish a new generation whose passage table `fill` writes (from scratch), with indexes built from it and
-    the manifest's model and chunking. The caller holds the store's lock. Returns the new manifest."""
+    """Publish a new generation whose passage table `fill` writes (from scratch, without vectors), with the
+    manifest's model and chunking, and indexes built from it; the vectors come from the user's embedding cache, and
+    passages it lacks are encoded again. The caller holds the store's lock. Returns the new manifest."""
     model_ref = ModelRef(manifest.model["name"], Path(manifest.model.get("path", "")), manifest.model["revision"])
     with _building_generation(store_dir, None, None) as (_, partial, table):
         fill(table)
+        _embed_every_row(table, model_ref, manifest.dimension)
         stats, dense_kind = _commit_and_build_indexes(table, partial, manifest.dimension)
         config = ChunkingConfig(**manifest.chunking)
         _publish_generation(store_dir, partial, manifest, model_ref, manifest.dimension, config, dense_kind, stats)
     return read_manifest(store_dir)
+
+
+def _embed_every_row(table: PassageTable, model_ref: ModelRef, dimension: int) -> None:
+    embedder = Embedder(model_ref)
+    if embedder.dimension != dimension:
+        raise StoreError(
+            f"model '{model_ref.name}' now gives {embedder.dimension}-dimensional vectors, the store holds {dimension}; "
+            "reinstall the store's model or rebuild the store with ragtune index"
+        )
+    with EmbeddingCache.for_encoder(embedder, dimension) as cache:
+        for ids, texts in table.iter_texts(batch=embedder.texts_per_call):
+            table.set_embeddings(ids, cache.encode_blocks(texts, embedder.encode_blocks))
 
 
 def _commit_and_build_indexes(table: PassageTable, partial: Path, dimension: int) -> tuple[dict[str, int], str]:
@@ -284,6 +300,14 @@ class _IndexChange:
         table.number_new_rows_above(high_water)
         return cls(folder, dense, table.rowids_of_sources(leaving), high_water)
 
+    def vectors_leaving(self, table: PassageTable, leaving: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+        """(embedding text, vector) of the passages of the sources that leave (their vectors are in the previous
+        dense index only)."""
+        if self.dense is None or not leaving:
+            return
+        rowids, texts = table.texts_of_sources(leaving)
+        yield from zip(texts, self.dense.vectors(rowids), strict=True)
+
     def apply(self, table: PassageTable, partial: Path, dimension: int, size: int) -> str:
         """Write the new generation's indexes: the previous ones with the change applied, or built from the table
         when there are none, the index kind must change (Flat ↔ HNSW at `EXACT_THRESHOLD`) or too many removed
@@ -294,24 +318,41 @@ class _IndexChange:
         dense.remove(self.removed)
         wanted = "flat" if size < EXACT_THRESHOLD else "hnsw"
         if dense.kind != wanted or dense.deleted_share >= REBUILD_DELETED_SHARE:
-            del dense
-            return _build_indexes(table, partial, dimension, size)
-        for ids, _, vectors in table.iter_rows_above(self.high_water):
+            return _build_indexes(table, partial, dimension, size, kept=dense)
+        for ids, vectors in table.iter_pending_vectors():
             dense.add(ids, vectors)
+        _check_holds_every_passage(dense, size)
         dense.save(partial / DENSE_FILE)
-        added = ((ids, texts) for ids, texts, _ in table.iter_rows_above(self.high_water))
-        update_tantivy_index(self.previous / KEYWORD_DIR, partial / KEYWORD_DIR, self.removed, added)
+        update_tantivy_index(
+            self.previous / KEYWORD_DIR, partial / KEYWORD_DIR, self.removed, table.iter_texts(above=self.high_water)
+        )
+        table.drop_pending_vectors()
         return dense.kind
 
 
-def _build_indexes(table: PassageTable, directory: Path, dimension: int, size: int) -> str:
-    """Build the dense and keyword indexes from the passage table (two passes, so memory holds no texts)."""
+def _build_indexes(
+    table: PassageTable, directory: Path, dimension: int, size: int, kept: FaissDenseIndex | None = None
+) -> str:
+    """Build the dense index from the vectors `kept` holds (the previous generation's, removed ones excluded) and
+    the table's pending vectors, and the keyword index from the table's texts."""
     dense = FaissDenseIndex.create(dimension, size, EXACT_THRESHOLD)
-    for ids, _, vectors in table.iter_for_indexing():
+    for ids, vectors in kept.iter_live() if kept is not None else ():
         dense.add(ids, vectors)
+    for ids, vectors in table.iter_pending_vectors():
+        dense.add(ids, vectors)
+    _check_holds_every_passage(dense, size)
     dense.save(directory / DENSE_FILE)
-    build_tantivy_index(directory / KEYWORD_DIR, ((ids, texts) for ids, texts, _ in table.iter_for_indexing()))
+    build_tantivy_index(directory / KEYWORD_DIR, table.iter_texts())
+    table.drop_pending_vectors()
     return dense.kind
+
+
+def _check_holds_every_passage(dense: FaissDenseIndex, passages: int) -> None:
+    if len(dense) != passages:
+        raise StoreError(
+            f"the new dense index holds {len(dense)} vectors for {passages} passages; nothing was published, "
+            "run the same command again (and report this if it repeats)"
+        )
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:
