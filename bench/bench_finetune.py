@@ -21,7 +21,7 @@ from typing import Any
 from ragtune.evaluation import evaluate_systems, load_beir, write_report
 from ragtune.evaluation.dataset import subset
 from ragtune.models import resolve_model
-from ragtune.training.examples import examples_from_beir, split_by_query, write_training_jsonl
+from ragtune.training.examples import examples_from_beir, held_out_queries, write_training_jsonl
 from ragtune.training.finetune import LOW_MEMORY_TRAINING, FinetuneConfig, finetune
 from ragtune.training.mining import CandidateSource, MiningConfig, mine_hard_negatives
 from ragtune.training.teacher import TeacherConfig, teacher_scored_examples
@@ -115,9 +115,8 @@ def heldout_table(data: Path, models: list[str]) -> dict[str, Any]:
     same fraction and seed) against the whole corpus."""
     train = load_beir(data, "train")
     examples, _ = examples_from_beir(data, "train")
-    _, held = split_by_query(examples, FinetuneConfig().dev_fraction, FinetuneConfig().seed)
-    held_texts = {e.query for e in held}
-    dev = subset(train, [qid for qid, text in train.queries.items() if text in held_texts and qid in train.qrels], "heldout")
+    held = held_out_queries(train, examples, FinetuneConfig().dev_fraction, FinetuneConfig().seed)
+    dev = subset(train, list(held), "heldout")
     evaluation = evaluate_systems(dev, models=models, modes=["dense", "hybrid"], k=100, show_progress=False)
     systems = {s.label: {m: round(s.metrics[m], 4) for m in ("ndcg@10", "recall@100")} for s in evaluation.systems}
     return {"queries": len(dev.queries), "systems": systems}

@@ -22,7 +22,7 @@ from ragtune.evaluation.significance import compare
 from ragtune.models import resolve_model
 from ragtune.retrieval import Reranker, Retriever
 from ragtune.store import index_sources, open_store
-from ragtune.training.examples import examples_from_beir, read_training_jsonl, split_by_query, write_training_jsonl
+from ragtune.training.examples import examples_from_beir, held_out_queries, read_training_jsonl, write_training_jsonl
 from ragtune.training.mining import CandidateSource, MiningConfig, mine_hard_negatives
 from ragtune.training.reranker import RerankerConfig, train_reranker
 from ragtune.types import Hit
@@ -70,9 +70,7 @@ def _ndcg(qrels, queries: dict[str, str], hits: list[list[Hit]]) -> dict[str, di
 def _evaluate(args: argparse.Namespace, model_dir: Path, examples: list) -> dict:  # type: ignore[type-arg]
     test = load_beir(args.data, "test")
     train = load_beir(args.data, "train")
-    _, dev_examples = split_by_query(examples, 0.1, 42)
-    dev_texts = {e.query for e in dev_examples}
-    dev_queries = {qid: text for qid, text in train.queries.items() if text in dev_texts}
+    dev_queries = held_out_queries(train, examples, 0.1, 42)
     dev_qrels = {qid: train.qrels[qid] for qid in dev_queries}
     reranker = Reranker(model_dir)
     results: dict[str, dict] = {}  # type: ignore[type-arg]

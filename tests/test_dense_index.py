@@ -56,3 +56,25 @@ def test_single_queries_search_on_one_thread_with_the_batch_result() -> None:
         scores, ids = index.search(queries[i], 10)
         assert ids[0].tolist() == batch_ids[i].tolist() and np.allclose(scores[0], batch_scores[i], atol=1e-5)
     assert faiss.omp_get_max_threads() == threads  # the caller's thread setting is restored
+
+
+def test_a_memory_mapped_index_searches_and_reconstructs_as_a_loaded_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    vectors = _clustered(4_000, 32, seed=4)
+    ids = np.arange(10, 4_010, dtype=np.int64)
+    for threshold, storage in ((10**6, "float32"), (100, "float16")):
+        index = FaissDenseIndex.create(32, len(vectors), exact_threshold=threshold)
+        index.add(ids, vectors)
+        index.remove(ids[:50])
+        path = tmp_path / f"{storage}.faiss"
+        index.save(path)
+        loaded, mapped = FaissDenseIndex.load(path), FaissDenseIndex.load(path, memory_map=True)
+        assert str(path) in Path("/proc/self/maps").read_text()  # the file is mapped, not read into memory
+        assert mapped.storage == storage and len(mapped) == len(loaded) == 3_950
+        for got, want in zip(mapped.search(vectors[100:120], 5), loaded.search(vectors[100:120], 5), strict=True):
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(mapped.vectors(ids[60:70]), loaded.vectors(ids[60:70]))
+        np.testing.assert_allclose(mapped.vectors(ids[60:70]), vectors[60:70], atol=1e-3)
+        live = np.concatenate([batch for batch, _ in mapped.iter_live(batch=1000)])
+        assert sorted(live.tolist()) == ids[50:].tolist()

@@ -169,6 +169,20 @@ def test_jsonl_round_trip_duplicates_and_split(tmp_path: Path) -> None:
     assert len(train) + len(dev) == len(examples)
 
 
+def test_held_out_queries_are_the_labelled_queries_split_by_query_keeps_from_training() -> None:
+    from ragtune.evaluation.dataset import BeirDataset
+    from ragtune.training.examples import held_out_queries
+
+    examples = [TrainingExample(f"question {i}", f"answer {i}") for i in range(20)]
+    queries = {f"q{i}": f"question {i}" for i in range(22)}  # q20, q21: in no example
+    qrels = {qid: {"d": 1} for qid in queries if qid != "q3"}  # q3: no judgement
+    dataset = BeirDataset(Path("."), "train", Path("corpus.jsonl"), queries, qrels, frozenset({"d"}), False)
+    _, dev = split_by_query(examples, 0.25, seed=1)
+    held = held_out_queries(dataset, examples, 0.25, seed=1)
+    assert set(held.values()) == {e.query for e in dev} - {"question 3"}
+    assert all(queries[qid] == text and qid in qrels for qid, text in held.items())
+
+
 def test_examples_from_beir(tmp_path: Path) -> None:
     from test_evaluation import make_dataset
 

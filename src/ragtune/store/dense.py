@@ -103,10 +103,12 @@ class FaissDenseIndex:
         return cls(faiss.IndexIDMap2(hnsw), "hnsw")
 
     @classmethod
-    def load(cls, path: Path) -> FaissDenseIndex:
+    def load(cls, path: Path, memory_map: bool = False) -> FaissDenseIndex:
+        """Read an index. `memory_map`: the vectors stay in the file, mapped into memory (pages are read as
+        searches touch them and shared between processes); such an index is for reading only."""
         faiss = _faiss()
         try:
-            index = faiss.read_index(str(path))
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if memory_map else 0)
         except RuntimeError as exc:
             raise StoreError(
                 f"dense index '{path}' is unreadable ({exc}); "

@@ -43,7 +43,7 @@ class Store(QueryEmbedding):
                 f"run: ragtune check --store {directory} --repair"
             )
         self.passages = PassageTable(generation / PASSAGES_FILE, read_only=True)
-        self.dense = FaissDenseIndex.load(generation / DENSE_FILE)
+        self.dense = FaissDenseIndex.load(generation / DENSE_FILE, memory_map=True)
         self.keyword = TantivyKeywordIndex(generation / KEYWORD_DIR)
         if len(self.dense) != self.passages.count() or len(self.keyword) != self.passages.count():
             raise StoreError(

@@ -130,7 +130,7 @@ def _generation_problems(generation: Path, manifest: Manifest, quick: bool) -> l
         table.close()
     if manifest.counts and manifest.counts != counts:
         problems.append(f"the manifest counts {manifest.counts}, the passage table holds {counts}")
-    for name, opener in (("dense", lambda: FaissDenseIndex.load(generation / DENSE_FILE)),
+    for name, opener in (("dense", lambda: FaissDenseIndex.load(generation / DENSE_FILE, memory_map=True)),
                          ("keyword", lambda: TantivyKeywordIndex(generation / KEYWORD_DIR))):  # fmt: skip
         try:
             index = opener()

@@ -150,3 +150,13 @@ def split_by_query(
     if not train:
         raise InputError("too few distinct queries to hold out a dev split; add examples or pass --eval")
     return train, dev
+
+
+def held_out_queries(
+    dataset: BeirDataset, examples: Sequence[TrainingExample], dev_fraction: float, seed: int = 42
+) -> dict[str, str]:
+    """The labelled queries of `dataset` (id → text) whose `examples` `split_by_query` holds out with this fraction
+    and seed: queries a labelled run kept from training, on which its choices can be made before test is read."""
+    _, held = split_by_query(examples, dev_fraction, seed)
+    texts = {e.query for e in held}
+    return {qid: text for qid, text in dataset.queries.items() if text in texts and qid in dataset.qrels}
