@@ -423,6 +423,22 @@ def test_a_damaged_dense_index_is_rebuilt_by_encoding_again_when_the_cache_is_go
     assert cosines.min() >= 0.999  # encoded again in other batches: bf16 may move the last digits
 
 
+def test_a_dense_index_of_another_dimension_is_found_and_rebuilt(built: Path) -> None:
+    import numpy as np
+
+    from ragtune.store.dense import FaissDenseIndex
+
+    path = _generation(built) / "dense.faiss"
+    ids = np.concatenate([batch for batch, _ in FaissDenseIndex.load(path).iter_live()])
+    other = FaissDenseIndex.create(8, len(ids))
+    other.add(ids, np.eye(8, dtype=np.float32)[np.arange(len(ids)) % 8])
+    other.save(path)  # as many entries as passages, but not the store's vectors
+    assert any("8-dimensional" in problem for problem in check_store(built).problems)
+    assert repair_store(built).healthy
+    with open_store(built) as opened:
+        assert opened.dense.dimension == opened.manifest.dimension and len(opened.dense) == len(ids)
+
+
 @pytest.mark.parametrize(
     "damage", [
         lambda m: m.pop("model"),

@@ -139,7 +139,9 @@ def _generation_problems(generation: Path, manifest: Manifest, quick: bool) -> l
             continue
         size = len(index)
         if isinstance(index, FaissDenseIndex) and index.dimension != manifest.dimension:
-            problems.append(f"the dense index holds {index.dimension}-dimensional vectors, the manifest says {manifest.dimension}")
+            problems.append(
+                f"the dense index holds {index.dimension}-dimensional vectors, the manifest says {manifest.dimension}"
+            )
         if size != counts["passages"]:
             problems.append(f"the {name} index holds {size} entries for {counts['passages']} passages")
     return problems

@@ -109,9 +109,6 @@ class PassageTable:
                 np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows]),
             )
 
-    def pending_count(self) -> int:
-        return int(self._rows("SELECT count(*) FROM pending.vectors")[0][0])
-
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read and fetch its rows; a damaged file is one `StoreError` that says how to repair it."""
         fix = f"run: ragtune check --store {self.path.parent.parent} --repair"
@@ -139,7 +136,9 @@ class PassageTable:
         """Nothing to do: the whole generation is published at once."""
 
     def abandon_source(self, key: str) -> None:
-        self._db.execute("DELETE FROM pending.vectors WHERE rowid IN (SELECT rowid FROM passages WHERE source = ?)", (key,))
+        self._db.execute(
+            "DELETE FROM pending.vectors WHERE rowid IN (SELECT rowid FROM passages WHERE source = ?)", (key,)
+        )
         self._db.execute("DELETE FROM passages WHERE source = ?", (key,))
 
     def record_source(self, state: SourceState, documents: int, passages: int) -> None:

@@ -203,8 +203,8 @@ def _embed_every_row(table: PassageTable, model_ref: ModelRef, dimension: int) -
     embedder = Embedder(model_ref)
     if embedder.dimension != dimension:
         raise StoreError(
-            f"model '{model_ref.name}' now gives {embedder.dimension}-dimensional vectors, the store holds {dimension}; "
-            "reinstall the store's model or rebuild the store with ragtune index"
+            f"model '{model_ref.name}' now gives {embedder.dimension}-dimensional vectors, the store holds "
+            f"{dimension}; reinstall the store's model or rebuild the store with ragtune index"
         )
     with EmbeddingCache.for_encoder(embedder, dimension) as cache:
         for ids, texts in table.iter_texts(batch=embedder.texts_per_call):
