@@ -16,7 +16,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from bench_scale import DIM, Synthetic, exact_top10, percentiles
+from bench_scale import BATCH, DIM, Synthetic, exact_top10, percentiles, synthetic_queries
 
 from ragtune.store.dense import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, FaissDenseIndex
 
@@ -35,11 +35,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/hnsw-storage.json"))
     args = parser.parse_args()
     data = Synthetic(args.size)
-    rng = np.random.default_rng(7)
-    queries = data.centres[rng.integers(0, len(data.centres), args.queries)] + 0.06 * rng.standard_normal(
-        (args.queries, DIM)
-    ).astype(np.float32)
-    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    queries = synthetic_queries(data, args.queries)
     truth = exact_top10(data, queries)
     result: dict = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "queries": args.queries,
                     "hnsw": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH}}  # fmt: skip
@@ -48,7 +44,8 @@ def main() -> None:
     for name, index in indexes.items():
         started = time.perf_counter()
         for batch in data.batches():
-            index.add(np.arange(batch * 20_000, batch * 20_000 + len(vectors := data.vectors(batch))) + 1, vectors)
+            vectors = data.vectors(batch)
+            index.add(np.arange(batch * BATCH, batch * BATCH + len(vectors)) + 1, vectors)  # row ids as exact_top10's
         seconds = time.perf_counter() - started
         index.save(folder / f"{name}.faiss")
         result[name] = {"storage": index.storage, "build_s": round(seconds, 1),

@@ -71,6 +71,15 @@ class Synthetic:
         return range((self.size + BATCH - 1) // BATCH)
 
 
+def synthetic_queries(data: Synthetic, count: int, seed: int = 7) -> np.ndarray:
+    """Unit query vectors near the set's cluster centres (the same noise as its passages)."""
+    rng = np.random.default_rng(seed)
+    queries = data.centres[rng.integers(0, len(data.centres), count)] + 0.06 * rng.standard_normal(
+        (count, DIM)
+    ).astype(np.float32)
+    return (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {"p50_ms": 1000 * statistics.median(ordered), "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))]}
@@ -142,11 +151,7 @@ def measure(args: argparse.Namespace, data: Synthetic, corpus: Path, store: str,
         result["store_size_gb"] = folder_gb(Path(store))
     print(json.dumps(result), flush=True)
 
-    rng = np.random.default_rng(7)
-    queries = data.centres[rng.integers(0, len(data.centres), args.queries)] + 0.06 * rng.standard_normal(
-        (args.queries, DIM)
-    ).astype(np.float32)
-    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    queries = synthetic_queries(data, args.queries)
     truth = exact_top10(data, queries)
     query_texts = [" ".join(t.split()[:4]) for t in data.texts(999_999, args.queries)]
     with open_store(store) as opened:

@@ -219,8 +219,7 @@ class FaissDenseIndex:
         return self._index.search(queries, k, params=params)
 
     def _exact_subset(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        vectors = np.vstack([self._index.reconstruct(int(i)) for i in allowed])
-        scores = queries @ vectors.T
+        scores = queries @ self.vectors(allowed).T
         top = np.argsort(-scores, axis=1)[:, :k]
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         out_ids = np.full((len(queries), k), -1, dtype=np.int64)

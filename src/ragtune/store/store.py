@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ragtune.corpus import Chunker, ChunkingConfig, discover_sources
-from ragtune.embedding import Embedder
+from ragtune.embedding import Embedder, PassageEncoder
 from ragtune.embedding_cache import EmbeddingCache
 from ragtune.errors import StoreError
 from ragtune.faults import kill_point
@@ -129,10 +129,12 @@ def reindex_store(
         ):
             with progress_bar(show_progress) as progress:
                 task = progress.add_task("re-embedding", total=table.count(), unit="passages")
-                for ids, texts in table.iter_texts(batch=encoder.texts_per_call):
-                    table.set_embeddings(ids, cache.encode_blocks(texts, encoder.encode_blocks))
-                    progress.advance(task, len(ids))
+
+                def advance(passages: int) -> None:
+                    progress.advance(task, passages)
                     kill_point("reindex-batch")
+
+                _embed_every_row(table, encoder, cache, advance)
             stats, dense_kind = _commit_and_build_indexes(table, partial, embedder.dimension)
             config = ChunkingConfig(**previous.chunking)
             _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
@@ -192,14 +194,28 @@ def rebuild_generation(store_dir: Path, manifest: Manifest, fill: Callable[[Pass
     model_ref = ModelRef(manifest.model["name"], Path(manifest.model.get("path", "")), manifest.model["revision"])
     with _building_generation(store_dir, None, None) as (_, partial, table):
         fill(table)
-        _embed_every_row(table, model_ref, manifest.dimension)
+        _embed_salvaged_rows(table, model_ref, manifest.dimension)
         stats, dense_kind = _commit_and_build_indexes(table, partial, manifest.dimension)
         config = ChunkingConfig(**manifest.chunking)
         _publish_generation(store_dir, partial, manifest, model_ref, manifest.dimension, config, dense_kind, stats)
     return read_manifest(store_dir)
 
 
-def _embed_every_row(table: PassageTable, model_ref: ModelRef, dimension: int) -> None:
+def _embed_every_row(
+    table: PassageTable,
+    encoder: PassageEncoder,
+    cache: EmbeddingCache,
+    after_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Give every row of `table` its vector through `cache` (encoding what it lacks); `after_batch` is told each
+    batch's size."""
+    for ids, texts in table.iter_texts(batch=encoder.texts_per_call):
+        table.set_embeddings(ids, cache.encode_blocks(texts, encoder.encode_blocks))
+        if after_batch is not None:
+            after_batch(len(ids))
+
+
+def _embed_salvaged_rows(table: PassageTable, model_ref: ModelRef, dimension: int) -> None:
     embedder = Embedder(model_ref)
     if embedder.dimension != dimension:
         raise StoreError(
@@ -207,8 +223,7 @@ def _embed_every_row(table: PassageTable, model_ref: ModelRef, dimension: int) -
             f"{dimension}; reinstall the store's model or rebuild the store with ragtune index"
         )
     with EmbeddingCache.for_encoder(embedder, dimension) as cache:
-        for ids, texts in table.iter_texts(batch=embedder.texts_per_call):
-            table.set_embeddings(ids, cache.encode_blocks(texts, embedder.encode_blocks))
+        _embed_every_row(table, embedder, cache)
 
 
 def _commit_and_build_indexes(table: PassageTable, partial: Path, dimension: int) -> tuple[dict[str, int], str]:
