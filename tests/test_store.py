@@ -445,3 +445,14 @@ def test_a_format_1_store_is_read_and_its_first_update_drops_the_table_vectors(t
             np.testing.assert_array_equal(store.embedding(pid), vector)
         after = [h.id for h in Retriever(store).search("pump seal", k=5, mode="hybrid")]
         assert [pid for pid in after if "extra" not in pid][:4] == before[:4]
+
+
+def test_a_store_of_an_unknown_format_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    from conftest import write_docs
+
+    store_dir = tmp_path / "store"
+    index_sources(store_dir, [write_docs(tmp_path / "docs", _topic_docs(3))], show_progress=False)
+    manifest = store_dir / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format_version": 3}))  # a newer ragtune's
+    with pytest.raises(StoreError, match=r"format version 3; this ragtune reads versions 1, 2: rebuild it"):
+        open_store(store_dir)
