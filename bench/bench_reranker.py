@@ -20,7 +20,7 @@ from ragtune.evaluation.metrics import mean_scores, per_query_scores
 from ragtune.evaluation.runner import default_cache_dir, documents_run, eval_store_dir
 from ragtune.evaluation.significance import compare
 from ragtune.models import resolve_model
-from ragtune.retrieval import Reranker, Retriever
+from ragtune.retrieval import Fusion, Reranker, Retriever
 from ragtune.store import index_sources, open_store
 from ragtune.training.examples import examples_from_beir, held_out_queries, read_training_jsonl, write_training_jsonl
 from ragtune.training.mining import CandidateSource, MiningConfig, mine_hard_negatives
@@ -28,6 +28,7 @@ from ragtune.training.reranker import RerankerConfig, train_reranker
 from ragtune.types import Hit
 
 WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # dense weights of the convex first stage (--first-stage convex); 1 = dense
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 
 
@@ -44,11 +45,12 @@ def _train(args: argparse.Namespace, work: Path) -> tuple[Path, list]:  # type: 
         )  # fmt: skip
         write_training_jsonl(mined_path, examples)
     mining_s = time.perf_counter() - start
-    model_dir = args.model_dir or work / f"ce-{args.loss}-n{args.negatives}-{args.source}-lr{args.lr:g}"
+    start_from = "" if args.base == "minilm" else "-from-" + Path(args.base).name
+    model_dir = args.model_dir or work / f"ce-{args.loss}-n{args.negatives}-{args.source}-lr{args.lr:g}{start_from}"
     if model_dir.exists():
         return model_dir, examples
     config = RerankerConfig(
-        loss=args.loss, negatives=args.negatives, epochs=args.epochs, batch_size=args.batch_size,
+        base=args.base, loss=args.loss, negatives=args.negatives, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.lr, max_length=args.max_length, bf16=not args.fp32, threads=2,
         in_batch_negatives=args.in_batch_negatives,
         time_budget_minutes=args.budget_minutes,
@@ -65,6 +67,68 @@ def _train(args: argparse.Namespace, work: Path) -> tuple[Path, list]:  # type: 
 
 def _ndcg(qrels, queries: dict[str, str], hits: list[list[Hit]]) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
     return per_query_scores(qrels, documents_run(dict(zip(queries, hits))), METRICS)
+
+
+class _CachedCrossScores:
+    """Cross-encoder scores of (query, passage) pairs, each pair scored once however many first stages list it."""
+
+    def __init__(self, reranker: Reranker) -> None:
+        self.reranker = reranker
+        self.cache: dict[tuple[str, str], float] = {}
+
+    def score(self, queries: list[str], results: list[list[Hit]], depth: int) -> list[list[float]]:
+        missing = [[h for h in hits[:depth] if (q, h.id) not in self.cache] for q, hits in zip(queries, results)]
+        fresh = self.reranker.score(queries, missing, depth)
+        for query, hits, scores in zip(queries, missing, fresh):
+            self.cache.update({(query, h.id): s for h, s in zip(hits, scores)})
+        return [[self.cache[(q, h.id)] for h in hits[:depth]] for q, hits in zip(queries, results)]
+
+
+def _evaluate_convex(args: argparse.Namespace, model_dir: Path, examples: list) -> dict:  # type: ignore[type-arg]
+    """Convex first stage: its dense weight (alpha) and the cross-encoder's weight chosen together on dev."""
+    test = load_beir(args.data, "test")
+    train = load_beir(args.data, "train")
+    dev_queries = held_out_queries(train, examples, 0.1, 42)
+    splits = {"dev": (dev_queries, {qid: train.qrels[qid] for qid in dev_queries}), "test": (test.queries, test.qrels)}
+    cross = _CachedCrossScores(Reranker(model_dir))
+    embedder = args.embedders[-1]
+    store_dir = eval_store_dir(default_cache_dir(), test, resolve_model(embedder).revision, ChunkingConfig())
+    index_sources(store_dir, [test.corpus_path], model=embedder, chunking=ChunkingConfig())
+    first: dict[float, dict[str, list[list[Hit]]]] = {}
+    with open_store(store_dir) as store:
+        for alpha in ALPHAS:
+            retriever = Retriever(store, fusion=Fusion.convex, alpha=alpha, depth=100)
+            first[alpha] = {split: retriever.search_many(list(q.values()), k=100, mode="hybrid")
+                            for split, (q, _) in splits.items()}  # fmt: skip
+    start = time.perf_counter()
+    entry: dict = {"cross_encoder_seconds": 0.0, "first_stage_dev": {}}  # type: ignore[type-arg]
+    for alpha in ALPHAS:
+        queries, qrels = splits["dev"]
+        entry["first_stage_dev"][str(alpha)] = mean_scores(_ndcg(qrels, queries, first[alpha]["dev"]))["ndcg@10"]
+    for depth in args.depths:
+        reranker = cross.reranker
+        grid = {}
+        for alpha in ALPHAS:
+            queries, qrels = splits["dev"]
+            scores = cross.score(list(queries.values()), first[alpha]["dev"], depth)
+            for weight in WEIGHTS:
+                reranker.weight = weight
+                grid[(alpha, weight)] = mean_scores(_ndcg(qrels, queries, reranker.apply(first[alpha]["dev"], scores)))
+        alpha, weight = max(grid, key=lambda key: grid[key]["ndcg@10"])
+        queries, qrels = splits["test"]
+        base = _ndcg(qrels, queries, first[alpha]["test"])
+        scores = cross.score(list(queries.values()), first[alpha]["test"], depth)
+        reranker.weight = weight
+        per_query = _ndcg(qrels, queries, reranker.apply(first[alpha]["test"], scores))
+        entry[f"rerank@{depth}"] = {
+            "alpha": alpha, "weight": weight, "dev": grid[(alpha, weight)]["ndcg@10"],
+            "first_stage_test": mean_scores(base), "test": mean_scores(per_query),
+            "vs_first_stage": [asdict(compare(m, base[m], per_query[m])) for m in METRICS],
+        }  # fmt: skip
+        entry[f"rerank@{depth}:dev_grid"] = {f"{a} {w}": v["ndcg@10"] for (a, w), v in grid.items()}
+    entry["cross_encoder_seconds"] = time.perf_counter() - start
+    print(json.dumps({k: v for k, v in entry.items() if "grid" not in k}, indent=1)[:4000])
+    return {"tuned": entry}
 
 
 def _evaluate(args: argparse.Namespace, model_dir: Path, examples: list) -> dict:  # type: ignore[type-arg]
@@ -147,6 +211,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=Path("../shared/data/scifact"))
     parser.add_argument("--embedders", nargs="+", default=["minilm", "runs/mnrl-neg1-b/tuned-mnrl-neg1-b"])
+    parser.add_argument("--base", default="minilm", help="model the cross-encoder starts from (a name or a directory)")
     parser.add_argument("--negatives", type=int, default=7)
     parser.add_argument("--source", default="both", help="hard-negative candidates: dense, bm25 or both")
     parser.add_argument("--loss", default="mnrl")
@@ -162,8 +227,9 @@ def main() -> None:
     parser.add_argument("--train-only", action="store_true")
     parser.add_argument("--check-fp32", action="store_true", help="also score the tuned system's test top in fp32")
     parser.add_argument("--out", type=Path, default=Path("bench/results/reranker"), help="folder for summary.json")
-    parser.add_argument("--first-stage", choices=["hybrid", "dense"], default="hybrid",
-                        help="the ranking whose top --depths the reranker re-scores")
+    parser.add_argument("--first-stage", choices=["hybrid", "dense", "convex"], default="hybrid",
+                        help="the ranking whose top --depths the reranker re-scores; convex: BM25 + dense, the dense "
+                             "weight chosen with the reranker's on dev (last --embedders only)")
     parser.add_argument("--no-latency", action="store_true", help="skip the per-query latency table")
     args = parser.parse_args()
     work, out = Path("runs/reranker"), args.out
@@ -173,11 +239,14 @@ def main() -> None:
     if args.train_only:
         return
     start = time.perf_counter()
-    results = _evaluate(args, model_dir, examples)
+    results = (_evaluate_convex if args.first_stage == "convex" else _evaluate)(args, model_dir, examples)
     eval_s = time.perf_counter() - start
     tuned = results.get("tuned") or next(iter(results.values()))
-    weight = tuned[f"rerank@{args.depths[0]}:interpolated"]["weight"]
-    latency = {} if args.no_latency else _latency(model_dir, args.data, weight)
+    latency = {}
+    if not args.no_latency:
+        first = tuned[f"rerank@{args.depths[0]}"] if args.first_stage == "convex" else None
+        weight = first["weight"] if first else tuned[f"rerank@{args.depths[0]}:interpolated"]["weight"]
+        latency = _latency(model_dir, args.data, weight)
     summary = {
         "args": {k: str(v) for k, v in vars(args).items()}, "model_dir": str(model_dir), "eval_s": eval_s,
         "results": results, "latency_hybrid_plus_rerank_k10": latency,
