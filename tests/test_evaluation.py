@@ -199,3 +199,21 @@ def test_eval_keeps_its_stores_in_postgresql_and_reuses_them(tmp_path: Path, pos
     assert again.systems[0].store == first.systems[0].store
     with open_store(first.systems[0].store) as store:
         assert store.manifest.generation == generation  # reused, not rebuilt
+
+
+def test_scoring_prints_no_numba_note_when_ranx_compiles(tmp_path: Path) -> None:
+    """A fresh install compiles ranx's kernels on first use; numba's cast note must not reach the user's terminal."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import warnings; warnings.simplefilter('always')\n"
+        "from ragtune.evaluation.metrics import per_query_scores\n"
+        "print(per_query_scores({'q': {'d': 1}}, {'q': {'d': 1.0, 'e': 0.5}}, ['ndcg@10'])['ndcg@10']['q'])\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}  # empty cache: the kernels compile now
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1.0"
+    assert "NumbaTypeSafetyWarning" not in done.stderr and "unsafe cast" not in done.stderr

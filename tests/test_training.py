@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -285,6 +286,21 @@ def test_mining_never_picks_texts_marked_never_negative(minilm) -> None:  # type
     assert len(guarded[0].negatives) == 1 and sibling not in guarded[0].negatives
 
 
+def spy_activation_checkpointing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the transformer models on which training turned activation checkpointing on."""
+    from transformers import PreTrainedModel
+
+    enabled: list[str] = []
+    original = PreTrainedModel.activation_checkpointing_enable
+
+    def enable(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        enabled.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "activation_checkpointing_enable", enable)
+    return enabled
+
+
 @pytest.mark.integration
 def test_cli_mine_finetune_reindex(
     tiny_model_dir: Path, tmp_path: Path, docs_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -299,6 +315,7 @@ def test_cli_mine_finetune_reindex(
     release = ragtune.memory.release_memory
     monkeypatch.setattr(ragtune.memory, "release_memory", lambda: releases.append(release()) or True)
     lengths = spy_batch_lengths(monkeypatch)
+    checkpointed = spy_activation_checkpointing(monkeypatch)
 
     runner = CliRunner()
     store = tmp_path / "store"
@@ -312,16 +329,20 @@ def test_cli_mine_finetune_reindex(
     assert "with negatives" in mined.stdout
     assert any(e.negatives for e in read_training_jsonl(tmp_path / "mined.jsonl"))
     lengths.clear()
-    tuned = runner.invoke(
-        app, ["finetune", str(tmp_path / "mined.jsonl"), "--out", str(tmp_path / "model"), "--base",
-              str(tiny_model_dir), "--epochs", "1", "--batch-size", "4", "--max-seq-length", "32", "--threads", "2",
-              "--dev-fraction", "0.25", "--merge-base", "0.5", "--bf16", "--low-memory"],
-    )  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuned = runner.invoke(
+            app, ["finetune", str(tmp_path / "mined.jsonl"), "--out", str(tmp_path / "model"), "--base",
+                  str(tiny_model_dir), "--epochs", "1", "--batch-size", "4", "--max-seq-length", "32", "--threads",
+                  "2", "--dev-fraction", "0.25", "--merge-base", "0.5", "--bf16", "--low-memory"],
+        )  # fmt: skip
     assert tuned.exit_code == 0, tuned.output
+    assert not [str(w.message) for w in caught if "checkpointing" in str(w.message)]  # asked for by its current name
     assert "dev nDCG@10" in tuned.stdout and "distinct queries" in tuned.stderr and (tmp_path / "model-merged" / "modules.json").exists()
     record = json.loads((tmp_path / "model" / "ragtune_training.json").read_text())
     assert record["config"]["loss"] == "mnrl" and record["data"]["dev_queries"] == 2 and record["config"]["bf16"]
     assert record["config"]["gradient_checkpointing"] and record["config"]["attention_dropout"] == 0.0
+    assert checkpointed, "--low-memory trained without activation checkpointing"
     assert record["config"]["release_memory_each_step"] and len(releases) >= record["steps"]  # --low-memory: each step
     # --low-memory: every batch of the run (base and dev evaluations, 2 texts a training example) a multiple of 32
     # tokens long (64, capped by max length 32) — a few shapes, so memory stays flat; the model card's encodes after

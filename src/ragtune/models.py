@@ -90,11 +90,15 @@ def set_threads(threads: int | None) -> None:
 
 
 def quiet_transformers() -> None:
-    """Silence the weight-loading bars and long-input warnings: ragtune shows its own progress."""
+    """Silence the weight-loading bars and long-input warnings: ragtune shows its own progress. Also the deprecation
+    notice transformers ≥ 5.25 prints when its own code reads the old `is_gradient_checkpointing` alias."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 PRECISIONS = ("fp32", "bf16")

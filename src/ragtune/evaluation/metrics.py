@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 from ragtune.errors import missing_dependency
@@ -27,7 +28,9 @@ def per_query_scores(qrels: Qrels, run: Run, metrics: Sequence[str] = DEFAULT_ME
     complete = {qid: (run.get(qid) or {_EMPTY: 0.0}) for qid in qrels}
     ranx_qrels = ranx.Qrels(qrels)
     ranx_run = ranx.Run(complete)
-    scores = ranx.evaluate(ranx_qrels, ranx_run, list(metrics), return_mean=False, make_comparable=True)
+    with warnings.catch_warnings():  # numba's note on ranx's own nDCG kernel (an index cast), printed once per process
+        warnings.filterwarnings("ignore", message=".*unsafe cast from uint64 to int64")
+        scores = ranx.evaluate(ranx_qrels, ranx_run, list(metrics), return_mean=False, make_comparable=True)
     if len(metrics) == 1:
         scores = {metrics[0]: scores}
     order = list(ranx_qrels.keys())

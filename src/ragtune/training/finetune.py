@@ -13,7 +13,7 @@ import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +310,7 @@ def finetune(
     data_stats = duplicate_stats(train_examples) | {"dev_queries": len(dev.queries), "dev_corpus": len(dev.corpus)}
 
     model = SentenceTransformer(str(base.path), device=None, local_files_only=True)
+    model.model_card_data.generate_widget_examples = False  # ragtune writes its own card (`model_card`)
     model.max_seq_length = config.max_seq_length
     if config.attention_dropout is not None:
         set_attention_dropout(model, config.attention_dropout)
@@ -342,7 +343,7 @@ def finetune(
             seed=config.seed,
             data_seed=config.seed,
             bf16=config.bf16,
-            gradient_checkpointing=config.gradient_checkpointing,
+            **{_checkpointing_argument(SentenceTransformerTrainingArguments): config.gradient_checkpointing},
             use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on CPU unless told the device
             report_to="none",
             dataloader_num_workers=0,
@@ -423,6 +424,13 @@ def save_model_atomically(
         (partial / "README.md").write_text(model_card(record), encoding="utf-8")
 
     write_directory_atomically(out_dir, write)
+
+
+def _checkpointing_argument(arguments: type) -> str:
+    """The training argument that turns on activation checkpointing: transformers renamed `gradient_checkpointing`
+    to `activation_checkpointing` (the old name still works there, with a deprecation warning)."""
+    names = {f.name for f in fields(arguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def model_card(record: dict[str, Any]) -> str:
