@@ -135,6 +135,22 @@ def test_merge_base_endpoints(tiny_model_dir: Path, tmp_path: Path) -> None:
         merge_with_base(tmp_path / "tuned", str(tiny_model_dir), 1.5, tmp_path / "bad")
 
 
+def test_merging_in_a_fresh_process_draws_no_library_bars(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """`finetune --merge-base` and the quickstart's merge step run in their own process: no loading/writing bars."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\nfrom ragtune.training.finetune import merge_with_base\n"
+        "merge_with_base(sys.argv[1], sys.argv[1], 0.5, sys.argv[2])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tiny_model_dir), str(tmp_path / "merged")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "merged" / "modules.json").exists()
+    assert "it/s]" not in done.stderr and "Writing model shards" not in done.stderr, done.stderr
+
+
 def test_bad_training_files(tmp_path: Path) -> None:
     path = tmp_path / "train.jsonl"
     path.write_text("")

@@ -481,6 +481,7 @@ def merge_with_base(tuned_dir: str | Path, base: str, alpha: float, out_dir: str
     """
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"--merge-base {alpha} must be within [0, 1]")
+    quiet_transformers()  # no weight-loading and shard-writing bars
     from sentence_transformers import SentenceTransformer
 
     tuned = SentenceTransformer(str(Path(tuned_dir)), device="cpu", local_files_only=True)
