@@ -69,6 +69,20 @@ def _ndcg(qrels, queries: dict[str, str], hits: list[list[Hit]]) -> dict[str, di
     return per_query_scores(qrels, documents_run(dict(zip(queries, hits))), METRICS)
 
 
+def _splits(args: argparse.Namespace, examples: list) -> tuple:  # type: ignore[type-arg]
+    """(test set, dev queries, dev qrels): dev = the train queries the fine-tunes held out."""
+    test, train = load_beir(args.data, "test"), load_beir(args.data, "train")
+    dev_queries = held_out_queries(train, examples, 0.1, 42)
+    return test, dev_queries, {qid: train.qrels[qid] for qid in dev_queries}
+
+
+def _indexed_store(embedder: str, test) -> Path:  # type: ignore[no-untyped-def]
+    """The evaluation store of the test corpus under `embedder`, built or brought up to date."""
+    store_dir = eval_store_dir(default_cache_dir(), test, resolve_model(embedder).revision, ChunkingConfig())
+    index_sources(store_dir, [test.corpus_path], model=embedder, chunking=ChunkingConfig())
+    return store_dir
+
+
 class _CachedCrossScores:
     """Cross-encoder scores of (query, passage) pairs, each pair scored once however many first stages list it."""
 
@@ -86,40 +100,33 @@ class _CachedCrossScores:
 
 def _evaluate_convex(args: argparse.Namespace, model_dir: Path, examples: list) -> dict:  # type: ignore[type-arg]
     """Convex first stage: its dense weight (alpha) and the cross-encoder's weight chosen together on dev."""
-    test = load_beir(args.data, "test")
-    train = load_beir(args.data, "train")
-    dev_queries = held_out_queries(train, examples, 0.1, 42)
-    splits = {"dev": (dev_queries, {qid: train.qrels[qid] for qid in dev_queries}), "test": (test.queries, test.qrels)}
+    test, dev_queries, dev_qrels = _splits(args, examples)
+    split_queries = {"dev": dev_queries, "test": test.queries}
     cross = _CachedCrossScores(Reranker(model_dir))
-    embedder = args.embedders[-1]
-    store_dir = eval_store_dir(default_cache_dir(), test, resolve_model(embedder).revision, ChunkingConfig())
-    index_sources(store_dir, [test.corpus_path], model=embedder, chunking=ChunkingConfig())
     first: dict[float, dict[str, list[list[Hit]]]] = {}
-    with open_store(store_dir) as store:
+    with open_store(_indexed_store(args.embedders[-1], test)) as store:
         for alpha in ALPHAS:
             retriever = Retriever(store, fusion=Fusion.convex, alpha=alpha, depth=100)
             first[alpha] = {split: retriever.search_many(list(q.values()), k=100, mode="hybrid")
-                            for split, (q, _) in splits.items()}  # fmt: skip
+                            for split, q in split_queries.items()}  # fmt: skip
     start = time.perf_counter()
-    entry: dict = {"cross_encoder_seconds": 0.0, "first_stage_dev": {}}  # type: ignore[type-arg]
-    for alpha in ALPHAS:
-        queries, qrels = splits["dev"]
-        entry["first_stage_dev"][str(alpha)] = mean_scores(_ndcg(qrels, queries, first[alpha]["dev"]))["ndcg@10"]
+    reranker = cross.reranker
+    entry: dict = {"first_stage_dev": {  # type: ignore[type-arg]
+        str(alpha): mean_scores(_ndcg(dev_qrels, dev_queries, first[alpha]["dev"]))["ndcg@10"] for alpha in ALPHAS
+    }}
     for depth in args.depths:
-        reranker = cross.reranker
         grid = {}
         for alpha in ALPHAS:
-            queries, qrels = splits["dev"]
-            scores = cross.score(list(queries.values()), first[alpha]["dev"], depth)
+            scores = cross.score(list(dev_queries.values()), first[alpha]["dev"], depth)
             for weight in WEIGHTS:
                 reranker.weight = weight
-                grid[(alpha, weight)] = mean_scores(_ndcg(qrels, queries, reranker.apply(first[alpha]["dev"], scores)))
+                reranked = reranker.apply(first[alpha]["dev"], scores)
+                grid[(alpha, weight)] = mean_scores(_ndcg(dev_qrels, dev_queries, reranked))
         alpha, weight = max(grid, key=lambda key: grid[key]["ndcg@10"])
-        queries, qrels = splits["test"]
-        base = _ndcg(qrels, queries, first[alpha]["test"])
-        scores = cross.score(list(queries.values()), first[alpha]["test"], depth)
+        base = _ndcg(test.qrels, test.queries, first[alpha]["test"])
+        scores = cross.score(list(test.queries.values()), first[alpha]["test"], depth)
         reranker.weight = weight
-        per_query = _ndcg(qrels, queries, reranker.apply(first[alpha]["test"], scores))
+        per_query = _ndcg(test.qrels, test.queries, reranker.apply(first[alpha]["test"], scores))
         entry[f"rerank@{depth}"] = {
             "alpha": alpha, "weight": weight, "dev": grid[(alpha, weight)]["ndcg@10"],
             "first_stage_test": mean_scores(base), "test": mean_scores(per_query),
@@ -132,17 +139,11 @@ def _evaluate_convex(args: argparse.Namespace, model_dir: Path, examples: list) 
 
 
 def _evaluate(args: argparse.Namespace, model_dir: Path, examples: list) -> dict:  # type: ignore[type-arg]
-    test = load_beir(args.data, "test")
-    train = load_beir(args.data, "train")
-    dev_queries = held_out_queries(train, examples, 0.1, 42)
-    dev_qrels = {qid: train.qrels[qid] for qid in dev_queries}
+    test, dev_queries, dev_qrels = _splits(args, examples)
     reranker = Reranker(model_dir)
     results: dict[str, dict] = {}  # type: ignore[type-arg]
     for embedder in args.embedders:
-        model = resolve_model(embedder)
-        store_dir = eval_store_dir(default_cache_dir(), test, model.revision, ChunkingConfig())
-        index_sources(store_dir, [test.corpus_path], model=embedder, chunking=ChunkingConfig())
-        with open_store(store_dir) as store:
+        with open_store(_indexed_store(embedder, test)) as store:
             retriever = Retriever(store, depth=100)
             first = {
                 split: retriever.search_many(list(queries.values()), k=100, mode=args.first_stage)
