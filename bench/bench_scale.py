@@ -6,7 +6,10 @@ embedding cache first, so `ragtune index` of the JSONL corpus runs the real path
 indexes) without spending hours encoding random words; the 10,000 added passages are new text, encoded for real by
 MiniLM (the report splits encoding from the store's own work). Queries go through `Retriever` with real MiniLM query
 encoding, so latency covers everything a query does.
+On PostgreSQL, `--m`/`--ef-construction` set the HNSW build and `--ef-search 128,256,…` measures recall@10 and dense
+latency at each query-time setting of the one built index.
 Usage: python bench/bench_scale.py [--size 1000000] [--queries 300] [--engine embedded|postgresql]
+       [--modes bm25,dense,hybrid] [--m 16] [--ef-construction 64] [--ef-search 128]
        [--out bench/results/scale-1M.json]
 """
 
@@ -106,7 +109,15 @@ def main() -> None:
     parser.add_argument("--engine", choices=["embedded", "postgresql"], default="embedded")
     parser.add_argument("--workdir", type=Path, default=None, help="Where the corpus and store go (default: a temp dir).")
     parser.add_argument("--out", type=Path, default=Path("bench/results/scale-1M.json"))
+    parser.add_argument("--modes", default="bm25,dense,hybrid", help="Query modes timed end to end.")
+    parser.add_argument("--m", type=int, default=None, help="PostgreSQL: HNSW m (default: the engine's).")
+    parser.add_argument("--ef-construction", type=int, default=None, help="PostgreSQL: HNSW ef_construction.")
+    parser.add_argument(
+        "--ef-search", default="", help="PostgreSQL: comma-separated ef_search values for the recall sweep."
+    )
     args = parser.parse_args()
+    if args.engine == "embedded" and (args.ef_search or args.m or args.ef_construction):
+        parser.error("--m, --ef-construction and --ef-search are PostgreSQL settings")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ragtune-scale-"))
     os.environ["RAGTUNE_EMBEDDING_CACHE"] = str(workdir / "cache" / "embeddings.sqlite")
     os.environ["RAGTUNE_EMBEDDING_CACHE_GB"] = "100"
@@ -122,7 +133,10 @@ def main() -> None:
     if args.engine == "postgresql":
         from ragtune.store.pg_server import start_server
 
-        store: str = start_server(pgdata) + "?store=scale"
+        settings = {"m": args.m, "ef_construction": args.ef_construction}
+        store: str = start_server(pgdata) + "?store=scale" + "".join(
+            f"&{name}={value}" for name, value in settings.items() if value is not None
+        )
     else:
         store = str(workdir / "store")
     try:
@@ -154,19 +168,20 @@ def measure(args: argparse.Namespace, data: Synthetic, corpus: Path, store: str,
     queries = synthetic_queries(data, args.queries)
     truth = exact_top10(data, queries)
     query_texts = [" ".join(t.split()[:4]) for t in data.texts(999_999, args.queries)]
+    for ef_search in [int(value) for value in args.ef_search.split(",") if value]:
+        with open_store(f"{store}&ef_search={ef_search}") as opened:
+            recall, latency = ann_recall(opened, queries, truth)
+            result.setdefault("ef_search_sweep", []).append(
+                {"ef_search": ef_search, "ann_recall@10": recall, "ann_search_only": latency}
+            )
+            print(json.dumps(result["ef_search_sweep"][-1]), flush=True)
     with open_store(store) as opened:
-        result["store_info_size_bytes"] = opened.info()["size_bytes"]
-        recall, dense_latency = [], []
-        for i, query in enumerate(queries):
-            started = time.perf_counter()
-            [found] = opened.dense_search(query[None, :], 10)
-            dense_latency.append(time.perf_counter() - started)
-            recall.append(len({rowid for rowid, _ in found} & set(truth[i].tolist())) / 10)
-        result["ann_recall@10"] = float(np.mean(recall))
-        result["ann_search_only"] = percentiles(dense_latency)
+        info = opened.info()
+        result["store_info_size_bytes"], result["backends"] = info["size_bytes"], info["backends"]
+        result["ann_recall@10"], result["ann_search_only"] = ann_recall(opened, queries, truth)
         retriever = Retriever(opened)
         retriever.search("warm up", k=10, mode="hybrid")
-        for mode in ("bm25", "dense", "hybrid"):
+        for mode in args.modes.split(","):
             samples = []
             for text in query_texts:
                 started = time.perf_counter()
@@ -189,6 +204,17 @@ def measure(args: argparse.Namespace, data: Synthetic, corpus: Path, store: str,
     if args.engine == "embedded":
         result["store_size_gb_after_add"] = folder_gb(Path(store))
     result["peak_rss_gb"] = peak_rss_gb()
+
+
+def ann_recall(opened, queries: np.ndarray, truth: np.ndarray) -> tuple[float, dict[str, float]]:  # type: ignore[no-untyped-def]
+    """Recall@10 of the store's dense search against the exact top 10, and its latency (search only)."""
+    recall, latency = [], []
+    for i, query in enumerate(queries):
+        started = time.perf_counter()
+        [found] = opened.dense_search(query[None, :], 10)
+        latency.append(time.perf_counter() - started)
+        recall.append(len({rowid for rowid, _ in found} & set(truth[i].tolist())) / 10)
+    return float(np.mean(recall)), percentiles(latency)
 
 
 def exact_top10(data: Synthetic, queries: np.ndarray) -> np.ndarray:

@@ -7,6 +7,9 @@ Starting servers itself:    python bench/bench_serve.py --store STORE --label ne
 With `--store`, each round starts `ragtune serve` (the code under `--src` when given: an older checkout is the peer),
 runs every (mode, clients) cell, reads the query batch sizes from /metrics and stops it. Several `--label`/`--src`
 pairs (repeat the options) are run in turns, round after round, so a slow spell of the machine hits each alike.
+`--load-generator wrk` drives the clients with wrk (Debian package `wrk`; C, one event loop per thread) instead of
+Python threads, so on a 2-core machine the load generator takes less of the CPU the server is measured on; both keep
+N connections each waiting for its answer before sending the next query (closed loop).
 Bounded: stops after --seconds per cell; loopback only (refuses any other host).
 """
 
@@ -17,10 +20,12 @@ import json
 import os
 import random
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -42,17 +47,17 @@ def load(url: str, queries: list[str], clients: int, seconds: float, mode: str, 
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
     memory: list[float] = []
-    # each query is sent once before any is sent again (the server remembers recent query vectors, so a repeat is
-    # cheaper than a new query); how many requests were repeats is reported
+    # the queries are sent in the order given (`main` shuffles them once and starts each cell where the last one
+    # stopped), each once before any again: the server remembers recent query vectors, so a repeat is cheaper than
+    # a new query; how many requests were repeats is reported
     pool: list[str] = []
     sent = 0
-    rng = random.Random(0)
 
     def next_query() -> str:
         nonlocal sent
         with lock:
             if not pool:
-                pool.extend(rng.sample(queries, len(queries)))
+                pool.extend(reversed(queries))
             sent += 1
             return pool.pop()
 
@@ -86,6 +91,82 @@ def load(url: str, queries: list[str], clients: int, seconds: float, mode: str, 
         "p50_ms": 1000 * statistics.median(ordered), "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
         "server_rss_mb_samples": memory, "cpu_count": os.cpu_count(),
         "repeated_query_share": max(0, sent - len(set(queries))) / max(1, sent),
+    }  # fmt: skip
+
+
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = dofile("%(bodies)s")
+local threads = {}
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+  table.insert(threads, thread)
+end
+function init(args)
+  -- each thread walks the queries from its own offset, so no query repeats before every one was sent once
+  position = math.floor((id - 1) * #bodies / %(threads)d)
+  statuses = {}
+end
+function request()
+  position = position %% #bodies + 1
+  return wrk.format(nil, "/search", nil, bodies[position])
+end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local merged = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do merged[status] = (merged[status] or 0) + count end
+  end
+  local parts = {}
+  for status, count in pairs(merged) do table.insert(parts, string.format('"%%d": %%d', status, count)) end
+  io.write(string.format('RESULT {"requests": %%d, "seconds": %%f, "p50_us": %%d, "p99_us": %%d, "errors": %%d, ' ..
+    '"statuses": {%%s}}\n', summary.requests, summary.duration / 1e6, latency:percentile(50),
+    latency:percentile(99), summary.errors.connect + summary.errors.read + summary.errors.write +
+    summary.errors.timeout, table.concat(parts, ", ")))
+end
+"""
+
+
+def load_wrk(url: str, queries: list[str], clients: int, seconds: float, mode: str, server_pid: int | None) -> dict:
+    """The same cell as `load`, driven by wrk: `clients` connections over min(clients, 2) wrk threads."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("--load-generator wrk needs wrk on PATH (Debian: apt-get install wrk)")
+    threads = min(clients, 2)
+    with tempfile.TemporaryDirectory() as folder:
+        bodies = Path(folder) / "bodies.lua"
+        entries = ",\n".join(
+            "[==[" + json.dumps({"query": query, "k": 10, "mode": mode}) + "]==]" for query in queries
+        )
+        bodies.write_text("return {\n" + entries + "\n}\n")
+        script = Path(folder) / "search.lua"
+        script.write_text(WRK_SCRIPT % {"bodies": bodies, "threads": threads})
+        memory = [rss_mb(server_pid)] if server_pid else []
+        command = ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{seconds:g}s", "--timeout", "30s",
+                   "-s", str(script), url]  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        while process.poll() is None:
+            time.sleep(min(5, seconds))
+            if server_pid and process.poll() is None:
+                memory.append(rss_mb(server_pid))
+        output = process.stdout.read() if process.stdout else ""
+    lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
+    if process.returncode != 0 or not lines:
+        raise SystemExit(f"wrk failed ({process.returncode}):\n{output}")
+    summary = json.loads(lines[-1].removeprefix("RESULT "))
+    statuses = {int(status): count for status, count in summary["statuses"].items()}
+    return {
+        "date": time.strftime("%Y-%m-%d"), "url": url, "mode": mode, "clients": clients, "load_generator": "wrk",
+        "seconds": summary["seconds"], "requests": summary["requests"],
+        "throughput_rps": summary["requests"] / summary["seconds"], "statuses": statuses,
+        "server_5xx": sum(c for s, c in statuses.items() if s >= 500), "socket_errors": summary["errors"],
+        "p50_ms": summary["p50_us"] / 1000, "p99_ms": summary["p99_us"] / 1000,
+        "server_rss_mb_samples": memory, "cpu_count": os.cpu_count(),
+        "repeated_query_share": max(0, summary["requests"] - len(set(queries))) / max(1, summary["requests"]),
     }  # fmt: skip
 
 
@@ -126,6 +207,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[8])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--queries", type=Path, default=Path("../shared/data/scifact/queries.jsonl"))
+    parser.add_argument(
+        "--title-queries", type=Path, default=None,
+        help="Also send the titles of this corpus.jsonl as queries, so a run sends fewer repeats (the server "
+        "remembers the vectors of its last 1,024 query texts).",
+    )  # fmt: skip
     parser.add_argument("--mode", default="hybrid")
     parser.add_argument("--server-pid", type=int, default=None)
     parser.add_argument("--store", default=None, help="start servers over this store (see above)")
@@ -136,13 +222,29 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--load-generator", choices=["python", "wrk"], default="python")
     args = parser.parse_args()
+    run_cell = load_wrk if args.load_generator == "wrk" else load
     if urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("this load test only targets loopback addresses")
     queries = [json.loads(line)["text"] for line in args.queries.open()]
+    if args.title_queries:
+        titles = (json.loads(line).get("title", "").strip() for line in args.title_queries.open())
+        queries = list(dict.fromkeys([*queries, *(title for title in titles if title)]))
+    queries = random.Random(0).sample(queries, len(queries))
+    sent = 0  # each cell starts where the previous one stopped, so no cell repeats what the server just encoded
+
+    def next_queries(cell: dict) -> list[str]:
+        nonlocal sent
+        sent += cell["requests"]
+        start = sent % len(queries)
+        return queries[start:] + queries[:start]
+
     if args.store is None:
         for clients in args.clients:
-            print(json.dumps(load(args.url, queries, clients, args.seconds, args.mode, args.server_pid), indent=2))
+            cell = run_cell(args.url, queries, clients, args.seconds, args.mode, args.server_pid)
+            queries = next_queries(cell)
+            print(json.dumps(cell, indent=2))
         return
     labels = args.label or ["this"]
     sources = args.src or ["-"] * len(labels)
@@ -157,7 +259,8 @@ def main() -> None:
             try:
                 for mode in args.modes or [args.mode]:
                     for clients in args.clients:
-                        cell = load(url, queries, clients, args.seconds, mode, server.pid)
+                        cell = run_cell(url, queries, clients, args.seconds, mode, server.pid)
+                        queries = next_queries(cell)
                         cell |= {"label": label, "round": round_number, "serve_args": serve_args}
                         results.append(cell)
                         print(f"{label} r{round_number} {mode} {clients}: {cell['throughput_rps']:.1f} rps, p50 "

@@ -24,10 +24,12 @@ def store(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
     with pytest.MonkeyPatch.context() as patch:
         if request.param.endswith("-hnsw"):
             patch.setattr(postgres, "HNSW_FROM", 1)
+            address += "&m=8&ef_construction=32&ef_search=40"  # the index's settings, from the address
         report = index_sources(address, [docs], show_progress=False)
-    if request.param.endswith("-hnsw"):
-        assert report.dense_kind == "hnsw"
     with open_store(address) as opened:
+        if request.param.endswith("-hnsw"):
+            assert report.dense_kind == "hnsw"
+            assert opened.info()["backends"]["hnsw"] == "m=8,ef_construction=32"
         yield opened
 
 

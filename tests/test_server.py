@@ -319,6 +319,50 @@ def test_metrics_in_prometheus_text_format(server: _Server) -> None:
     assert any(s.labels["route"] == "/search" and s.value >= 3 for s in latency)
 
 
+def test_searches_beyond_the_limit_wait_their_turn_in_arrival_order(store_dir: str) -> None:
+    from ragtune.server import create_app
+
+    engine_independent(store_dir)
+    app = create_app(store_dir, generator=None, max_searches=1)
+    holder = app.state.holder
+    started: list[str] = []
+    running_now = [0, 0]  # searches in progress, the most seen at once
+    lock = threading.Lock()
+    search = holder.search
+
+    def slow_search(request):  # type: ignore[no-untyped-def]
+        with lock:
+            started.append(request.query)
+            running_now[0] += 1
+            running_now[1] = max(running_now)
+        time.sleep(0.3)
+        try:
+            return search(request)
+        finally:
+            with lock:
+                running_now[0] -= 1
+
+    holder.search = slow_search
+    statuses: list[int] = []
+    with _Server(app) as limited:
+        httpx.post(limited.url + "/search", json={"query": "warm up", "k": 1}, timeout=30)
+        started.clear()
+
+        def client(number: int) -> None:
+            time.sleep(0.05 * number)  # arrive in order, each while the first is still being worked on
+            response = httpx.post(limited.url + "/search", json={"query": f"pump seal {number}", "k": 2}, timeout=30)
+            statuses.append(response.status_code)
+
+        threads = [threading.Thread(target=client, args=(number,)) for number in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert statuses == [200] * 5
+    assert running_now[1] == 1
+    assert started == [f"pump seal {number}" for number in range(5)]
+
+
 def test_answers_beyond_the_limit_get_503_and_a_client_that_leaves_frees_its_slot(store_dir: str) -> None:
     from ragtune.server import create_app
 

@@ -343,11 +343,28 @@ def test_postgresql_addresses_hide_passwords_and_fail_clearly() -> None:
     parsed = PostgresAddress.parse("postgresql://alice:s3cret@127.0.0.1:5432/docs?store=manuals&sslmode=disable")
     assert parsed.schema == "manuals" and "s3cret" not in parsed.display and "store=" not in parsed.conninfo
     assert "sslmode=disable" in parsed.conninfo and parsed.display.startswith("postgresql://alice@127.0.0.1:5432/")
+    tuned = PostgresAddress.parse("postgresql://alice@127.0.0.1/docs?ef_search=400&m=24&sslmode=disable")
+    assert (tuned.schema, tuned.ef_search, tuned.m, tuned.ef_construction) == ("ragtune", 400, 24, 200)
+    assert tuned.conninfo == "postgresql://alice@127.0.0.1/docs?sslmode=disable"
+    for bad_setting in ("ef_search=0", "ef_search=1001", "m=many", "ef_construction=-5"):
+        with pytest.raises(InputError, match=r"must be a whole number from \d+ to \d+"):
+            PostgresAddress.parse(f"postgresql://alice@127.0.0.1/docs?{bad_setting}")
     with pytest.raises(InputError, match="lower-case letters") as bad:
         PostgresAddress.parse("postgresql://alice:s3cret@127.0.0.1/docs?store=Drop;Table")
     assert "s3cret" not in str(bad.value)
     with pytest.raises(StoreError, match="cannot connect to PostgreSQL at 'postgres://nobody@127.0.0.1:1/x'"):
         open_store("postgres://nobody@127.0.0.1:1/x")
+
+
+def test_the_local_postgresql_builds_hnsw_graphs_in_memory_sized_to_the_machine(postgres_address: str) -> None:
+    import psycopg
+
+    from ragtune.store.pg_server import build_memory_mb
+
+    with psycopg.connect(postgres_address, autocommit=True) as connection:
+        shown = connection.execute("SELECT pg_size_bytes(current_setting('maintenance_work_mem'))").fetchone()[0]
+    machine = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert shown == build_memory_mb() * 2**20 and min(machine // 5, 8 * 2**30) <= shown <= machine // 4
 
 
 def test_a_postgresql_store_of_another_schema_version_is_refused_with_what_to_do(

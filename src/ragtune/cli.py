@@ -22,7 +22,7 @@ from ragtune.models import DEVICE_ENV, inference_device
 from ragtune.ray_encoding import RayConfig
 from ragtune.paths import CACHE_LIMIT_ENV, embedding_cache_path, parse_size
 from ragtune.generation.support import DEFAULT_SUPPORT_THRESHOLD
-from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_SECONDS
+from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_SEARCHES, DEFAULT_WINDOW_SECONDS
 from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, SearchSettings, parse_filters
 from ragtune.store import index_sources, is_postgres_address, open_store
 from ragtune.fsutil import is_disk_full
@@ -814,6 +814,9 @@ def serve(
     max_asks: Annotated[
         int, typer.Option(help="Answers written at once; beyond it /ask gets 503 with Retry-After.")
     ] = 4,
+    max_searches: Annotated[
+        int, typer.Option(help="Searches worked on at once (0: no limit); the rest wait their turn, in order.")
+    ] = DEFAULT_MAX_SEARCHES,
     access_log: Annotated[bool, typer.Option(help="One JSON line per request on stderr.")] = False,
 ) -> None:
     """Serve the HTTP API (/search, /ask, /ask/stream, /info, /health, /metrics, /openapi.json) and a web page at /."""
@@ -832,7 +835,7 @@ def serve(
     settings = ServeSettings(
         store, api_key_env=api_key_env, generator=spec, reranker=str(rerank) if rerank else None,
         rerank_depth=rerank_depth, rerank_weight=rerank_weight, batch_window_ms=batch_window_ms, max_batch=max_batch,
-        max_asks=max_asks,
+        max_asks=max_asks, max_searches=max_searches,
     )  # fmt: skip
     err.print(f"serving {store} on http://{host}:{port}/ with {workers} worker(s) (Ctrl-C to stop)", highlight=False)
     serve_forever(settings, host, port, workers, access_log)

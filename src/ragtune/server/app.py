@@ -8,6 +8,7 @@ Concurrent searches share query-encoding batches (`QueryBatcher`); /metrics spea
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -29,7 +30,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from ragtune.errors import InputError, RagtuneError
 from ragtune.generation import Answerer, Generator, default_answer_mode, default_prompting, load_generator
-from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_SECONDS, QueryBatcher
+from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_SEARCHES, DEFAULT_WINDOW_SECONDS, QueryBatcher
 from ragtune.retrieval import Reranker, Retriever, SearchMode
 from ragtune.server.edges import AccessLog, BodySizeLimit
 from ragtune.server.metrics import CONTENT_TYPE, ServerMetrics
@@ -62,10 +63,12 @@ class ServeSettings:
     max_batch: int = DEFAULT_MAX_BATCH
     max_asks: int = 4
     """/ask and /ask/stream requests answered at once; more get 503 with Retry-After instead of a queue."""
+    max_searches: int = DEFAULT_MAX_SEARCHES
+    """/search requests worked on at once (0: no limit); the rest wait their turn, first come first served."""
 
     def __post_init__(self) -> None:
-        if self.batch_window_ms < 0 or self.max_batch < 1 or self.max_asks < 1:
-            raise InputError("--batch-window-ms must be ≥ 0, --max-batch and --max-asks ≥ 1")
+        if self.batch_window_ms < 0 or self.max_batch < 1 or self.max_asks < 1 or self.max_searches < 0:
+            raise InputError("--batch-window-ms and --max-searches must be ≥ 0, --max-batch and --max-asks ≥ 1")
 
     def to_environment(self) -> str:
         return json.dumps(asdict(self))
@@ -317,10 +320,15 @@ def app_from_settings(settings: ServeSettings) -> FastAPI:
 
     app.include_router(embeddings_router(holder.current, [check_key, check_ready]))
 
+    searching = asyncio.Semaphore(settings.max_searches) if settings.max_searches else None
+
     @app.post("/search", dependencies=authorised)
-    def search(request: SearchRequest) -> list[dict[str, Any]]:
+    async def search(request: SearchRequest) -> list[dict[str, Any]]:
         check_ready()
-        return holder.search(request)
+        if searching is None:
+            return await run_in_threadpool(holder.search, request)
+        async with searching:  # waiters are let in in arrival order
+            return await run_in_threadpool(holder.search, request)
 
     @app.post("/ask", dependencies=authorised)
     def ask(request: AskRequest) -> dict[str, Any]:

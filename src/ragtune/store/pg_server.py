@@ -19,6 +19,10 @@ SYSTEM_USER = "embedded_postgres"
 """PostgreSQL refuses to run as root; as root the server runs as this user (created if missing)."""
 DATABASE_USER = "postgres"
 LOG_NAME = "server.log"
+BUILD_MEMORY_SHARE = 4
+"""The local server's `maintenance_work_mem` is this fraction of the machine's memory (at most `BUILD_MEMORY_MAX_MB`),
+so an HNSW graph of a million 384-d passages (about 2.2 GB) is built in memory rather than finished on disk."""
+BUILD_MEMORY_MAX_MB = 8192
 
 
 def _embedded_postgres():  # type: ignore[no-untyped-def]
@@ -72,9 +76,14 @@ def start_server(data: Path, port: int | None = None) -> str:
         _own(data, user)
         _run(pg.initdb, ["--auth=trust", "--encoding=utf8", "-U", DATABASE_USER], data, user, "initialise")
     chosen = port or _free_port()
-    options = f"-h 127.0.0.1 -p {chosen} -k {data}"
+    options = f"-h 127.0.0.1 -p {chosen} -k {data} -c maintenance_work_mem={build_memory_mb()}MB"
     _run(pg.pg_ctl, ["-w", "-t", "60", "-o", options, "-l", str(data / LOG_NAME), "start"], data, user, "start")
     return address_for(chosen)
+
+
+def build_memory_mb() -> int:
+    machine_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+    return max(64, min(BUILD_MEMORY_MAX_MB, machine_mb // BUILD_MEMORY_SHARE))
 
 
 def stop_server(data: Path) -> bool:

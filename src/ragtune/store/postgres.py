@@ -1,7 +1,9 @@
 """The PostgreSQL engine: a store in one schema of a PostgreSQL ≥ 16 database with the pgvector extension.
 
 Address: `postgresql://USER@HOST:PORT/DB` (or `postgres://`), the password from `$PGPASSWORD` or `~/.pgpass` as libpq
-reads it; `?store=NAME` picks the schema (default `ragtune`), so one database holds several stores.
+reads it; `?store=NAME` picks the schema (default `ragtune`), so one database holds several stores. The HNSW settings
+are address parameters too: `ef_search=N` (query time: how many graph candidates a dense search visits, 1–1000) and
+`m=N` / `ef_construction=N` (used when the index is built, after the first bulk load; recorded in the manifest).
 
 Tables in the schema: `manifest` (one row: the same fields as the embedded engine's manifest.json, plus the schema
 version), `sources` (what each indexed file was), `passages` (text, jsonb metadata, a `vector(d)` embedding and a
@@ -57,9 +59,18 @@ from ragtune.types import Hit, Passage, embedding_text
 SCHEMA_VERSION = 2
 """2: BM25 statistics (lexemes, keyword_totals) kept by the writers."""
 DEFAULT_STORE = "ragtune"
-HNSW_M = 16
-HNSW_EF_CONSTRUCTION = 64
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 128
+"""At 1M synthetic passages (BENCHMARKS.md): m 32 / ef_construction 200 find the exact top 10 (recall 1.000 at
+ef_search 128, 7 ms p50) where pgvector's usual m 16 / ef_construction 64 found 0.77 (0.94 at ef_search 1000); the
+price is a 3× longer build and 2× longer inserts (10,000 passages: 44 s against 21 s). The embedded engine uses the
+same graph settings."""
+HNSW_SETTINGS = {"m": (2, 100), "ef_construction": (4, 1000), "ef_search": (1, 1000)}
+"""Address parameters for the HNSW index and their ranges (pgvector's own limits)."""
+BUILD_MEMORY_FLOOR = "1GB"
+"""`maintenance_work_mem` for the HNSW build when the server's own setting is lower; a larger server setting is kept
+(a graph that does not fit is finished on disk, several times slower: BENCHMARKS.md)."""
 HNSW_FROM = 1_000
 """Passages from which dense search goes through the HNSW index: exact scans of 10k SciFact passages took 40 ms a
 query against 5 ms through HNSW at the same nDCG@10 (BENCHMARKS.md); below 1k a scan takes a few ms."""
@@ -90,6 +101,9 @@ class PostgresAddress:
     schema: str
     display: str
     """The address as shown to users: no password."""
+    m: int = HNSW_M
+    ef_construction: int = HNSW_EF_CONSTRUCTION
+    ef_search: int = HNSW_EF_SEARCH
 
     @classmethod
     def parse(cls, address: str) -> PostgresAddress:
@@ -104,12 +118,20 @@ class PostgresAddress:
             raise InputError(
                 f"store name '{schema}' in '{shown}' must be lower-case letters, digits and _ (a PostgreSQL schema)"
             )
-        rest = urlencode([(key, value) for key, value in query if key != "store"])
+        settings = {key: _hnsw_setting(key, value, shown) for key, value in query if key in HNSW_SETTINGS}
+        rest = urlencode([(key, value) for key, value in query if key != "store" and key not in HNSW_SETTINGS])
         conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, ""))
-        return cls(conninfo=conninfo, schema=schema, display=shown)
+        return cls(conninfo=conninfo, schema=schema, display=shown, **settings)
 
     def table(self, name: str) -> str:
         return f'"{self.schema}"."{name}"'
+
+
+def _hnsw_setting(key: str, value: str, shown: str) -> int:
+    low, high = HNSW_SETTINGS[key]
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise InputError(f"'{key}={value}' in '{shown}' must be a whole number from {low} to {high}")
+    return int(value)
 
 
 def _connect(address: PostgresAddress, autocommit: bool = True):  # type: ignore[no-untyped-def]
@@ -331,23 +353,40 @@ def _ensure_dense_index(connection, address: PostgresAddress, passages: int) -> 
         return "hnsw"
     if passages < HNSW_FROM:
         return "exact"
-    connection.execute("SET LOCAL maintenance_work_mem = '1GB'")
+    connection.execute(
+        "SELECT set_config('maintenance_work_mem', %s, true) "
+        "WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes(%s)",
+        (BUILD_MEMORY_FLOOR, BUILD_MEMORY_FLOOR),
+    )
     connection.execute(
         f"CREATE INDEX passages_embedding_hnsw ON {address.table('passages')} USING hnsw "
-        f"(embedding vector_cosine_ops) WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+        f"(embedding vector_cosine_ops) WITH (m = {address.m}, ef_construction = {address.ef_construction})"
     )
     return "hnsw"
 
 
+def _dense_index_options(connection, address: PostgresAddress) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The built HNSW index's own settings (`{"hnsw": "m=16,ef_construction=64"}`), for the manifest; none when
+    dense search is exact."""
+    row = connection.execute(
+        "SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)",
+        (f'"{address.schema}".passages_embedding_hnsw',),
+    ).fetchone()
+    return {"hnsw": ",".join(row[0] or [])} if row else {}
+
+
 def _new_manifest(
     previous: Manifest | None, model_ref: ModelRef, dimension: int, chunking: ChunkingConfig, dense_kind: str,
-    counts: dict[str, int],
+    counts: dict[str, int], index_options: dict[str, str],
 ) -> Manifest:  # fmt: skip
     number = int(previous.generation.removeprefix("gen-")) + 1 if previous else 1
     return Manifest(
         format_version=FORMAT_VERSION, generation=f"gen-{number:06d}", model=model_ref.to_json(), dimension=dimension,
         chunking=chunking.to_json(),
-        backends={"engine": "postgresql", "dense": "pgvector", "dense_kind": dense_kind, "keyword": "postgresql-fts"},
+        backends={
+            "engine": "postgresql", "dense": "pgvector", "dense_kind": dense_kind, "keyword": "postgresql-fts",
+            **index_options,
+        },
         counts=counts, created=previous.created if previous else _now(), updated=_now(),
         search=previous.search if previous and previous.model.get("revision") == model_ref.revision else {},
     )  # fmt: skip
@@ -382,7 +421,7 @@ def index_sources(
                 embedder.max_seq_length, embedder.tokenizer.num_special_tokens_to_add()
             )
             _create_schema(db, parsed, embedder.dimension)
-            base = _new_manifest(None, model_ref, embedder.dimension, config, "exact", {})
+            base = _new_manifest(None, model_ref, embedder.dimension, config, "exact", {}, {})
             _write_manifest(db, parsed, base)  # an empty store: readers may open it while the first files load
             db.commit()
         else:
@@ -399,7 +438,8 @@ def index_sources(
             )
             stats = _stats(db, parsed)
             dense_kind = _ensure_dense_index(db, parsed, stats["passages"])
-            manifest = _new_manifest(base, model_ref, embedder.dimension, config, dense_kind, stats)
+            options = _dense_index_options(db, parsed)
+            manifest = _new_manifest(base, model_ref, embedder.dimension, config, dense_kind, stats, options)
             _write_manifest(db, parsed, manifest)
             db.commit()
         outcome = IngestOutcome(added, removed, skipped)
@@ -451,7 +491,8 @@ def reindex_store(
             stats = _stats(db, parsed)
             dense_kind = _ensure_dense_index(db, parsed, stats["passages"])
             config = ChunkingConfig(**previous.chunking)
-            manifest = _new_manifest(previous, model_ref, embedder.dimension, config, dense_kind, stats)
+            options = _dense_index_options(db, parsed)
+            manifest = _new_manifest(previous, model_ref, embedder.dimension, config, dense_kind, stats, options)
             _write_manifest(db, parsed, manifest)
             db.commit()
         return IndexReport.of_reindex(
@@ -596,7 +637,7 @@ class PostgresStore(QueryEmbedding):
         )
         results: list[list[tuple[int, float]]] = []
         with self._pool.connection() as connection, connection.transaction():
-            connection.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(HNSW_EF_SEARCH, k)),))
+            connection.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(self._address.ef_search, k)),))
             connection.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
             for vector in np.atleast_2d(vectors):
                 query = np.asarray(vector, dtype=np.float32)
