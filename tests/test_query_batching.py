@@ -120,8 +120,8 @@ def test_batched_vectors_match_one_at_a_time_with_the_real_model(minilm) -> None
 def test_serve_settings_refuse_bad_batching_and_limits() -> None:
     from ragtune.server import ServeSettings
 
-    for bad in ({"batch_window_ms": -1}, {"max_batch": 0}, {"max_asks": 0}):
-        with pytest.raises(InputError, match="--batch-window-ms must be ≥ 0, --max-batch and --max-asks ≥ 1"):
+    for bad in ({"batch_window_ms": -1}, {"max_batch": 0}, {"max_asks": 0}, {"max_searches": -1}):
+        with pytest.raises(InputError, match="--batch-window-ms and --max-searches must be ≥ 0, --max-batch and --max"):
             ServeSettings("stores/x", **bad)
-    settings = ServeSettings("stores/x", max_asks=2)
+    settings = ServeSettings("stores/x", max_asks=2, max_searches=0)
     assert ServeSettings(**json.loads(settings.to_environment())) == settings
