@@ -231,14 +231,15 @@ def main() -> None:
     if args.title_queries:
         titles = (json.loads(line).get("title", "").strip() for line in args.title_queries.open())
         queries = list(dict.fromkeys([*queries, *(title for title in titles if title)]))
-    queries = random.Random(0).sample(queries, len(queries))
+    order = random.Random(0).sample(queries, len(queries))
+    queries = order
     sent = 0  # each cell starts where the previous one stopped, so no cell repeats what the server just encoded
 
     def next_queries(cell: dict) -> list[str]:
         nonlocal sent
         sent += cell["requests"]
-        start = sent % len(queries)
-        return queries[start:] + queries[:start]
+        start = sent % len(order)
+        return order[start:] + order[:start]
 
     if args.store is None:
         for clients in args.clients:
