@@ -84,11 +84,19 @@ def load(url: str, queries: list[str], clients: int, seconds: float, mode: str, 
             memory.append(rss_mb(server_pid))
     wall = time.perf_counter() - started
     ordered = sorted(latencies)
+    p50, p99 = statistics.median(ordered), ordered[int(0.99 * (len(ordered) - 1))]
+    return cell_result(url, mode, clients, queries, wall, len(ordered), sent, statuses, 1000 * p50, 1000 * p99, memory)
+
+
+def cell_result(
+    url: str, mode: str, clients: int, queries: list[str], seconds: float, requests: int, sent: int,
+    statuses: dict[int, int], p50_ms: float, p99_ms: float, memory: list[float],
+) -> dict:  # fmt: skip
+    """One (mode, clients) cell as either load generator reports it: `requests` answered, `sent` queries handed out."""
     return {
         "date": time.strftime("%Y-%m-%d"), "url": url, "mode": mode, "clients": clients,
-        "seconds": wall, "requests": len(ordered), "throughput_rps": len(ordered) / wall, "statuses": statuses,
-        "server_5xx": sum(c for s, c in statuses.items() if s >= 500),
-        "p50_ms": 1000 * statistics.median(ordered), "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
+        "seconds": seconds, "requests": requests, "throughput_rps": requests / seconds, "statuses": statuses,
+        "server_5xx": sum(c for s, c in statuses.items() if s >= 500), "p50_ms": p50_ms, "p99_ms": p99_ms,
         "server_rss_mb_samples": memory, "cpu_count": os.cpu_count(),
         "repeated_query_share": max(0, sent - len(set(queries))) / max(1, sent),
     }  # fmt: skip
@@ -159,15 +167,10 @@ def load_wrk(url: str, queries: list[str], clients: int, seconds: float, mode: s
         raise SystemExit(f"wrk failed ({process.returncode}):\n{output}")
     summary = json.loads(lines[-1].removeprefix("RESULT "))
     statuses = {int(status): count for status, count in summary["statuses"].items()}
-    return {
-        "date": time.strftime("%Y-%m-%d"), "url": url, "mode": mode, "clients": clients, "load_generator": "wrk",
-        "seconds": summary["seconds"], "requests": summary["requests"],
-        "throughput_rps": summary["requests"] / summary["seconds"], "statuses": statuses,
-        "server_5xx": sum(c for s, c in statuses.items() if s >= 500), "socket_errors": summary["errors"],
-        "p50_ms": summary["p50_us"] / 1000, "p99_ms": summary["p99_us"] / 1000,
-        "server_rss_mb_samples": memory, "cpu_count": os.cpu_count(),
-        "repeated_query_share": max(0, summary["requests"] - len(set(queries))) / max(1, summary["requests"]),
-    }  # fmt: skip
+    requests = summary["requests"]
+    cell = cell_result(url, mode, clients, queries, summary["seconds"], requests, requests, statuses,
+                       summary["p50_us"] / 1000, summary["p99_us"] / 1000, memory)  # fmt: skip
+    return cell | {"load_generator": "wrk", "socket_errors": summary["errors"]}
 
 
 def batch_sizes(url: str) -> dict[str, float]:

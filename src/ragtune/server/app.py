@@ -16,7 +16,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from collections.abc import Generator as PyGenerator
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager, closing, nullcontext
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -320,13 +320,11 @@ def app_from_settings(settings: ServeSettings) -> FastAPI:
 
     app.include_router(embeddings_router(holder.current, [check_key, check_ready]))
 
-    searching = asyncio.Semaphore(settings.max_searches) if settings.max_searches else None
+    searching = asyncio.Semaphore(settings.max_searches) if settings.max_searches else nullcontext()
 
     @app.post("/search", dependencies=authorised)
     async def search(request: SearchRequest) -> list[dict[str, Any]]:
         check_ready()
-        if searching is None:
-            return await run_in_threadpool(holder.search, request)
         async with searching:  # waiters are let in in arrival order
             return await run_in_threadpool(holder.search, request)
 

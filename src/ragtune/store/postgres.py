@@ -71,6 +71,7 @@ HNSW_SETTINGS = {"m": (2, 100), "ef_construction": (4, 1000), "ef_search": (1, 1
 BUILD_MEMORY_FLOOR = "1GB"
 """`maintenance_work_mem` for the HNSW build when the server's own setting is lower; a larger server setting is kept
 (a graph that does not fit is finished on disk, several times slower: BENCHMARKS.md)."""
+HNSW_INDEX = "passages_embedding_hnsw"
 HNSW_FROM = 1_000
 """Passages from which dense search goes through the HNSW index: exact scans of 10k SciFact passages took 40 ms a
 query against 5 ms through HNSW at the same nDCG@10 (BENCHMARKS.md); below 1k a scan takes a few ms."""
@@ -348,7 +349,7 @@ def _stats(connection, address: PostgresAddress) -> dict[str, int]:  # type: ign
 def _ensure_dense_index(connection, address: PostgresAddress, passages: int) -> str:  # type: ignore[no-untyped-def]
     """Exact search below `HNSW_FROM` passages; from there on an HNSW index, built once (after the first bulk load)
     and then kept up to date by PostgreSQL on every insert. Returns the dense kind ("exact" or "hnsw")."""
-    name = f'"{address.schema}".passages_embedding_hnsw'
+    name = address.table(HNSW_INDEX)
     if connection.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None:
         return "hnsw"
     if passages < HNSW_FROM:
@@ -359,7 +360,7 @@ def _ensure_dense_index(connection, address: PostgresAddress, passages: int) -> 
         (BUILD_MEMORY_FLOOR, BUILD_MEMORY_FLOOR),
     )
     connection.execute(
-        f"CREATE INDEX passages_embedding_hnsw ON {address.table('passages')} USING hnsw "
+        f"CREATE INDEX {HNSW_INDEX} ON {address.table('passages')} USING hnsw "
         f"(embedding vector_cosine_ops) WITH (m = {address.m}, ef_construction = {address.ef_construction})"
     )
     return "hnsw"
@@ -369,8 +370,7 @@ def _dense_index_options(connection, address: PostgresAddress) -> dict[str, str]
     """The built HNSW index's own settings (`{"hnsw": "m=16,ef_construction=64"}`), for the manifest; none when
     dense search is exact."""
     row = connection.execute(
-        "SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)",
-        (f'"{address.schema}".passages_embedding_hnsw',),
+        "SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)", (address.table(HNSW_INDEX),)
     ).fetchone()
     return {"hnsw": ",".join(row[0] or [])} if row else {}
 
@@ -463,7 +463,7 @@ def reindex_store(
         embedder = Embedder(model_ref)
         t = parsed.table
         if embedder.dimension != previous.dimension:  # a new column: readers wait for the commit instead
-            db.execute(f'DROP INDEX IF EXISTS "{parsed.schema}".passages_embedding_hnsw')
+            db.execute(f"DROP INDEX IF EXISTS {parsed.table(HNSW_INDEX)}")
             db.execute(f"ALTER TABLE {t('passages')} DROP COLUMN embedding")
             db.execute(f"ALTER TABLE {t('passages')} ADD COLUMN embedding vector({int(embedder.dimension)})")
         with (
@@ -637,7 +637,8 @@ class PostgresStore(QueryEmbedding):
         )
         results: list[list[tuple[int, float]]] = []
         with self._pool.connection() as connection, connection.transaction():
-            connection.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(self._address.ef_search, k)),))
+            ef_search = max(self._address.ef_search, k)
+            connection.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
             connection.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
             for vector in np.atleast_2d(vectors):
                 query = np.asarray(vector, dtype=np.float32)
@@ -677,7 +678,7 @@ class PostgresStore(QueryEmbedding):
         sizes = self._rows(
             "SELECT pg_total_relation_size(%s), pg_relation_size(%s), "
             "coalesce(pg_relation_size(to_regclass(%s)), 0), pg_relation_size(to_regclass(%s))",
-            (t("passages"), t("passages"), f'"{self._address.schema}".passages_embedding_hnsw',
+            (t("passages"), t("passages"), self._address.table(HNSW_INDEX),
              f'"{self._address.schema}".passages_tsv'),
         )[0]  # fmt: skip
         with self._pool.connection() as connection:
