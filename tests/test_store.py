@@ -367,6 +367,22 @@ def test_the_local_postgresql_builds_hnsw_graphs_in_memory_sized_to_the_machine(
     assert shown == build_memory_mb() * 2**20 and min(machine // 5, 8 * 2**30) <= shown <= machine // 4
 
 
+def test_an_open_store_sees_search_settings_recorded_within_the_same_second(
+    engine: str, docs_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from conftest import new_store
+    from ragtune.store import record_search_settings
+
+    address = new_store(engine, tmp_path, request)
+    index_sources(address, [docs_dir], show_progress=False)
+    with open_store(address) as opened:
+        assert not opened.changed_since_open()
+        record_search_settings(address, {"mode": "bm25"})  # same generation, very likely the same second
+        assert opened.changed_since_open()
+    with open_store(address) as reopened:
+        assert reopened.manifest.search == {"mode": "bm25"} and not reopened.changed_since_open()
+
+
 def test_a_postgresql_store_of_another_schema_version_is_refused_with_what_to_do(
     docs_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

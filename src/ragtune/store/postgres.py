@@ -582,8 +582,11 @@ class PostgresStore(QueryEmbedding):
             return connection.execute(sql, params).fetchall()
 
     def changed_since_open(self) -> bool:
-        row = self._rows(f"SELECT value->>'generation', value->>'updated' FROM {self._address.table('manifest')}")
-        return not row or tuple(row[0]) != (self.manifest.generation, self.manifest.updated)
+        """Whether the manifest row differs in any field from the one opened: recorded search settings keep the
+        generation, and `updated` counts whole seconds, so comparing those two missed a change within a second."""
+        opened = json.dumps(self.manifest.to_json())
+        row = self._rows(f"SELECT value <> %s::jsonb FROM {self._address.table('manifest')}", (opened,))
+        return not row or bool(row[0][0])
 
     def count(self) -> int:
         return int(self._rows(f"SELECT count(*) FROM {self._address.table('passages')}")[0][0])
