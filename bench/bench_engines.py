@@ -5,7 +5,7 @@ corpus, the second through the embedding cache the first filled (so moving a sto
 nothing), and a third PostgreSQL store searched exactly (no HNSW index), as the embedded engine searches FAISS Flat
 below 50k passages. A local PostgreSQL 18 is started for the run and stopped after it.
 
-Usage: python bench/bench_engines.py [--data ../shared/data/scifact] [--out bench/results]
+Usage: python bench/bench_engines.py [--data ../shared/data/scifact] [--split test] [--out bench/results]
 """
 
 from __future__ import annotations
@@ -62,12 +62,13 @@ def measure(address: str, corpus: Path, queries: dict[str, str], qrels: dict[str
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", type=Path, default=Path("../shared/data/scifact"))
+    parser.add_argument("--split", default="test", help="the queries to score (train: a check on unchosen queries)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    dataset = load_beir(args.data, "test")
+    dataset = load_beir(args.data, args.split)
     corpus = args.data / "corpus.jsonl"
     workdir = Path(tempfile.mkdtemp(prefix="ragtune-engines-"))
-    results: dict[str, object] = {"date": time.strftime("%Y-%m-%d"), "data": str(args.data)}
+    results: dict[str, object] = {"date": time.strftime("%Y-%m-%d"), "data": str(args.data), "split": args.split}
     results["embedded"] = measure(str(workdir / "store"), corpus, dataset.queries, dataset.qrels)
     pgdata = workdir / "pg"
     address = start_server(pgdata)
@@ -83,7 +84,8 @@ def main() -> None:
             for mode in MODES
         }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engines.json").write_text(json.dumps(results, indent=2))
+    name = "engines.json" if args.split == "test" else f"engines-{args.split}.json"
+    (args.out / name).write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 
 

@@ -397,8 +397,71 @@ def test_a_postgresql_store_of_another_schema_version_is_refused_with_what_to_do
     with psycopg.connect(parsed.conninfo, autocommit=True) as connection:  # as the first release of the engine wrote
         connection.execute(f"UPDATE {parsed.table('manifest')} SET schema_version = 1")
     for attempt in (lambda: open_store(address), lambda: index_sources(address, [docs_dir], show_progress=False)):
-        with pytest.raises(StoreError, match=r"schema version 1; this ragtune reads version 2: index .* new store"):
+        with pytest.raises(StoreError, match=r"schema version 1; this ragtune reads version 3: index .* new store"):
             attempt()
+
+
+def test_a_version_2_postgresql_store_is_upgraded_in_place_by_the_next_index(
+    docs_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Version 2 kept BM25 lengths in distinct lexemes; readers are told how to upgrade and `index` does it, keeping
+    every passage and giving the scores of a store built by this version."""
+    import psycopg
+
+    from conftest import new_store
+    from ragtune.store.postgres import PostgresAddress
+
+    address = new_store("postgresql", tmp_path, request)
+    index_sources(address, [docs_dir], show_progress=False)
+    queries = ["water pump", "quarter turn valve", "bread crust"]
+    with open_store(address) as store:
+        want = [[(h.id, round(h.score, 6)) for h in Retriever(store).search(q, k=5, mode="bm25")] for q in queries]
+    parsed = PostgresAddress.parse(address)
+    t = parsed.table
+    with psycopg.connect(parsed.conninfo, autocommit=True) as connection:  # the statistics as version 2 kept them
+        connection.execute(f"ALTER TABLE {t('passages')} DROP COLUMN tokens")
+        connection.execute(f"ALTER TABLE {t('keyword_totals')} RENAME COLUMN tokens TO lexemes")
+        connection.execute(
+            f"UPDATE {t('keyword_totals')} SET lexemes = (SELECT sum(length(tsv)) FROM {t('passages')})"
+        )
+        connection.execute(f"UPDATE {t('manifest')} SET schema_version = 2")
+    with pytest.raises(StoreError, match=r"schema version 2; .* upgrade it in place .*ragtune index SOURCE --store"):
+        open_store(address)
+    report = index_sources(address, [docs_dir], show_progress=False)
+    assert report.encoded == 0
+    with open_store(address) as store:
+        got = [[(h.id, round(h.score, 6)) for h in Retriever(store).search(q, k=5, mode="bm25")] for q in queries]
+    assert got == want and any(got)
+
+
+def test_postgresql_bm25_gives_tantivys_scores_where_both_tokenise_alike(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """No stop words and plain words: PostgreSQL's english parser and tantivy's en_stem make the same tokens, so the
+    SQL BM25 (lengths in tokens) must score each passage as tantivy does; lengths in distinct lexemes would not."""
+    from conftest import new_store, write_docs
+
+    docs = write_docs(tmp_path / "docs", {
+        "pumps.txt": "Centrifugal pumps move water fast. Pump impellers spin; pump seals leak water; seals wear.",
+        "valves.txt": "Gate valves stop water flow. Ball valves turn quickly.",
+        "boilers.txt": "Steam boilers heat water. Boiler pumps feed water; boiler water needs treatment, "
+        "boiler scale blocks pipes, boiler inspections matter.",
+        "motors.txt": "Electric motors drive pumps. Motor bearings wear.",
+        "bread.txt": "Sourdough bread needs starter, flour, water, salt, time.",
+    })  # fmt: skip
+    scores = {}
+    for engine in ("embedded", "postgresql"):
+        address = new_store(engine, tmp_path, request)
+        index_sources(address, [docs], show_progress=False)
+        with open_store(address) as store:
+            retriever = Retriever(store)
+            scores[engine] = {
+                query: {h.doc_id: h.score for h in retriever.search(query, k=5, mode="bm25")}
+                for query in ("water pump", "boiler water", "valves water")
+            }
+    for query, tantivy_scores in scores["embedded"].items():
+        assert len(tantivy_scores) >= 2, query
+        assert scores["postgresql"][query] == pytest.approx(tantivy_scores, rel=1e-4), query
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
