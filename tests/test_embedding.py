@@ -70,6 +70,51 @@ def test_the_encoder_backend_from_the_environment(monkeypatch: pytest.MonkeyPatc
         encoder_backend()
 
 
+def test_the_document_backend_is_the_one_timed_faster_here_measured_once(
+    minilm: ModelRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from ragtune import backend_choice
+
+    monkeypatch.delenv("RAGTUNE_ENCODER", raising=False)
+    backend_choice.choice_path().unlink(missing_ok=True)
+    chosen = Embedder(minilm).backend
+    [(key, record)] = json.loads(backend_choice.choice_path().read_text()).items()
+    assert "bert-6x384" in key and set(record["seconds"]) == {"torch", "openvino"}
+    assert chosen == record["backend"] == min(record["seconds"], key=record["seconds"].get)
+
+    def never(*args: object) -> float:
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(backend_choice, "_seconds", never)
+    assert Embedder(minilm).backend == chosen  # remembered
+    monkeypatch.setenv("RAGTUNE_ENCODER", "torch")
+    assert Embedder(minilm).backend == "torch"  # an explicit choice is never overridden
+    assert Embedder(minilm, purpose="queries").backend == "torch"
+
+
+def test_two_processes_measuring_at_once_leave_one_whole_choice_file(minilm: ModelRef, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, RAGTUNE_CACHE=str(tmp_path / "cache"))
+    env.pop("RAGTUNE_ENCODER", None)
+    script = (
+        "from ragtune.embedding import Embedder; from ragtune.models import resolve_model; "
+        "print(Embedder(resolve_model('minilm')).backend)"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(2)]  # fmt: skip
+    outputs = [process.communicate(timeout=300)[0].strip() for process in processes]
+    assert all(process.returncode == 0 for process in processes)
+    choices = json.loads((tmp_path / "cache" / "encoder-choice.json").read_text())
+    assert len(choices) == 1 and all(output in ("torch", "openvino") for output in outputs)
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
 def test_an_unwritable_cache_folder_is_one_clear_error(
     minilm: ModelRef, tmp_path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
 ) -> None:

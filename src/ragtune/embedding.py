@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from ragtune.backend_choice import fastest_document_backend
 from ragtune.encoders import encoder_backend, make_encoder
 from ragtune.models import ModelRef, inference_device, inference_precision, load_sentence_transformer
 
@@ -65,7 +66,8 @@ class Embedder:
     """Encodes passages and queries into unit-length float32 vectors (so inner product = cosine).
 
     `precision` None picks bf16 on CPUs that support it natively (see `inference_precision`); `backend` None picks
-    the encoder measured faster for `purpose` (see `encoder_backend`: torch for documents, OpenVINO for queries).
+    the encoder measured faster for `purpose` (see `encoder_backend`: for documents the one timed faster on this
+    machine, once, `backend_choice`; OpenVINO for queries).
     `device` None or "auto" picks CUDA where a GPU is visible (torch there; bf16 where the GPU has it).
     """
 
@@ -84,7 +86,9 @@ class Embedder:
         self.batch_size = batch_size
         self.device = inference_device(device)
         self.precision = inference_precision(precision, self.device)
-        self.backend = "torch" if self.device != "cpu" else encoder_backend(backend, purpose)
+        self.backend = "torch" if self.device != "cpu" else encoder_backend(
+            backend, purpose, measure=lambda: fastest_document_backend(model, self.precision, batch_size)
+        )
         self._model = load_sentence_transformer(
             model.path, self.precision if self.backend == "torch" else "fp32", self.device
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -41,19 +41,21 @@ class Encoder(Protocol):
         ...
 
 
-def encoder_backend(requested: str | None = None, purpose: str = "documents") -> str:
-    """`requested`, else $RAGTUNE_ENCODER, else by what is measured faster here (BENCHMARKS.md, same runs): torch for
-    documents (SciFact corpus, bf16: 2.9× plain sentence-transformers, OpenVINO 2.5×), OpenVINO for queries (one
-    short text at a time: hybrid search p50 18.9 ms against torch's 23.0 ms) where it is installed."""
+def encoder_backend(
+    requested: str | None = None, purpose: str = "documents", measure: Callable[[], str] | None = None
+) -> str:
+    """`requested`, else $RAGTUNE_ENCODER, else by what is measured faster: OpenVINO for queries (one short text at a
+    time: hybrid search p50 18.9 ms against torch's 23.0 ms); for documents `measure()` where given (the faster one
+    on this machine, `backend_choice`), else torch. Torch where OpenVINO is not installed."""
     choice = (requested or os.environ.get(BACKEND_ENV) or "auto").lower()
     if choice == "auto":
-        if purpose != "queries":
-            return "torch"
         try:
             import openvino  # noqa: F401
         except ImportError:
             return "torch"
-        return "openvino"
+        if purpose == "queries":
+            return "openvino"
+        return measure() if measure is not None else "torch"
     if choice not in BACKENDS:
         raise RagtuneError(f"encoder '{choice}' is not one of {', '.join(BACKENDS)} (or auto)")
     return choice
