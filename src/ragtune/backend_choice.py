@@ -53,7 +53,7 @@ def _cpu_name() -> str:
     return " ".join([name, *(flag for flag in _DECIDING_FLAGS if flag in flags)])
 
 
-def _machine_key(model_ref: ModelRef, precision: str, model: Any) -> str:
+def _machine_key(precision: str, model: Any) -> str:
     import openvino
     import torch
 
@@ -76,7 +76,7 @@ def _seconds(encoder: Encoder, texts: list[str]) -> float:
 def fastest_document_backend(model_ref: ModelRef, precision: str, batch_size: int) -> str:
     """"torch" or "openvino", whichever encoded the sample passages faster on this machine (measured on first use)."""
     torch_model = load_sentence_transformer(model_ref.path, precision, "cpu")
-    key = _machine_key(model_ref, precision, torch_model)
+    key = _machine_key(precision, torch_model)
     path = choice_path()
     known = _read(path)
     if key in known:
