@@ -53,12 +53,24 @@ def _cpu_name() -> str:
     return " ".join([name, *(flag for flag in _DECIDING_FLAGS if flag in flags)])
 
 
-def _machine_key(precision: str, model: Any) -> str:
+def _model_shape(model_dir: Path) -> str:
+    """"bert-6x384": the transformer's type, layers and width, read from its config.json (the model is not loaded,
+    so a remembered choice costs no model load)."""
+    modules = model_dir / "modules.json"  # where a sentence-transformers model keeps its transformer
+    listed = json.loads(modules.read_text()) if modules.exists() else []
+    configs = [model_dir / "config.json", *(model_dir / module["path"] / "config.json" for module in listed)]
+    for path in configs:
+        config = json.loads(path.read_text()) if path.exists() else {}
+        if "hidden_size" in config:
+            return f"{config.get('model_type')}-{config.get('num_hidden_layers')}x{config['hidden_size']}"
+    return f"model {model_dir.name}"  # shape unknown: a key of its own
+
+
+def _machine_key(precision: str, model_dir: Path) -> str:
     import openvino
     import torch
 
-    config = model[0].auto_model.config
-    shape = f"{config.model_type}-{config.num_hidden_layers}x{config.hidden_size}"
+    shape = _model_shape(model_dir)
     return f"{_cpu_name()} | {precision} | {shape} | torch {torch.__version__} | openvino {openvino.__version__}"
 
 
@@ -75,14 +87,13 @@ def _seconds(encoder: Encoder, texts: list[str]) -> float:
 
 def fastest_document_backend(model_ref: ModelRef, precision: str, batch_size: int) -> str:
     """"torch" or "openvino", whichever encoded the sample passages faster on this machine (measured on first use)."""
-    torch_model = load_sentence_transformer(model_ref.path, precision, "cpu")
-    key = _machine_key(precision, torch_model)
+    key = _machine_key(precision, Path(model_ref.path))
     path = choice_path()
     known = _read(path)
     if key in known:
         return str(known[key]["backend"])
     encoders: dict[str, Encoder] = {
-        "torch": TorchEncoder(torch_model, batch_size),
+        "torch": TorchEncoder(load_sentence_transformer(model_ref.path, precision, "cpu"), batch_size),
         "openvino": OpenVinoEncoder(load_sentence_transformer(model_ref.path, "fp32", "cpu"), model_ref, precision),
     }
     texts = _sample_passages(SAMPLE_TEXTS)
