@@ -169,16 +169,16 @@ def _read_manifest(connection, address: PostgresAddress) -> Manifest | None:  # 
     row = connection.execute(f"SELECT schema_version, value FROM {address.table('manifest')}").fetchone()
     if row is None:
         return None
-    if row[0] == UPGRADABLE_SCHEMA_VERSION:
-        raise StoreError(
-            f"store '{address.display}' has schema version {row[0]}; this ragtune reads version {SCHEMA_VERSION}: "
+    if row[0] != SCHEMA_VERSION:
+        what_to_do = (
             "upgrade it in place (nothing is re-encoded; the passage table and its indexes are rebuilt once) with: "
             f"ragtune index SOURCE --store {address.display}"
+            if row[0] == UPGRADABLE_SCHEMA_VERSION
+            else "index your documents into a new store (another ?store=NAME); the embedding cache makes it quick"
         )
-    if row[0] != SCHEMA_VERSION:
         raise StoreError(
             f"store '{address.display}' has schema version {row[0]}; this ragtune reads version {SCHEMA_VERSION}: "
-            "index your documents into a new store (another ?store=NAME); the embedding cache makes it quick"
+            + what_to_do
         )
     return Manifest(**row[1])
 
@@ -732,7 +732,7 @@ class PostgresStore(QueryEmbedding):
             "SELECT pg_total_relation_size(%s), pg_relation_size(%s), "
             "coalesce(pg_relation_size(to_regclass(%s)), 0), pg_relation_size(to_regclass(%s))",
             (t("passages"), t("passages"), self._address.table(HNSW_INDEX),
-             f'"{self._address.schema}".passages_tsv'),
+             self._address.table("passages_tsv")),
         )[0]  # fmt: skip
         with self._pool.connection() as connection:
             counts = _stats(connection, self._address)
