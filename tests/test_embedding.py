@@ -188,3 +188,67 @@ def test_a_query_embedder_encodes_a_recent_text_once(minilm: ModelRef, monkeypat
     documents.encode(TEXTS[:1])
     documents.encode(TEXTS[:1])
     assert calls == [TEXTS[:1], TEXTS[:1]]
+
+
+def test_the_query_precision_setting(monkeypatch: pytest.MonkeyPatch, minilm: ModelRef) -> None:
+    from ragtune.query_quantization import query_precision
+
+    monkeypatch.delenv("RAGTUNE_QUERY_PRECISION", raising=False)
+    assert query_precision() is None and query_precision("INT8") == "int8"
+    monkeypatch.setenv("RAGTUNE_QUERY_PRECISION", "bf16")
+    assert query_precision() == "bf16" and query_precision("auto") is None
+    monkeypatch.setenv("RAGTUNE_QUERY_PRECISION", "int4")
+    with pytest.raises(RagtuneError, match="not one of fp32, bf16, int8"):
+        query_precision()
+    with pytest.raises(RagtuneError, match="for queries on the CPU"):
+        Embedder(minilm, precision="int8")  # passages keep float vectors
+    with pytest.raises(RagtuneError, match="in OpenVINO, not torch"):
+        Embedder(minilm, precision="int8", purpose="queries", backend="torch", calibration=["pump"])
+
+
+def shipped_scifact_calibration() -> list[str]:
+    import json
+
+    from ragtune.datasets import shipped_dataset
+    from ragtune.query_quantization import calibration_texts
+
+    with (shipped_dataset() / "corpus.jsonl").open() as lines:
+        return calibration_texts(f"{row['title']} {row['text']}" for row in map(json.loads, lines))
+
+
+@pytest.mark.integration
+def test_int8_queries_stay_close_to_the_float_ones_and_are_quantized_once(
+    minilm: ModelRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calibrated on snippets of SciFact abstracts: the int8 copy is refused when its vectors drift past the bound on
+    the held-out snippets (nothing is kept), else made once per calibration text and reused."""
+    from ragtune import query_quantization
+
+    calibration = shipped_scifact_calibration()
+    assert len(calibration) == 400 and all(6 <= len(text.split()) <= 32 for text in calibration)
+    queries = ["what damages the impeller of a pump", "sourdough", "replace the seal", "x", VARIED[1],
+               "Do not use a gate valve to throttle flow.", "tomato seedlings need light", "bearing noise"]
+    with monkeypatch.context() as strict:
+        strict.setattr(query_quantization, "MIN_MEAN_COSINE", 1.01)
+        with pytest.raises(RagtuneError, match=r"int8 query vectors drift .* \(--query-precision\)"):
+            Embedder(minilm, precision="int8", purpose="queries", calibration=calibration)
+    from ragtune.encoders import converted_model_path
+
+    assert not list(converted_model_path(minilm).parent.glob("int8-*/*.xml"))
+    int8 = Embedder(minilm, precision="int8", purpose="queries", calibration=calibration)
+    assert int8.precision == "int8" and int8.vector_kind == "int8/openvino"
+    vectors = int8.encode(queries)
+    reference = Embedder(minilm, purpose="queries").encode(queries)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    cosines = (vectors * reference).sum(axis=1)
+    assert cosines.mean() >= 0.99 and cosines.min() >= 0.95  # the least alike: "x", one letter (0.965)
+    assert all(int(np.argmax(reference @ row)) == i for i, row in enumerate(vectors))  # nearest its float twin
+
+    def never(*args: object) -> float:
+        raise AssertionError("quantized again")
+
+    monkeypatch.setattr(query_quantization, "quantize_for_queries", never)
+    again = Embedder(minilm, precision="int8", purpose="queries", calibration=calibration)
+    np.testing.assert_array_equal(again.encode(queries), vectors)
+    with pytest.raises(AssertionError, match="quantized again"):  # other texts: another copy
+        Embedder(minilm, precision="int8", purpose="queries", calibration=calibration[:-1])

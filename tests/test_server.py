@@ -470,3 +470,26 @@ def test_openai_client_embeddings_equal_the_embedder(store_dir: str, monkeypatch
             client.embeddings.create(model="minilm", input=[])
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=served.url + "/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_a_server_encoding_queries_in_int8_finds_what_the_float_one_finds(tmp_path: Path) -> None:
+    """`--query-precision int8` on a store of 300 SciFact abstracts (embedded engine: the query side is the same for
+    both): the model is calibrated on the store's own passages, /info says so, and titles asked as dense queries find
+    the same top passage as with float queries."""
+    from ragtune.datasets import shipped_dataset
+    from ragtune.server import create_app
+    from ragtune.store import index_sources, open_store
+
+    rows = [json.loads(line) for _, line in zip(range(300), (shipped_dataset() / "corpus.jsonl").open())]
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "corpus.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    store_dir = str(tmp_path / "store")
+    index_sources(store_dir, [tmp_path / "docs"], show_progress=False)
+    titles = [row["title"] for row in rows[::15]]
+    with open_store(store_dir) as store:
+        float_top = [store.hits(ranked)[0].doc_id for ranked in store.dense_search(store.embedder.encode(titles), 1)]
+    with _Server(create_app(store_dir, query_precision="int8")) as served:
+        assert httpx.get(served.url + "/info").json()["query_encoding"] == "int8/openvino"
+        int8_top = [httpx.post(served.url + "/search", json={"query": title, "k": 1, "mode": "dense"}).json()[0]["doc_id"]
+                    for title in titles]  # fmt: skip
+    assert int8_top == float_top

@@ -11,6 +11,7 @@ import numpy as np
 
 from ragtune.backend_choice import fastest_document_backend
 from ragtune.encoders import encoder_backend, make_encoder
+from ragtune.errors import RagtuneError
 from ragtune.models import ModelRef, inference_device, inference_precision, load_sentence_transformer
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ class Embedder:
     the encoder measured faster for `purpose` (see `encoder_backend`: for documents the one timed faster on this
     machine, once, `backend_choice`; OpenVINO for queries).
     `device` None or "auto" picks CUDA where a GPU is visible (torch there; bf16 where the GPU has it).
+    `precision` "int8" (queries only, OpenVINO, on the CPU) quantizes the model on `calibration` texts
+    (`ragtune.query_quantization`); the operations left in floating point run at the precision auto would pick.
     """
 
     texts_per_call = TEXTS_PER_CALL
@@ -81,18 +84,25 @@ class Embedder:
         backend: str | None = None,
         purpose: str = "documents",
         device: str | None = None,
+        calibration: Sequence[str] = (),
     ) -> None:
         self.model_ref = model
         self.batch_size = batch_size
         self.device = inference_device(device)
-        self.precision = inference_precision(precision, self.device)
+        int8 = precision == "int8"
+        if int8 and (purpose != "queries" or self.device != "cpu" or not calibration):
+            raise RagtuneError("int8 encoding is for queries on the CPU, calibrated on texts of the store")
+        self.precision = inference_precision(None if int8 else precision, self.device)
         self.backend = "torch" if self.device != "cpu" else encoder_backend(
             backend, purpose, measure=lambda: fastest_document_backend(model, self.precision, batch_size)
         )
         self._model = load_sentence_transformer(
             model.path, self.precision if self.backend == "torch" else "fp32", self.device
         )
-        self._encoder = make_encoder(self.backend, self._model, model, self.precision, batch_size)
+        self._encoder = make_encoder(self.backend, self._model, model, self.precision, batch_size,
+                                     int8_calibration=calibration if int8 else ())  # fmt: skip
+        if int8:
+            self.precision = "int8"
         self._recent: OrderedDict[str, np.ndarray] | None = OrderedDict() if purpose == "queries" else None
         self._recent_lock = threading.Lock()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -61,11 +61,18 @@ def encoder_backend(
     return choice
 
 
-def make_encoder(backend: str, model: SentenceTransformer, ref: ModelRef, precision: str, batch_size: int) -> Encoder:
+def make_encoder(
+    backend: str, model: SentenceTransformer, ref: ModelRef, precision: str, batch_size: int,
+    int8_calibration: Sequence[str] = (),
+) -> Encoder:
+    """`int8_calibration` (OpenVINO only): quantize the model to int8 on these texts (`ragtune.query_quantization`);
+    `precision` is then that of the operations left in floating point."""
     if backend == "torch":
+        if int8_calibration:
+            raise RagtuneError(f"int8 encoding runs in OpenVINO, not torch: unset {BACKEND_ENV} or set it to openvino")
         return TorchEncoder(model, batch_size)
     if backend == "openvino":
-        return OpenVinoEncoder(model, ref, precision)
+        return OpenVinoEncoder(model, ref, precision, int8_calibration)
     raise RagtuneError(f"encoder '{backend}' is not one of {', '.join(BACKENDS)}")
 
 
@@ -85,11 +92,14 @@ class TorchEncoder:
 
 
 class OpenVinoEncoder:
-    """The model converted to OpenVINO IR (cached per revision), compiled for this CPU at `precision`."""
+    """The model converted to OpenVINO IR (cached per revision), compiled for this CPU at `precision`; quantized to
+    int8 on `int8_calibration` where given."""
 
     name = "openvino"
 
-    def __init__(self, model: SentenceTransformer, ref: ModelRef, precision: str) -> None:
+    def __init__(
+        self, model: SentenceTransformer, ref: ModelRef, precision: str, int8_calibration: Sequence[str] = ()
+    ) -> None:
         try:
             import openvino as ov
         except ImportError as exc:
@@ -107,6 +117,8 @@ class OpenVinoEncoder:
                     f"cannot write the OpenVINO copy of the model to '{ir.parent}' ({exc.strerror or exc}): point "
                     f"$RAGTUNE_CACHE at a writable folder, or set {BACKEND_ENV}=torch"
                 ) from None
+        if int8_calibration:
+            ir = self._quantized(ir, int8_calibration, precision)
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
@@ -118,19 +130,8 @@ class OpenVinoEncoder:
         self._requests = threading.local()  # an infer request serves one call at a time: one per thread
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-        ids = encoded["input_ids"]
-        order = np.argsort([-len(x) for x in ids], kind="stable")
         out: np.ndarray | None = None
-        for start in range(0, len(order), _OPENVINO_BATCH):
-            rows = order[start : start + _OPENVINO_BATCH]
-            longest = max(len(ids[i]) for i in rows)
-            length = min(-(-longest // _OPENVINO_LENGTH_STEP) * _OPENVINO_LENGTH_STEP, self.max_length)  # truncated
-            inputs = {name: np.zeros((len(rows), length), dtype=np.int64) for name in self.input_names}
-            for k, i in enumerate(rows):
-                for name in self.input_names:
-                    values = encoded[name][i]
-                    inputs[name][k, : len(values)] = values
+        for rows, inputs in self.padded_batches(texts):
             vectors = next(iter(self._request().infer(inputs).values()))
             if out is None:
                 out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
@@ -138,6 +139,42 @@ class OpenVinoEncoder:
         assert out is not None
         return out
 
+    def padded_batches(
+        self, texts: Sequence[str], batch_size: int = _OPENVINO_BATCH
+    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """(positions in `texts`, the model's inputs for them): texts sorted by length, each batch padded to a
+        multiple of `_OPENVINO_LENGTH_STEP` tokens."""
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        ids = encoded["input_ids"]
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            longest = max(len(ids[i]) for i in rows)
+            length = min(-(-longest // _OPENVINO_LENGTH_STEP) * _OPENVINO_LENGTH_STEP, self.max_length)  # truncated
+            inputs = {name: np.zeros((len(rows), length), dtype=np.int64) for name in self.input_names}
+            for k, i in enumerate(rows):
+                for name in self.input_names:
+                    values = encoded[name][i]
+                    inputs[name][k, : len(values)] = values
+            yield rows, inputs
+
+    def _quantized(self, float_ir: Path, texts: Sequence[str], precision: str) -> Path:
+        from ragtune.query_quantization import quantize_for_queries, quantized_model_path, split_calibration
+
+        target = quantized_model_path(float_ir, texts)
+        if not target.exists():
+            calibrate, check = split_calibration(texts)
+            try:
+                quantize_for_queries(
+                    float_ir, target, [inputs for _, inputs in self.padded_batches(calibrate, batch_size=1)],
+                    [inputs for _, inputs in self.padded_batches(check, batch_size=1)], precision,
+                )  # fmt: skip
+            except OSError as exc:
+                raise RagtuneError(
+                    f"cannot write the int8 copy of the model to '{target.parent}' ({exc.strerror or exc}): point "
+                    "$RAGTUNE_CACHE at a writable folder, or encode queries in bf16 or fp32"
+                ) from None
+        return target
 
     def _request(self):  # type: ignore[no-untyped-def]
         if not hasattr(self._requests, "request"):

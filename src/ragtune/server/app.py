@@ -35,7 +35,7 @@ from ragtune.retrieval import Reranker, Retriever, SearchMode
 from ragtune.server.edges import AccessLog, BodySizeLimit
 from ragtune.server.metrics import CONTENT_TYPE, ServerMetrics
 from ragtune.server.openai_api import embeddings_router
-from ragtune.store import StoreReader, is_postgres_address, open_store
+from ragtune.store import StoreReader, is_postgres_address, open_store, query_embedder
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_K = 100
@@ -65,6 +65,8 @@ class ServeSettings:
     """/ask and /ask/stream requests answered at once; more get 503 with Retry-After instead of a queue."""
     max_searches: int = DEFAULT_MAX_SEARCHES
     """/search requests worked on at once (0: no limit); the rest wait their turn, first come first served."""
+    query_precision: str | None = None
+    """int8, bf16 or fp32 for encoding queries; None: $RAGTUNE_QUERY_PRECISION, else as the documents."""
 
     def __post_init__(self) -> None:
         if self.batch_window_ms < 0 or self.max_batch < 1 or self.max_asks < 1 or self.max_searches < 0:
@@ -140,13 +142,17 @@ class StoreHolder:
         self.generator: Generator | None = None
         self.ready = False
         self.load_error: str | None = None
+        self.query_encoding: str | None = None
+        """How queries are encoded (`int8/openvino`, `bf16/openvino`), once loaded."""
 
     def load(self) -> None:
         try:
             store = self.current()
-            store.embedder.encode_query("warm-up")  # load the model before reporting ready
-            store.use_embedder(QueryBatcher(store.embedder, self.settings.batch_window_ms / 1000,
-                                            self.settings.max_batch, self.metrics.batch_size.observe))  # fmt: skip
+            embedder = query_embedder(store.manifest, store.passage_texts, self.settings.query_precision)
+            embedder.encode_query("warm-up")  # load the model before reporting ready
+            self.query_encoding = embedder.vector_kind
+            store.use_embedder(QueryBatcher(embedder, self.settings.batch_window_ms / 1000, self.settings.max_batch,
+                                            self.metrics.batch_size.observe))  # fmt: skip
             if self.reranker_path is not None:
                 self.reranker = Reranker(self.reranker_path, weight=self.rerank_weight)
             if self.generator_spec is not None:
@@ -312,6 +318,7 @@ def app_from_settings(settings: ServeSettings) -> FastAPI:
             "api_key_required": bool(api_key_env),
             "generator": generator_name,
             "reranker": str(holder.reranker_path) if holder.reranker_path else None,
+            "query_encoding": holder.query_encoding,
         }
 
     def check_ready() -> None:

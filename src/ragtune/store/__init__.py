@@ -9,7 +9,7 @@ from ragtune.store.engines import (
     reindex_store,
 )
 from ragtune.store.ingest import IndexReport
-from ragtune.store.protocol import StoreReader
+from ragtune.store.protocol import StoreReader, query_embedder
 from ragtune.store.embedded_reader import Store
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "is_postgres_address",
     "named_store",
     "open_store",
+    "query_embedder",
     "record_search_settings",
     "reindex_store",
 ]

@@ -8,12 +8,14 @@ a metadata field — that each engine translates (SQLite row ids for FAISS and t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from typing import Any, Protocol
 
 import numpy as np
 
 from ragtune.embedding import Embedder, TextEncoder
 from ragtune.errors import StoreError
+from ragtune.query_quantization import calibration_texts, query_precision, require_nncf
 from ragtune.store.ingest import check_model
 from ragtune.store.manifest import Manifest
 from ragtune.types import Hit, Passage
@@ -75,6 +77,7 @@ class QueryEmbedding:
     """The `embedder` of a StoreReader: the store's model, loaded on first use, shareable between reopenings."""
 
     manifest: Manifest
+    passage_texts: Callable[[], Iterator[str]]
     _embedder: TextEncoder | None = None
 
     @property
@@ -82,7 +85,7 @@ class QueryEmbedding:
         """The store's embedding model, for queries; loading it is refused if its weights differ from the ones
         indexed."""
         if self._embedder is None:
-            self._embedder = Embedder(check_model(self.manifest, None), purpose="queries")
+            self._embedder = query_embedder(self.manifest, self.passage_texts)
         return self._embedder
 
     def use_embedder(self, embedder: TextEncoder) -> None:
@@ -90,6 +93,21 @@ class QueryEmbedding:
         if embedder.model_ref.revision != self.manifest.model["revision"]:
             raise StoreError(f"embedder '{embedder.model_ref.name}' is not the model this store was built with")
         self._embedder = embedder
+
+
+def query_embedder(
+    manifest: Manifest, passage_texts: Callable[[], Iterator[str]], precision: str | None = None
+) -> Embedder:
+    """The store's model for queries, at `precision` (`query_precision`: $RAGTUNE_QUERY_PRECISION when None); int8
+    is calibrated on snippets of the store's passages. Refused if the model's weights differ from the ones
+    indexed."""
+    chosen = query_precision(precision)
+    calibration: list[str] = []
+    if chosen == "int8":
+        require_nncf()
+        with closing(passage_texts()) as texts:
+            calibration = calibration_texts(texts)
+    return Embedder(check_model(manifest, None), precision=chosen, purpose="queries", calibration=calibration)
 
 
 def store_info(address: str, manifest: Manifest, counts: dict[str, int], size_bytes: dict[str, int]) -> dict[str, Any]:
