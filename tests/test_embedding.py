@@ -234,7 +234,8 @@ def test_int8_queries_stay_close_to_the_float_ones_and_are_quantized_once(
             Embedder(minilm, precision="int8", purpose="queries", calibration=calibration)
     from ragtune.encoders import converted_model_path
 
-    assert not list(converted_model_path(minilm).parent.glob("int8-*/*.xml"))
+    assert not query_quantization.quantized_model_path(converted_model_path(minilm), calibration).exists()
+    assert not list(converted_model_path(minilm).parent.glob("int8-*/partial-*"))
     int8 = Embedder(minilm, precision="int8", purpose="queries", calibration=calibration)
     assert int8.precision == "int8" and int8.vector_kind == "int8/openvino"
     vectors = int8.encode(queries)

@@ -163,9 +163,12 @@ def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_thei
     questions.write_text("".join(json.dumps({"query": f"how often to check the {topic}", "relevant": [f"{topic}-1.md"]})
                                  + "\n" for topic in TOPICS))  # fmt: skip
     config = QuickstartConfig(docs=docs, out=tmp_path / "out", base=str(tiny_model_dir), generator="smollm2",
-                              batch_size=8, queries=questions if dev == "user" else None, isolate_steps=False)  # fmt: skip
+                              batch_size=8, queries=questions if dev == "user" else None, isolate_steps=False,
+                              loss="gist" if dev == "user" else "mnrl")  # fmt: skip
     lines: list[str] = []
     result = Quickstart(config, reproduce_command(config), say=lines.append, show_progress=False).run()
+    assert any(line.startswith("✓ fine-tune") and f"({config.loss})" in line for line in lines)
+    assert ("--loss gist" in reproduce_command(config)) == (dev == "user")
     assert [line.split(":")[0] for line in lines if line.startswith("✓")] == [
         "✓ dataset", "✓ store", "✓ baseline", "✓ training data", "✓ fine-tune", "✓ merge", "✓ choose system",
         "✓ re-index and evaluate", "✓ answers",
@@ -232,3 +235,5 @@ def test_user_questions_name_documents_by_path_or_id_and_bad_lines_say_where(doc
                 read_user_queries(bad, store, docs_dir)
     with pytest.raises(InputError, match="--queries goes with --docs"):
         Quickstart(QuickstartConfig(queries=good, out=tmp_path / "o"), "", say=print)
+    with pytest.raises(InputError, match="--loss triplet: the quickstart trains with one of mnrl, cached-mnrl, gist"):
+        Quickstart(QuickstartConfig(docs=docs_dir, loss="triplet", out=tmp_path / "o"), "", say=print)

@@ -909,6 +909,10 @@ def quickstart(
         str, typer.Option("--generator", help="Generator for the sample answers, or 'none' to skip them.")
     ] = "smollm2",
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: one per core).")] = None,
+    loss: Annotated[
+        str, typer.Option(help="Fine-tuning loss: mnrl, cached-mnrl or gist (in-batch negatives the base model ranks "
+                          "above the positive are left out).")
+    ] = "mnrl",
     queries: Annotated[
         Path | None,
         typer.Option(help="With --docs: JSONL of real questions, {\"query\", \"relevant\": [document or passage "
@@ -931,7 +935,7 @@ def quickstart(
     config = QuickstartConfig(
         dataset=dataset, docs=docs, out=out_dir, epochs=epochs, budget_minutes=budget_minutes, base=base,
         generator=None if generator.lower() == "none" else generator, threads=threads, queries=queries,
-        isolate_steps=not in_process,
+        isolate_steps=not in_process, loss=loss,
     )  # fmt: skip
     command = reproduce_command(config)
     err.print(f"[bold]ragtune quickstart[/] → {out_dir}  (resume: run the same command again)", highlight=False)

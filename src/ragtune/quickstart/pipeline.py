@@ -58,6 +58,12 @@ whatever the corpus size, so that mining and training cost the same on 3k or 30k
 DEV_DISTRACTORS = 300
 """Passages besides the dev queries' own in the periodic dev evaluation: enough to rank against, cheap to encode."""
 SAMPLE_QUESTIONS = 3
+
+QUICKSTART_LOSSES = ("mnrl", "cached-mnrl", "gist")
+"""Losses that train on (query, passage, mined negative) rows alone: MNRL, its cached form, and GISTEmbed (in-batch
+negatives the base model ranks above the positive are left out)."""
+
+
 @dataclass(frozen=True)
 class QuickstartConfig:
     dataset: Path | None = None
@@ -72,6 +78,8 @@ class QuickstartConfig:
     base: str = "minilm"
     generator: str | None = "smollm2"
     batch_size: int = 32
+    loss: str = "mnrl"
+    """The fine-tuning loss: one of `QUICKSTART_LOSSES` (pairs with mined negatives, no teacher scores)."""
     threads: int | None = None
     seed: int = 42
     queries: Path | None = None
@@ -99,6 +107,8 @@ class Quickstart:
             raise InputError("--budget-minutes must be positive")
         if config.epochs is not None and config.epochs <= 0:
             raise InputError("--epochs must be positive")
+        if config.loss not in QUICKSTART_LOSSES:
+            raise InputError(f"--loss {config.loss}: the quickstart trains with one of {', '.join(QUICKSTART_LOSSES)}")
         if config.queries and not config.docs:
             raise InputError("--queries goes with --docs; a BEIR dataset's dev queries are held-out train queries")
         self.config = config
@@ -334,7 +344,7 @@ class Quickstart:
         examples = read_training_jsonl(self.out / "train-mined.jsonl")
         steps_per_epoch = max(1, len(examples) // self.config.batch_size)
         config = FinetuneConfig(
-            base=self.config.base, epochs=self.config.planned_epochs, batch_size=self.config.batch_size,
+            base=self.config.base, epochs=self.config.planned_epochs, batch_size=self.config.batch_size, loss=self.config.loss,
             time_budget_minutes=self.config.budget_minutes, threads=self.config.threads, seed=self.config.seed,
             eval_steps=max(5, steps_per_epoch // 2), dev_distractors=DEV_DISTRACTORS,
             bf16=inference_precision() == "bf16", **LOW_MEMORY_TRAINING,
@@ -355,13 +365,13 @@ class Quickstart:
         else:
             ended = f"{self.config.planned_epochs:g} epochs as planned"
         summary = (
-            f"{result.steps} steps, {ended}, in {result.train_seconds / 60:.1f} min; "
+            f"{result.steps} steps ({self.config.loss}), {ended}, in {result.train_seconds / 60:.1f} min; "
             f"dev nDCG@10 {before:.4f} → {after:.4f}"
         )
         return summary, {
             "steps": result.steps, "planned_steps": result.planned_steps, "stopped_by": result.stopped_by,
             "epochs": self.config.planned_epochs, "train_seconds": result.train_seconds,
-            "budget_minutes": self.config.budget_minutes,
+            "budget_minutes": self.config.budget_minutes, "loss": self.config.loss,
         }  # fmt: skip
 
     def _merge(self) -> tuple[str, dict[str, Any]]:
@@ -480,6 +490,8 @@ def reproduce_command(config: QuickstartConfig) -> str:
         parts += ["--budget-minutes", f"{config.budget_minutes:g}"]
     if config.base != "minilm":
         parts += ["--base", config.base]
+    if config.loss != "mnrl":
+        parts += ["--loss", config.loss]
     if config.generator != "smollm2":
         parts += ["--generator", config.generator or "none"]
     if config.queries:
