@@ -159,8 +159,11 @@ class OpenVinoEncoder:
             yield rows, inputs
 
     def _quantized(self, float_ir: Path, texts: Sequence[str], precision: str) -> Path:
-        from ragtune.query_quantization import quantize_for_queries, quantized_model_path, split_calibration
+        from ragtune.query_quantization import (
+            quantize_for_queries, quantized_model_path, require_nncf, split_calibration,
+        )  # fmt: skip
 
+        require_nncf()
         target = quantized_model_path(float_ir, texts)
         if not target.exists():
             calibrate, check = split_calibration(texts)
@@ -221,9 +224,17 @@ def convert_to_openvino(model_dir: Path, target: Path, input_names: list[str]) -
         # the tracer notes two shape tests it fixes as constants; for an encoder both hold for every input length
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         converted = ov.convert_model(Pipeline(), example_input={n: example[n] for n in input_names})
+    save_model_atomically(converted, target)
+
+
+def save_model_atomically(model, target: Path) -> None:  # type: ignore[no-untyped-def]
+    """Save an OpenVINO model as `target` (.xml + .bin) through a per-process partial name and renames, so a reader
+    never picks up a half-written model and two processes saving at once each leave a whole one."""
+    import openvino as ov
+
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"partial-{os.getpid()}-{target.name}")
-    ov.save_model(converted, str(partial), compress_to_fp16=False)
+    ov.save_model(model, str(partial), compress_to_fp16=False)
     partial.with_suffix(".bin").replace(target.with_suffix(".bin"))
     partial.replace(target)
 

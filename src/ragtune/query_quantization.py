@@ -2,8 +2,8 @@
 
 Opt-in (`ragtune serve --query-precision int8`, or $RAGTUNE_QUERY_PRECISION=int8 for every command that searches).
 Only queries change: passages keep the float vectors the store holds. Measured on SciFact (BENCHMARKS.md, "Query
-encoding in int8"): queries 1.5–1.6× faster on a CPU without AMX, dense nDCG@10 −0.0016 on the test claims and
-+0.0001 on the train claims, cosine to the bf16 vectors 0.997 on average.
+encoding in int8 shipped"): queries 1.4–1.6× faster on a CPU without AMX, dense nDCG@10 −0.0001 on the test claims
+and −0.0011 on the train claims, cosine to the bf16 vectors 0.998 on average.
 
 A quantized copy is made once per model revision, OpenVINO and NNCF release and calibration text, under the ragtune
 cache folder beside the float copy, and refused if its vectors drift from the float model's on snippets it was not
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ragtune.encoders import save_model_atomically
 from ragtune.errors import RagtuneError, missing_dependency
 
 QUERY_PRECISIONS = ("fp32", "bf16", "int8")
@@ -84,11 +85,10 @@ def quantized_model_path(float_ir: Path, calibration: Sequence[str]) -> Path:
 def quantize_for_queries(
     float_ir: Path, target: Path, calibration: Sequence[dict[str, np.ndarray]], check: Sequence[dict[str, np.ndarray]],
     float_precision: str,
-) -> float:
+) -> None:
     """Quantize the float IR with NNCF's transformer preset on `calibration` (model inputs, one text each), refuse
     it if its vectors on `check` are further than `MIN_MEAN_COSINE` from the float model's, and save it to
-    `target` atomically. Returns the mean cosine."""
-    require_nncf()
+    `target` atomically."""
     import nncf
     import openvino as ov
 
@@ -108,12 +108,7 @@ def quantize_for_queries(
             f"int8 query vectors drift from the float model's (mean cosine {mean_cosine:.4f} < {MIN_MEAN_COSINE} on "
             f"{len(cosines)} snippets of the store): encode queries in bf16 or fp32 instead (--query-precision)"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"partial-{os.getpid()}-{target.name}")
-    ov.save_model(quantized, str(partial), compress_to_fp16=False)
-    partial.with_suffix(".bin").replace(target.with_suffix(".bin"))
-    partial.replace(target)
-    return mean_cosine
+    save_model_atomically(quantized, target)
 
 
 def _output(request, inputs: dict[str, np.ndarray]) -> np.ndarray:  # type: ignore[no-untyped-def]

@@ -344,8 +344,8 @@ class Quickstart:
         examples = read_training_jsonl(self.out / "train-mined.jsonl")
         steps_per_epoch = max(1, len(examples) // self.config.batch_size)
         config = FinetuneConfig(
-            base=self.config.base, epochs=self.config.planned_epochs, batch_size=self.config.batch_size, loss=self.config.loss,
-            time_budget_minutes=self.config.budget_minutes, threads=self.config.threads, seed=self.config.seed,
+            base=self.config.base, epochs=self.config.planned_epochs, batch_size=self.config.batch_size,
+            loss=self.config.loss, time_budget_minutes=self.config.budget_minutes, threads=self.config.threads, seed=self.config.seed,
             eval_steps=max(5, steps_per_epoch // 2), dev_distractors=DEV_DISTRACTORS,
             bf16=inference_precision() == "bf16", **LOW_MEMORY_TRAINING,
         )  # fmt: skip

@@ -15,7 +15,7 @@ import numpy as np
 
 from ragtune.embedding import Embedder, TextEncoder
 from ragtune.errors import StoreError
-from ragtune.query_quantization import calibration_texts, query_precision, require_nncf
+from ragtune.query_quantization import calibration_texts, query_precision
 from ragtune.store.ingest import check_model
 from ragtune.store.manifest import Manifest
 from ragtune.types import Hit, Passage
@@ -104,7 +104,6 @@ def query_embedder(
     chosen = query_precision(precision)
     calibration: list[str] = []
     if chosen == "int8":
-        require_nncf()
         with closing(passage_texts()) as texts:
             calibration = calibration_texts(texts)
     return Embedder(check_model(manifest, None), precision=chosen, purpose="queries", calibration=calibration)
