@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -73,7 +80,6 @@ def test_the_encoder_backend_from_the_environment(monkeypatch: pytest.MonkeyPatc
 def test_the_document_backend_is_the_one_timed_faster_here_measured_once(
     minilm: ModelRef, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
 
     from ragtune import backend_choice
 
@@ -95,10 +101,6 @@ def test_the_document_backend_is_the_one_timed_faster_here_measured_once(
 
 
 def test_two_processes_measuring_at_once_leave_one_whole_choice_file(minilm: ModelRef, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import json
-    import os
-    import subprocess
-    import sys
 
     env = dict(os.environ, RAGTUNE_CACHE=str(tmp_path / "cache"))
     env.pop("RAGTUNE_ENCODER", None)
@@ -118,7 +120,6 @@ def test_two_processes_measuring_at_once_leave_one_whole_choice_file(minilm: Mod
 def test_an_unwritable_cache_folder_is_one_clear_error(
     minilm: ModelRef, tmp_path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
 ) -> None:
-    import os
 
     if os.geteuid() == 0:
         blocker = tmp_path / "not-a-folder"
@@ -207,7 +208,6 @@ def test_the_query_precision_setting(monkeypatch: pytest.MonkeyPatch, minilm: Mo
 
 
 def shipped_scifact_calibration() -> list[str]:
-    import json
 
     from ragtune.datasets import shipped_dataset
     from ragtune.query_quantization import calibration_texts
@@ -253,3 +253,66 @@ def test_int8_queries_stay_close_to_the_float_ones_and_are_quantized_once(
     np.testing.assert_array_equal(again.encode(queries), vectors)
     with pytest.raises(AssertionError, match="quantized again"):  # other texts: another copy
         Embedder(minilm, precision="int8", purpose="queries", calibration=calibration[:-1])
+
+
+INT8_CHILD = """
+import json, os, signal, sys
+if sys.argv[1] == "no-nncf":
+    sys.modules["nncf"] = None  # as if `ragtune[int8]` were not installed
+if sys.argv[1] == "killed-while-saving":
+    import openvino
+    save = openvino.save_model
+    def save_then_die(model, path, **kwargs):
+        save(model, path, **kwargs)
+        if "int8-" in str(path):
+            os.kill(os.getpid(), signal.SIGKILL)  # after the partial files are written, before they are renamed
+    openvino.save_model = save_then_die
+from ragtune.datasets import shipped_dataset
+from ragtune.embedding import Embedder
+from ragtune.errors import RagtuneError
+from ragtune.models import resolve_model
+from ragtune.query_quantization import calibration_texts
+with (shipped_dataset() / "corpus.jsonl").open() as lines:
+    calibration = calibration_texts(row["title"] + " " + row["text"] for row in map(json.loads, lines))
+try:
+    embedder = Embedder(resolve_model("minilm"), precision="int8", purpose="queries", calibration=calibration)
+except RagtuneError as exc:
+    print(exc)
+    sys.exit(3)
+print(json.dumps(embedder.encode(["what damages the impeller of a pump", "bearing noise"]).tolist()))
+"""
+
+
+def run_int8_children(modes: list[str], cache: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Run INT8_CHILD once per mode, all at the same time, with `cache` as the ragtune cache."""
+    env = dict(os.environ, RAGTUNE_CACHE=str(cache), RAGTUNE_ENCODER="openvino")
+    processes = [subprocess.Popen([sys.executable, "-c", INT8_CHILD, mode], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for mode in modes]  # fmt: skip
+    outputs = [process.communicate(timeout=600) for process in processes]
+    return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(processes, outputs)]
+
+
+@pytest.mark.integration
+def test_a_process_killed_while_saving_the_int8_copy_and_two_saving_at_once_leave_one_whole_copy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Real processes on a fresh cache: one SIGKILLed between writing its int8 files and renaming them leaves no
+    model (only partial files); two then quantizing at once both answer, leave one .xml/.bin pair of one process
+    (no partial files, the dead one's removed too), and a later process loads it."""
+    cache = tmp_path / "cache"
+    [killed] = run_int8_children(["killed-while-saving"], cache)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    [int8_dir] = list(cache.glob("openvino/*/*/int8-*"))
+    assert not (int8_dir / "model.xml").exists() and len(list(int8_dir.glob("partial-*"))) == 2
+    both = run_int8_children(["quantize", "quantize"], cache)
+    assert [child.returncode for child in both] == [0, 0], [child.stderr[-2000:] for child in both]
+    assert sorted(path.name for path in int8_dir.iterdir()) == [".save.lock", "model.bin", "model.xml"]
+    [later] = run_int8_children(["load"], cache)
+    assert later.returncode == 0, later.stderr[-2000:]
+    vectors = [np.array(json.loads(child.stdout)) for child in [*both, later]]
+    for other in vectors[1:]:
+        np.testing.assert_allclose(other, vectors[0], atol=2e-3)
+
+
+def test_int8_queries_without_nncf_are_one_error_naming_the_extra(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    [child] = run_int8_children(["no-nncf"], tmp_path / "cache")
+    assert child.returncode == 3, child.stderr[-2000:]
+    assert "pip install 'ragtune[int8]'" in child.stdout and not list((tmp_path / "cache").glob("openvino/*/*/int8-*"))

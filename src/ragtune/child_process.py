@@ -147,16 +147,18 @@ def _die_with(parent: int) -> None:
         if handle is not None:
             select.select([handle], [], [])  # readable once the parent has exited
         else:
-            while _exists(parent):
+            while process_is_alive(parent):
                 time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="ragtune parent watch", daemon=True).start()
 
 
-def _exists(pid: int) -> bool:
+def process_is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:
+        return True  # alive, another user's
     return True

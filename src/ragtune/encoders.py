@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from ragtune.child_process import process_is_alive
 from ragtune.errors import RagtuneError, missing_dependency
+from ragtune.fsutil import waiting_lock
 from ragtune.models import ModelRef
 from ragtune.paths import cache_root
 
@@ -227,16 +229,33 @@ def convert_to_openvino(model_dir: Path, target: Path, input_names: list[str]) -
     save_model_atomically(converted, target)
 
 
+PARTIAL_PREFIX = "partial-"
+
+
 def save_model_atomically(model, target: Path) -> None:  # type: ignore[no-untyped-def]
-    """Save an OpenVINO model as `target` (.xml + .bin) through a per-process partial name and renames, so a reader
-    never picks up a half-written model and two processes saving at once each leave a whole one."""
+    """Save an OpenVINO model as `target` (.xml + .bin) through a per-process partial name and renames under a lock,
+    so a reader never picks up a half-written model, two processes saving at once leave one whole pair (the first
+    one's), and the partial files of a process killed while saving are removed by the next save."""
     import openvino as ov
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"partial-{os.getpid()}-{target.name}")
+    partial = target.with_name(f"{PARTIAL_PREFIX}{os.getpid()}-{target.name}")
     ov.save_model(model, str(partial), compress_to_fp16=False)
-    partial.with_suffix(".bin").replace(target.with_suffix(".bin"))
-    partial.replace(target)
+    with waiting_lock(target.parent / ".save.lock"):
+        _remove_dead_processes_partials(target.parent)
+        if target.exists():  # saved by another process meanwhile: keep its pair, never mix one .xml with another .bin
+            partial.unlink()
+            partial.with_suffix(".bin").unlink()
+            return
+        partial.with_suffix(".bin").replace(target.with_suffix(".bin"))
+        partial.replace(target)
+
+
+def _remove_dead_processes_partials(folder: Path) -> None:
+    for leftover in folder.glob(f"{PARTIAL_PREFIX}*"):
+        pid = leftover.name.removeprefix(PARTIAL_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not process_is_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
 
 
 def _torch_threads() -> int | None:

@@ -98,6 +98,14 @@ def exclusive_lock(directory: Path) -> Iterator[None]:
         handle.close()
 
 
+@contextmanager
+def waiting_lock(path: Path) -> Iterator[None]:
+    """Hold the lock file `path`, waiting for another process that holds it (for short critical sections)."""
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> Path:
     """Let `write` fill a fresh sibling `<target>.partial`, then swap it in for `target`.
 
