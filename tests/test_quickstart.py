@@ -66,6 +66,7 @@ def test_quickstart_smoke_and_resume(
     lines: list[str] = []
     result = Quickstart(config, reproduce_command(config), say=lines.append, show_progress=False).run()
     assert lines[0].startswith("[done before] dataset") and lines[1] == "store …"
+    assert any(line.startswith("✓ fine-tune") and "(mnrl)" in line for line in lines)  # labels: MNRL by default
 
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Before / after" in report and "| dense | ndcg@10 |" in report and "| hybrid | ndcg@10 |" in report
@@ -164,11 +165,12 @@ def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_thei
                                  + "\n" for topic in TOPICS))  # fmt: skip
     config = QuickstartConfig(docs=docs, out=tmp_path / "out", base=str(tiny_model_dir), generator="smollm2",
                               batch_size=8, queries=questions if dev == "user" else None, isolate_steps=False,
-                              loss="gist" if dev == "user" else "mnrl")  # fmt: skip
+                              loss="mnrl" if dev == "user" else None)  # fmt: skip
     lines: list[str] = []
     result = Quickstart(config, reproduce_command(config), say=lines.append, show_progress=False).run()
-    assert any(line.startswith("✓ fine-tune") and f"({config.loss})" in line for line in lines)
-    assert ("--loss gist" in reproduce_command(config)) == (dev == "user")
+    loss = "mnrl" if dev == "user" else "gist"  # --docs trains with GIST unless told otherwise
+    assert any(line.startswith("✓ fine-tune") and f"({loss})" in line for line in lines)
+    assert ("--loss mnrl" in reproduce_command(config)) == (dev == "user")
     assert [line.split(":")[0] for line in lines if line.startswith("✓")] == [
         "✓ dataset", "✓ store", "✓ baseline", "✓ training data", "✓ fine-tune", "✓ merge", "✓ choose system",
         "✓ re-index and evaluate", "✓ answers",

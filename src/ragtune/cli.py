@@ -910,9 +910,10 @@ def quickstart(
     ] = "smollm2",
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: one per core).")] = None,
     loss: Annotated[
-        str, typer.Option(help="Fine-tuning loss: mnrl, cached-mnrl or gist (in-batch negatives the base model ranks "
-                          "above the positive are left out).")
-    ] = "mnrl",
+        str | None,
+        typer.Option(help="Fine-tuning loss: mnrl, cached-mnrl or gist (in-batch negatives the base model ranks "
+                     "above the positive are left out); default: mnrl with labels, gist with --docs."),
+    ] = None,
     queries: Annotated[
         Path | None,
         typer.Option(help="With --docs: JSONL of real questions, {\"query\", \"relevant\": [document or passage "
