@@ -80,7 +80,6 @@ def test_the_encoder_backend_from_the_environment(monkeypatch: pytest.MonkeyPatc
 def test_the_document_backend_is_the_one_timed_faster_here_measured_once(
     minilm: ModelRef, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-
     from ragtune import backend_choice
 
     monkeypatch.delenv("RAGTUNE_ENCODER", raising=False)
@@ -101,7 +100,6 @@ def test_the_document_backend_is_the_one_timed_faster_here_measured_once(
 
 
 def test_two_processes_measuring_at_once_leave_one_whole_choice_file(minilm: ModelRef, tmp_path) -> None:  # type: ignore[no-untyped-def]
-
     env = dict(os.environ, RAGTUNE_CACHE=str(tmp_path / "cache"))
     env.pop("RAGTUNE_ENCODER", None)
     script = (
@@ -120,7 +118,6 @@ def test_two_processes_measuring_at_once_leave_one_whole_choice_file(minilm: Mod
 def test_an_unwritable_cache_folder_is_one_clear_error(
     minilm: ModelRef, tmp_path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
 ) -> None:
-
     if os.geteuid() == 0:
         blocker = tmp_path / "not-a-folder"
         blocker.write_text("")  # root ignores permissions: a file where a folder must go fails for everyone
@@ -208,7 +205,6 @@ def test_the_query_precision_setting(monkeypatch: pytest.MonkeyPatch, minilm: Mo
 
 
 def shipped_scifact_calibration() -> list[str]:
-
     from ragtune.datasets import shipped_dataset
     from ragtune.query_quantization import calibration_texts
 

@@ -13,6 +13,7 @@ import subprocess
 import warnings
 from pathlib import Path
 
+from ragtune.child_process import process_is_alive
 from ragtune.errors import StoreError, missing_dependency
 
 SYSTEM_USER = "embedded_postgres"
@@ -47,12 +48,8 @@ def _running_port(data: Path) -> int | None:
     if not pid_file.exists():
         return None
     lines = pid_file.read_text().splitlines()
-    try:
-        os.kill(int(lines[0]), 0)
-    except (ProcessLookupError, ValueError, IndexError):
+    if not lines or not lines[0].strip().isdigit() or not process_is_alive(int(lines[0])):
         return None
-    except PermissionError:
-        pass  # alive, owned by the server's user
     return int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
 
 
