@@ -356,6 +356,27 @@ def test_disk_full_gives_one_message_removes_the_partial_work_and_the_next_run_p
     assert check_store(store).healthy
 
 
+@pytest.mark.integration
+def test_a_full_disk_while_converting_the_model_is_one_message_leaves_no_partial_copy_and_the_rerun_proceeds(
+    tmp_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGTUNE_CACHE", str(small_disk / "cache"))  # 4 MB: MiniLM's OpenVINO copy needs ~90
+    monkeypatch.setenv("RAGTUNE_ENCODER", "openvino")
+    docs = write_docs(tmp_path / "docs")
+    store = tmp_path / "store"
+    full = ragtune_here("index", str(docs), "--store", str(store), "--model", "minilm")
+    assert full.returncode == 2, full.stdout + full.stderr
+    assert "cannot write the OpenVINO copy" in full.stderr and "MB free of" in full.stderr
+    assert "RAGTUNE_ENCODER=torch" in full.stderr and "Traceback" not in full.stderr
+    assert not [path for path in (small_disk / "cache").rglob("*") if path.is_file() and path.stat().st_size]
+    subprocess.run(["mount", "-o", "remount,size=256m", str(small_disk)], check=True)  # the user frees space
+    again = ragtune_here("index", str(docs), "--store", str(store), "--model", "minilm")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(list((small_disk / "cache").rglob("model.bin"))) == 1
+    assert not list((small_disk / "cache").rglob("partial-*"))
+    assert check_store(store).healthy and passage_ids(store)
+
+
 # --- damaged files ---------------------------------------------------------------------------------------------
 
 

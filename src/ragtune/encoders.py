@@ -19,7 +19,7 @@ import numpy as np
 
 from ragtune.child_process import process_is_alive
 from ragtune.errors import RagtuneError, missing_dependency
-from ragtune.fsutil import waiting_lock
+from ragtune.fsutil import free_space_text, waiting_lock
 from ragtune.models import ModelRef
 from ragtune.paths import cache_root
 
@@ -116,8 +116,9 @@ class OpenVinoEncoder:
                 convert_to_openvino(ref.path, ir, self.input_names)
             except OSError as exc:
                 raise RagtuneError(
-                    f"cannot write the OpenVINO copy of the model to '{ir.parent}' ({exc.strerror or exc}): point "
-                    f"$RAGTUNE_CACHE at a writable folder, or set {BACKEND_ENV}=torch"
+                    f"cannot write the OpenVINO copy of the model to '{ir.parent}' ({exc.strerror or exc}): free "
+                    f"space there or point $RAGTUNE_CACHE at a writable folder with room (the copy is as large as the "
+                    f"model's weights), or set {BACKEND_ENV}=torch"
                 ) from None
         if int8_calibration:
             ir = self._quantized(ir, int8_calibration, precision)
@@ -176,8 +177,9 @@ class OpenVinoEncoder:
                 )  # fmt: skip
             except OSError as exc:
                 raise RagtuneError(
-                    f"cannot write the int8 copy of the model to '{target.parent}' ({exc.strerror or exc}): point "
-                    "$RAGTUNE_CACHE at a writable folder, or encode queries in bf16 or fp32"
+                    f"cannot write the int8 copy of the model to '{target.parent}' ({exc.strerror or exc}): free "
+                    "space there or point $RAGTUNE_CACHE at a writable folder with room, or encode queries in bf16 or "
+                    "fp32"
                 ) from None
         return target
 
@@ -240,7 +242,12 @@ def save_model_atomically(model, target: Path) -> None:  # type: ignore[no-untyp
 
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{PARTIAL_PREFIX}{os.getpid()}-{target.name}")
-    ov.save_model(model, str(partial), compress_to_fp16=False)
+    try:
+        ov.save_model(model, str(partial), compress_to_fp16=False)
+    except (RuntimeError, OSError) as exc:  # a full disk reaches here as "basic_ios::clear: iostream error"
+        partial.unlink(missing_ok=True)
+        partial.with_suffix(".bin").unlink(missing_ok=True)
+        raise OSError(f"OpenVINO could not save it: {exc}; {free_space_text(target.parent)} there") from exc
     with waiting_lock(target.parent / ".save.lock"):
         _remove_dead_processes_partials(target.parent)
         if target.exists():  # saved by another process meanwhile: keep its pair, never mix one .xml with another .bin
