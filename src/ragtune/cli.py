@@ -20,7 +20,10 @@ from ragtune.corpus import ChunkingConfig
 from ragtune.errors import RagtuneError, missing_dependency
 from ragtune.models import DEVICE_ENV, inference_device
 from ragtune.ray_encoding import RayConfig
-from ragtune.paths import CACHE_LIMIT_ENV, embedding_cache_path, parse_size
+from ragtune.paths import (
+    CACHE_LIMIT_ENV, MODEL_COPIES_LIMIT_ENV, embedding_cache_path, model_copies_limit_bytes, model_copies_root,
+    parse_size,
+)  # fmt: skip
 from ragtune.generation.support import DEFAULT_SUPPORT_THRESHOLD
 from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_SEARCHES, DEFAULT_WINDOW_SECONDS
 from ragtune.query_quantization import query_precision as query_precision_choice, require_nncf
@@ -963,53 +966,82 @@ def quickstart(
     out.print("next, on your documents: ragtune quickstart --docs PATH/TO/DOCS --out my-run", highlight=False)
 
 
-cache_app = typer.Typer(help="The shared embedding cache (every store, evaluation and mining run reads and fills it).",
-                        no_args_is_help=True)  # fmt: skip
+cache_app = typer.Typer(help="What ragtune keeps to save time (every store, evaluation and mining run reads and fills "
+                        "it): the shared embedding cache and the OpenVINO copies of models.", no_args_is_help=True)  # fmt: skip
 app.add_typer(cache_app, name="cache")
 
 
 @cache_app.command("info")
 @user_errors
 def cache_info(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
-    """Where the cache is, its size against its bound, vectors per model, and SQLite's quick check."""
+    """Where the caches are, their sizes against their bounds, vectors per model, and SQLite's quick check."""
     from ragtune.embedding_cache import cache_summary
+    from ragtune.model_copies import model_copies
 
     summary = cache_summary()
+    copies = model_copies()
+    copies_bytes = sum(copy.size_bytes for copy in copies)
     if as_json:
-        print_json(summary.to_json())
+        print_json(summary.to_json() | {"model_copies": {
+            "path": str(model_copies_root()), "copies": len(copies), "size_bytes": copies_bytes,
+            "limit_bytes": model_copies_limit_bytes(),
+        }})  # fmt: skip
     else:
         out.print(f"[bold]{summary.path}[/]: {summary.size_bytes / 1e6:,.1f} MB of {summary.limit_bytes / 1e6:,.0f} MB "
                   f"bound (${CACHE_LIMIT_ENV}), {summary.vectors:,} vectors", highlight=False)  # fmt: skip
         for model, precision, count in summary.by_model:
             out.print(f"  model {model} · {precision}: {count:,} vectors", highlight=False)
+        out.print(f"[bold]{model_copies_root()}[/]: {_copies(len(copies), 'OpenVINO model')}, {copies_bytes / 1e6:,.1f} MB "
+                  f"of {model_copies_limit_bytes() / 1e6:,.0f} MB bound (${MODEL_COPIES_LIMIT_ENV})", highlight=False)  # fmt: skip
         for problem in summary.problems:
             out.print(f"[red]problem:[/] {problem} (run: ragtune cache clear)", highlight=False)
     if summary.problems:
         raise typer.Exit(1)
 
 
+def _copies(count: int, kind: str) -> str:
+    return f"{count} {kind} {'copy' if count == 1 else 'copies'}"
+
+
 @cache_app.command("prune")
 @user_errors
 def cache_prune(
-    max_size: Annotated[str, typer.Option(help="Keep at most this much: 500MB, 2GB, 0 (empties it).")],
+    max_size: Annotated[
+        str | None, typer.Option(help="Keep at most this much of the embedding cache: 500MB, 2GB, 0 (empties it).")
+    ] = None,
+    model_copies_max_size: Annotated[
+        str | None, typer.Option(help="Keep at most this much of the OpenVINO model copies (least recently used go).")
+    ] = None,
 ) -> None:
-    """Delete the least recently used vectors until the cache fits in --max-size."""
+    """Delete the least recently used vectors, or model copies, until each fits in its given size."""
     from ragtune.embedding_cache import cache_summary, prune_cache
+    from ragtune.model_copies import model_copies, prune_model_copies
 
-    removed = prune_cache(parse_size(max_size))
-    summary = cache_summary()
-    out.print(f"removed {removed:,} vectors; {summary.path} now holds {summary.vectors:,} "
-              f"({summary.size_bytes / 1e6:,.1f} MB)", highlight=False)  # fmt: skip
+    if max_size is None and model_copies_max_size is None:
+        raise RagtuneError("give --max-size (the embedding cache), --model-copies-max-size, or both")
+    if max_size is not None:
+        removed = prune_cache(parse_size(max_size))
+        summary = cache_summary()
+        out.print(f"removed {removed:,} vectors; {summary.path} now holds {summary.vectors:,} "
+                  f"({summary.size_bytes / 1e6:,.1f} MB)", highlight=False)  # fmt: skip
+    if model_copies_max_size is not None:
+        gone = prune_model_copies(parse_size(model_copies_max_size))
+        left = model_copies()
+        out.print(f"removed {_copies(len(gone), 'model')} ({sum(c.size_bytes for c in gone) / 1e6:,.1f} MB); "
+                  f"{len(left)} left ({sum(c.size_bytes for c in left) / 1e6:,.1f} MB)", highlight=False)  # fmt: skip
 
 
 @cache_app.command("clear")
 @user_errors
 def cache_clear() -> None:
-    """Delete the cache file (it only saves encoding time: vectors are made again when needed)."""
+    """Delete the embedding cache and the model copies (they only save time: both are made again when needed)."""
     from ragtune.embedding_cache import remove_cache
+    from ragtune.model_copies import prune_model_copies
 
     remove_cache(embedding_cache_path())
-    out.print(f"removed {embedding_cache_path()}", highlight=False)
+    gone = prune_model_copies(0)
+    out.print(f"removed {embedding_cache_path()} and {_copies(len(gone), 'model')} from {model_copies_root()}",
+              highlight=False)  # fmt: skip
 
 
 if __name__ == "__main__":  # pragma: no cover

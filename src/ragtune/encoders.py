@@ -20,6 +20,7 @@ import numpy as np
 from ragtune.child_process import process_is_alive
 from ragtune.errors import RagtuneError, missing_dependency
 from ragtune.fsutil import free_space_text, waiting_lock
+from ragtune.model_copies import bound_after_saving, mark_used
 from ragtune.models import ModelRef
 from ragtune.paths import cache_root
 
@@ -120,6 +121,8 @@ class OpenVinoEncoder:
                     f"space there or point $RAGTUNE_CACHE at a writable folder with room (the copy is as large as the "
                     f"model's weights), or set {BACKEND_ENV}=torch"
                 ) from None
+            bound_after_saving(ir.parent)
+        mark_used(ir)
         if int8_calibration:
             ir = self._quantized(ir, int8_calibration, precision)
         config = {
@@ -181,6 +184,7 @@ class OpenVinoEncoder:
                     "space there or point $RAGTUNE_CACHE at a writable folder with room, or encode queries in bf16 or "
                     "fp32"
                 ) from None
+            bound_after_saving(float_ir.parent)
         return target
 
     def _request(self):  # type: ignore[no-untyped-def]

@@ -27,11 +27,30 @@ def embedding_cache_path() -> Path:
 def embedding_cache_limit_bytes() -> int:
     """The cache's size bound: `$RAGTUNE_EMBEDDING_CACHE_GB` gigabytes (default 4); least recently used vectors go
     first when an insert passes it."""
-    raw = os.environ.get(CACHE_LIMIT_ENV)
+    return _gigabytes_from_env(CACHE_LIMIT_ENV, DEFAULT_CACHE_LIMIT_GB)
+
+
+MODEL_COPIES_LIMIT_ENV = "RAGTUNE_MODEL_COPIES_GB"
+DEFAULT_MODEL_COPIES_LIMIT_GB = 2.0
+
+
+def model_copies_root() -> Path:
+    """Where the OpenVINO copies of models live: `<cache root>/openvino/<OpenVINO release>/<model revision>/`."""
+    return cache_root() / "openvino"
+
+
+def model_copies_limit_bytes() -> int:
+    """The bound on the OpenVINO model copies: `$RAGTUNE_MODEL_COPIES_GB` gigabytes (default 2, about 20 copies of
+    all-MiniLM-L6-v2); the least recently used copies go first when a new one passes it."""
+    return _gigabytes_from_env(MODEL_COPIES_LIMIT_ENV, DEFAULT_MODEL_COPIES_LIMIT_GB)
+
+
+def _gigabytes_from_env(name: str, default: float) -> int:
+    raw = os.environ.get(name)
     try:
-        gigabytes = float(raw) if raw else DEFAULT_CACHE_LIMIT_GB
+        gigabytes = float(raw) if raw else default
     except ValueError:
-        raise InputError(f"${CACHE_LIMIT_ENV}='{raw}' is not a number of gigabytes (e.g. 2 or 0.5)") from None
+        raise InputError(f"${name}='{raw}' is not a number of gigabytes (e.g. 2 or 0.5)") from None
     return int(gigabytes * 1e9)
 
 

@@ -1,0 +1,100 @@
+"""The OpenVINO copies of models in the cache folder: bounded (least recently used first), shown and removed by
+`ragtune cache`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ragtune.cli import app
+from ragtune.embedding import Embedder
+from ragtune.model_copies import model_copies, prune_model_copies
+from ragtune.models import resolve_model
+
+runner = CliRunner()
+HOUR = 3600.0
+
+
+def _fake_copy(root: Path, name: str, size: int, hours_ago: float) -> Path:
+    folder = root / "2026.4.1" / name
+    (folder / "int8-abc").mkdir(parents=True)
+    (folder / "model.bin").write_bytes(b"\0" * size)
+    (folder / "int8-abc" / "model.bin").write_bytes(b"\0" * 100)
+    xml = folder / "model.xml"
+    xml.write_text("<net/>")
+    used = time.time() - hours_ago * HOUR
+    os.utime(xml, (used, used))
+    return folder
+
+
+def test_pruning_removes_the_least_recently_used_copies_whole_and_spares_the_kept_and_the_recent(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "openvino"
+    oldest, old, kept, recent = (_fake_copy(root, name, 1000, hours)
+                                 for name, hours in (("a", 5), ("b", 4), ("c", 3), ("d", 0.1)))  # fmt: skip
+    assert [c.folder.name for c in model_copies(root)] == ["a", "b", "c", "d"]
+    assert model_copies(root)[0].size_bytes == 1000 + 100 + len("<net/>")
+    removed = prune_model_copies(1500, keep=[kept], min_idle_seconds=HOUR, root=root)
+    assert [c.folder.name for c in removed] == ["a", "b"]  # c is kept, d used minutes ago: the bound is not reached
+    assert not oldest.exists() and not old.exists() and kept.exists() and recent.exists()
+    assert [c.folder.name for c in prune_model_copies(0, root=root)] == ["c", "d"] and not list(root.rglob("*.bin"))
+
+
+def test_a_removal_left_by_a_killed_process_is_finished_by_the_next_prune(tmp_path: Path) -> None:
+    root = tmp_path / "openvino"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = _fake_copy(root, f".removing-{dead.stdout.strip()}-x", 1000, 2)
+    mine = _fake_copy(root, f".removing-{os.getpid()}-y", 1000, 2)  # a removal in progress: not ours to finish
+    assert model_copies(root) == []  # neither counts as a copy
+    prune_model_copies(10**9, root=root)
+    assert not leftover.exists() and mine.exists()
+
+
+def _another_tiny_model(tiny_model_dir: Path, target: Path) -> Path:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)  # other weights: another revision, another copy
+    model.save(str(target))
+    return target
+
+
+def test_a_new_copy_past_the_bound_removes_the_idle_ones_and_the_cache_commands_show_and_remove_copies(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGTUNE_CACHE", str(tmp_path / "cache"))
+    first, second = resolve_model(str(tiny_model_dir)), resolve_model(str(_another_tiny_model(tiny_model_dir,
+                                                                                                 tmp_path / "m2")))  # fmt: skip
+    Embedder(first, backend="openvino").encode(["a pump seal"])
+    [copy] = model_copies()
+    assert first.revision == copy.folder.name
+    long_ago = time.time() - 2 * HOUR
+    os.utime(copy.folder / "model.xml", (long_ago, long_ago))
+    Embedder(first, backend="openvino")  # loading a copy counts as a use
+    assert model_copies()[0].last_used > time.time() - 60
+    os.utime(copy.folder / "model.xml", (long_ago, long_ago))
+    monkeypatch.setenv("RAGTUNE_MODEL_COPIES_GB", str(copy.size_bytes * 1.5 / 1e9))  # room for one copy
+    vectors = Embedder(second, backend="openvino").encode(["a pump seal"])
+    assert [c.folder.name for c in model_copies()] == [second.revision] and vectors.shape[0] == 1
+
+    info = runner.invoke(app, ["cache", "info", "--json"])
+    assert info.exit_code == 0 and json.loads(info.stdout)["model_copies"]["copies"] == 1
+    plain = " ".join(runner.invoke(app, ["cache", "info"]).stdout.split())
+    assert "1 OpenVINO model copy, 4." in plain and "RAGTUNE_MODEL_COPIES_GB" in plain
+    neither = runner.invoke(app, ["cache", "prune"])
+    assert neither.exit_code == 2 and "--model-copies-max-size" in neither.stderr
+    pruned = runner.invoke(app, ["cache", "prune", "--model-copies-max-size", "0"])
+    assert pruned.exit_code == 0 and "removed 1 model copy" in " ".join(pruned.stdout.split()) and model_copies() == []
+    Embedder(first, backend="openvino")
+    cleared = runner.invoke(app, ["cache", "clear"])
+    assert cleared.exit_code == 0 and "1 model copy" in " ".join(cleared.stdout.split()) and model_copies() == []
