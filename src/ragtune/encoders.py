@@ -22,7 +22,7 @@ from ragtune.errors import RagtuneError, missing_dependency
 from ragtune.fsutil import free_space_text, waiting_lock
 from ragtune.model_copies import bound_after_saving, mark_used
 from ragtune.models import ModelRef
-from ragtune.paths import cache_root
+from ragtune.paths import model_copies_root
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -197,7 +197,7 @@ def converted_model_path(ref: ModelRef) -> Path:
     """Per model revision and OpenVINO release (a newer release converts again)."""
     import openvino as ov
 
-    return cache_root() / "openvino" / ov.__version__.split("-")[0] / ref.revision / "model.xml"
+    return model_copies_root() / ov.__version__.split("-")[0] / ref.revision / "model.xml"
 
 
 def convert_to_openvino(model_dir: Path, target: Path, input_names: list[str]) -> None:

@@ -40,11 +40,18 @@ def model_copies(root: Path | None = None) -> list[ModelCopy]:
     for folder in root.glob("*/*"):
         if not folder.is_dir() or folder.name.startswith(_REMOVING_PREFIX):
             continue
-        files = [path for path in folder.rglob("*") if path.is_file()]
-        xml = folder / "model.xml"
-        last_used = xml.stat().st_mtime if xml.exists() else folder.stat().st_mtime  # an unfinished conversion
-        copies.append(ModelCopy(folder, sum(path.stat().st_size for path in files), last_used))
+        try:
+            copies.append(_measured(folder))
+        except FileNotFoundError:
+            continue  # removed, or a partial file renamed, by another process meanwhile
     return sorted(copies, key=lambda copy: copy.last_used)
+
+
+def _measured(folder: Path) -> ModelCopy:
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    xml = folder / "model.xml"
+    last_used = xml.stat().st_mtime if xml.exists() else folder.stat().st_mtime  # an unfinished conversion
+    return ModelCopy(folder, size, last_used)
 
 
 def mark_used(model_xml: Path) -> None:
