@@ -13,6 +13,8 @@ Why: on a vocabulary the base model does not know, the lexical signal is what th
 not those"; the teacher says *how much* better each candidate is, so a near-duplicate or an unlabelled answer among
 the negatives is not pushed away as hard as an unrelated passage (the point of GPL's pseudo-labels). No pretrained
 cross-encoder can be had offline: the hybrid needs none, the cross-encoder teacher one trained here.
+Measured (BENCHMARKS.md): neither teacher beats the quickstart's label-free default (GISTEmbed) on real questions;
+a reranker trained on the synthetic pairs made the dense model 0.06–0.11 nDCG@10 worse on SciFact.
 
 Hybrid teacher score (per query, over its candidates; also what picks every teacher's negatives), the convex fusion
 ragtune searches with:
