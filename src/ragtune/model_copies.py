@@ -10,6 +10,7 @@ its model.xml's modification time, refreshed by every encoder that loads it.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -58,8 +59,10 @@ def mark_used(model_xml: Path) -> None:
     """Record that an encoder loaded this copy now (its last use, for the bound)."""
     try:
         os.utime(model_xml)
-    except PermissionError:
-        pass  # a read-only shared cache: its owner bounds it, and this process only reads
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        # a cache this user may only read (another user's, or a read-only mount): its owner bounds it
 
 
 def prune_model_copies(
