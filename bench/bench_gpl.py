@@ -20,6 +20,7 @@ from ragtune.corpus import ChunkingConfig
 from ragtune.evaluation import evaluate_systems, load_beir, write_report
 from ragtune.evaluation.runner import eval_store_dir
 from ragtune.models import inference_precision, resolve_model
+from ragtune.quickstart.pipeline import DEV_DISTRACTORS
 from ragtune.store import open_store
 from ragtune.training.examples import read_training_jsonl, write_training_jsonl
 from ragtune.training.finetune import LOW_MEMORY_TRAINING, FinetuneConfig, finetune
@@ -80,7 +81,7 @@ def main() -> None:
     steps_per_epoch = max(1, len(examples) // 32)
     config = FinetuneConfig(
         loss=args.loss, epochs=1, batch_size=32, seed=42, threads=2, eval_steps=max(5, steps_per_epoch // 2),
-        dev_distractors=300, bf16=bf16, **LOW_MEMORY_TRAINING,
+        dev_distractors=DEV_DISTRACTORS, bf16=bf16, **LOW_MEMORY_TRAINING,
     )  # fmt: skip
     result = finetune(examples, tuned, config)
     summary["finetune"] = {"steps": result.steps, "train_s": result.train_seconds,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -147,3 +149,18 @@ def rel(key: str) -> str:
 def unwrapped(text: str) -> str:
     """CLI output as one line: rich wraps long lines (a temporary path can be long) wherever it has to, words included."""
     return text.replace("\n", "")
+
+
+@contextmanager
+def mounted_tmpfs(mount: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of `size` (e.g. "4m") at `mount`, unmounted afterwards; the test is skipped where mounting is not
+    allowed (it needs root with CAP_SYS_ADMIN)."""
+    mount.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True,
+                          text=True)  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

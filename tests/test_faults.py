@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import new_store, write_docs
+from conftest import mounted_tmpfs, new_store, write_docs
 from ragtune import Retriever, index_sources, open_store
 from ragtune.store import StoreReader
 from ragtune.cli import app
@@ -321,15 +321,8 @@ def test_two_writer_processes_one_is_refused_and_nothing_is_lost(tmp_path: Path,
 
 @pytest.fixture()
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here to fill a disk (needs root with CAP_SYS_ADMIN): {result.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_disk_full_gives_one_message_removes_the_partial_work_and_the_next_run_proceeds(

@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import mounted_tmpfs
 from ragtune.cli import app
 from ragtune.embedding import Embedder
 from ragtune.model_copies import model_copies, prune_model_copies
@@ -103,12 +104,7 @@ def test_a_new_copy_past_the_bound_removes_the_idle_ones_and_the_cache_commands_
 def test_a_copy_in_a_read_only_cache_is_loaded_without_recording_its_use(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mount = tmp_path / "cache"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {made.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "cache", "64m") as mount:
         monkeypatch.setenv("RAGTUNE_CACHE", str(mount))
         model = resolve_model(str(tiny_model_dir))
         expected = Embedder(model, backend="openvino").encode(["a pump seal"])
@@ -116,5 +112,3 @@ def test_a_copy_in_a_read_only_cache_is_loaded_without_recording_its_use(
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)  # e.g. a cache baked into an image
         vectors = Embedder(model, backend="openvino").encode(["a pump seal"])
         assert (vectors == expected).all() and model_copies()[0].last_used == copy.last_used
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
