@@ -112,3 +112,43 @@ def test_a_copy_in_a_read_only_cache_is_loaded_without_recording_its_use(
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)  # e.g. a cache baked into an image
         vectors = Embedder(model, backend="openvino").encode(["a pump seal"])
         assert (vectors == expected).all() and model_copies()[0].last_used == copy.last_used
+
+
+_LOAD_IN_A_LOOP = """
+import sys, time
+import numpy as np
+from ragtune.embedding import Embedder
+from ragtune.models import resolve_model
+model, seconds = resolve_model(sys.argv[1]), float(sys.argv[2])
+reference = Embedder(model, backend="torch").encode(["a pump seal"])
+loads, end = 0, time.time() + seconds
+while time.time() < end or loads < 3:
+    vectors = Embedder(model, backend="openvino").encode(["a pump seal"])  # converts again if the copy was pruned
+    assert float(np.dot(vectors[0], reference[0])) > 0.999
+    loads += 1
+print(loads)
+"""
+
+_PRUNE_IN_A_LOOP = """
+import sys, time
+from ragtune.model_copies import prune_model_copies
+removed, end = 0, time.time() + float(sys.argv[1])
+while time.time() < end:
+    removed += len(prune_model_copies(0))  # `ragtune cache clear`, over and over
+    time.sleep(0.01)
+print(removed)
+"""
+
+
+def test_a_prune_in_another_process_never_breaks_a_conversion_or_a_load(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    env = {**os.environ, "RAGTUNE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    pruner = subprocess.Popen([sys.executable, "-c", _PRUNE_IN_A_LOOP, "12"], env=env, stdout=subprocess.PIPE, text=True)
+    loader = subprocess.run([sys.executable, "-c", _LOAD_IN_A_LOOP, str(tiny_model_dir), "10"], env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    removed, _ = pruner.communicate(timeout=120)
+    assert loader.returncode == 0, loader.stderr[-2000:]  # before the lock: "cannot write the OpenVINO copy"
+    assert pruner.returncode == 0 and int(removed) >= 2  # the two really raced: copies were removed under the loader
+    assert int(loader.stdout) >= 3
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.startswith((".removing-", "partial-"))]

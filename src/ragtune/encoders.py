@@ -20,7 +20,7 @@ import numpy as np
 from ragtune.child_process import process_is_alive
 from ragtune.errors import RagtuneError, missing_dependency
 from ragtune.fsutil import free_space_text, waiting_lock
-from ragtune.model_copies import bound_after_saving, mark_used
+from ragtune.model_copies import bound_after_saving, copies_in_use, mark_used
 from ragtune.models import ModelRef
 from ragtune.paths import model_copies_root
 
@@ -111,20 +111,6 @@ class OpenVinoEncoder:
         self.max_length = int(model.max_seq_length)
         self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids")
                             if n in self.tokenizer.model_input_names]  # fmt: skip
-        ir = converted_model_path(ref)
-        if not ir.exists():
-            try:
-                convert_to_openvino(ref.path, ir, self.input_names)
-            except OSError as exc:
-                raise RagtuneError(
-                    f"cannot write the OpenVINO copy of the model to '{ir.parent}' ({exc.strerror or exc}): free "
-                    f"space there or point $RAGTUNE_CACHE at a writable folder with room (the copy is as large as the "
-                    f"model's weights), or set {BACKEND_ENV}=torch"
-                ) from None
-            bound_after_saving(ir.parent)
-        mark_used(ir)
-        if int8_calibration:
-            ir = self._quantized(ir, int8_calibration, precision)
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
@@ -132,7 +118,27 @@ class OpenVinoEncoder:
         threads = _torch_threads()
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        self._compiled = ov.Core().compile_model(str(ir), "CPU", config)
+        float_ir = converted_model_path(ref)
+        saved = False
+        with copies_in_use():  # a `ragtune cache prune` in another process waits until the model is compiled
+            if not float_ir.exists():
+                try:
+                    convert_to_openvino(ref.path, float_ir, self.input_names)
+                except OSError as exc:
+                    raise RagtuneError(
+                        f"cannot write the OpenVINO copy of the model to '{float_ir.parent}' ({exc.strerror or exc}): "
+                        f"free space there or point $RAGTUNE_CACHE at a writable folder with room (the copy is as "
+                        f"large as the model's weights), or set {BACKEND_ENV}=torch"
+                    ) from None
+                saved = True
+            mark_used(float_ir)
+            ir = float_ir
+            if int8_calibration:
+                ir, saved_int8 = self._quantized(float_ir, int8_calibration, precision)
+                saved = saved or saved_int8
+            self._compiled = ov.Core().compile_model(str(ir), "CPU", config)
+        if saved:
+            bound_after_saving(float_ir.parent)
         self._requests = threading.local()  # an infer request serves one call at a time: one per thread
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -164,7 +170,8 @@ class OpenVinoEncoder:
                     inputs[name][k, : len(values)] = values
             yield rows, inputs
 
-    def _quantized(self, float_ir: Path, texts: Sequence[str], precision: str) -> Path:
+    def _quantized(self, float_ir: Path, texts: Sequence[str], precision: str) -> tuple[Path, bool]:
+        """The int8 copy quantized on `texts`, and whether it was made now."""
         from ragtune.query_quantization import (
             quantize_for_queries, quantized_model_path, require_nncf, split_calibration,
         )  # fmt: skip
@@ -184,8 +191,8 @@ class OpenVinoEncoder:
                     "space there or point $RAGTUNE_CACHE at a writable folder with room, or encode queries in bf16 or "
                     "fp32"
                 ) from None
-            bound_after_saving(float_ir.parent)
-        return target
+            return target, True
+        return target, False
 
     def _request(self):  # type: ignore[no-untyped-def]
         if not hasattr(self._requests, "request"):

@@ -6,15 +6,21 @@ copy of its own (about 90 MB for all-MiniLM-L6-v2; a quickstart run makes two), 
 the disk unseen. The copies are bounded by `$RAGTUNE_MODEL_COPIES_GB`: after a new copy is saved, the least recently
 used others go until the rest fit, and `ragtune cache info|prune|clear` show and remove them. A copy's last use is
 its model.xml's modification time, refreshed by every encoder that loads it.
+
+Processes coordinate through one lock file in the root: an encoder holds it shared while it saves or loads a copy
+(`copies_in_use`), a prune holds it exclusively while it picks copies and renames them away, so a prune in one
+process never removes the copy another is writing or about to compile.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +30,8 @@ from ragtune.paths import model_copies_limit_bytes, model_copies_root
 IDLE_BEFORE_EVICTION_SECONDS = 3600.0
 """The automatic bound removes only copies no encoder loaded for this long: another process may be loading one."""
 _REMOVING_PREFIX = ".removing-"
+_LOCK_NAME = ".lock"
+_READ_ONLY_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 @dataclass(frozen=True)
@@ -60,9 +68,34 @@ def mark_used(model_xml: Path) -> None:
     try:
         os.utime(model_xml)
     except OSError as exc:
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if exc.errno not in _READ_ONLY_ERRORS:
             raise
         # a cache this user may only read (another user's, or a read-only mount): its owner bounds it
+
+
+@contextmanager
+def copies_in_use(root: Path | None = None) -> Iterator[None]:
+    """Hold while saving or loading a copy: no prune removes a copy meanwhile. Never call a prune inside (a process
+    that holds the lock shared and asks for it exclusively waits for itself)."""
+    with _root_lock(root or model_copies_root(), fcntl.LOCK_SH):
+        yield
+
+
+@contextmanager
+def _root_lock(root: Path, mode: int) -> Iterator[None]:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(root / _LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno not in _READ_ONLY_ERRORS:
+            raise
+        yield  # a cache this user may only read: nobody who can lock it can prune it either
+        return
+    try:
+        fcntl.flock(descriptor, mode)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def prune_model_copies(
@@ -73,19 +106,24 @@ def prune_model_copies(
     encoder ever finds half a copy."""
     root = root or model_copies_root()
     _remove_abandoned_removals(root)
-    copies = model_copies(root)
-    total = sum(copy.size_bytes for copy in copies)
     kept = {path.resolve() for path in keep}
-    now = time.time()
-    removed = []
-    for copy in copies:
-        if total <= limit_bytes:
-            break
-        if copy.folder.resolve() in kept or now - copy.last_used < min_idle_seconds:
-            continue
-        _remove(copy.folder)
-        total -= copy.size_bytes
-        removed.append(copy)
+    removed, doomed = [], []
+    with _root_lock(root, fcntl.LOCK_EX):  # no copy is being saved or loaded now
+        copies = model_copies(root)
+        total = sum(copy.size_bytes for copy in copies)
+        now = time.time()
+        for copy in copies:
+            if total <= limit_bytes:
+                break
+            if copy.folder.resolve() in kept or now - copy.last_used < min_idle_seconds:
+                continue
+            renamed = _renamed_away(copy.folder)
+            total -= copy.size_bytes
+            if renamed is not None:
+                removed.append(copy)
+                doomed.append(renamed)
+    for folder in doomed:  # out of the lock: deleting 90 MB need not hold up the encoders
+        shutil.rmtree(folder)
     return removed
 
 
@@ -94,13 +132,13 @@ def bound_after_saving(new_copy: Path) -> list[ModelCopy]:
     return prune_model_copies(model_copies_limit_bytes(), keep=[new_copy], min_idle_seconds=IDLE_BEFORE_EVICTION_SECONDS)
 
 
-def _remove(folder: Path) -> None:
+def _renamed_away(folder: Path) -> Path | None:
     doomed = folder.with_name(f"{_REMOVING_PREFIX}{os.getpid()}-{folder.name}")
     try:
         folder.rename(doomed)
     except FileNotFoundError:
-        return  # another process removed it first
-    shutil.rmtree(doomed)
+        return None  # another process removed it first
+    return doomed
 
 
 def _remove_abandoned_removals(root: Path) -> None:
