@@ -28,7 +28,8 @@ from ragtune.child_process import process_is_alive
 from ragtune.paths import model_copies_limit_bytes, model_copies_root
 
 IDLE_BEFORE_EVICTION_SECONDS = 3600.0
-"""The automatic bound removes only copies no encoder loaded for this long: another process may be loading one."""
+"""The automatic bound removes only copies no encoder loaded for this long: one in use now is likely needed again
+soon (a server and the jobs beside it load the same models over and over)."""
 _REMOVING_PREFIX = ".removing-"
 _LOCK_NAME = ".lock"
 _READ_ONLY_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
