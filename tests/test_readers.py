@@ -82,6 +82,17 @@ def test_pdf_without_text_is_skipped(tmp_path: Path) -> None:
         _read(path)
 
 
+def test_a_broken_pdf_is_skipped_with_its_reason_and_nothing_else_printed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "cut.pdf"
+    path.write_bytes(b"%PDF-1.4 cut short by a failed download")
+    with pytest.raises(SkippedFile, match="unreadable PDF"):
+        _read(path)
+    # pypdf's own repair notes ("EOF marker not found"), which reached the terminal beside the skip line
+    assert not [record for record in caplog.records if record.name.startswith("pypdf")]
+
+
 def test_beir_jsonl(tmp_path: Path) -> None:
     path = write_jsonl(
         tmp_path / "corpus.jsonl",
@@ -110,7 +121,7 @@ def test_jsonl_line_without_id(tmp_path: Path) -> None:
     ("name", "content", "reason"),
     [
         ("blob.txt", b"\x00\x01\x02binary\x00", "binary"),
-        ("latin.txt", "caf\u00e9 cr\u00e8me".encode("latin-1"), "not UTF-8"),
+        ("latin.txt", "pumps\ncaf\u00e9 cr\u00e8me".encode("latin-1"), r"not UTF-8 text \(line 2, byte 9\); re-save it as UTF-8"),
         ("empty.md", b"   \n\n", "empty"),
         ("empty.jsonl", b"", "empty"),
     ],

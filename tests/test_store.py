@@ -174,6 +174,10 @@ def test_skipped_files_are_counted_and_nothing_is_lost(docs_dir: Path, store_add
     report = index_sources(store_address, [docs_dir], show_progress=False)
     assert {rel(k): v for k, v in report.skipped.items()} == {"docs/blob.txt": "binary content", "docs/empty.md": "empty"}
     assert report.passages_total == 4
+    readable = report.files_seen - 2
+    assert report.files_added == readable  # the skipped files are not counted as added too
+    again = index_sources(store_address, [docs_dir], show_progress=False)
+    assert (again.files_added, again.files_unchanged, len(again.skipped)) == (0, readable, 2)
 
 
 def test_concurrent_writer_is_refused(docs_dir: Path, store_address: str) -> None:

@@ -9,6 +9,7 @@ that share a name, `projA/docs` and `projB/docs`, stay apart).
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -132,7 +133,10 @@ def _decode_or_skip(data: bytes, partial: bool = False) -> str:
     except UnicodeDecodeError as exc:
         if partial and exc.start >= len(data) - 4:
             return data[: exc.start].decode("utf-8")
-        raise SkippedFile(f"not UTF-8 text (invalid byte at offset {exc.start})") from exc
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SkippedFile(
+            f"not UTF-8 text (line {line}, byte {exc.start}); re-save it as UTF-8, e.g. `iconv -f cp1252 -t utf-8`"
+        ) from exc
 
 
 def _file_metadata(source: SourceFile) -> dict[str, Any]:
@@ -214,6 +218,7 @@ def _read_pdf(source: SourceFile) -> Document:
         from pypdf.errors import PdfReadError
     except ImportError as exc:
         raise missing_dependency("pypdf", "'ragtune[pdf]'  (reads PDF files)") from exc
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its repair notes ("EOF marker not found"): the skip says it
     try:
         reader = PdfReader(str(source.path))
         if reader.is_encrypted:

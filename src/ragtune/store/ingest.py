@@ -98,9 +98,11 @@ class IndexReport:
         cls, files_seen: int, plan: ChangePlan, outcome: IngestOutcome, stats: dict[str, int], cache: EmbeddingCache,
         started: float, generation: str, dense_kind: str, workers: list[dict[str, Any]] | None = None,
     ) -> IndexReport:  # fmt: skip
+        new_but_skipped = [key for key in outcome.skipped if key not in plan.modified]
         return cls(
-            files_seen=files_seen, files_unchanged=plan.unchanged, files_added=plan.added,
-            files_modified=len(plan.modified), files_deleted=len(plan.deleted), skipped=outcome.skipped,
+            files_seen=files_seen, files_unchanged=plan.unchanged, files_added=max(plan.added - len(new_but_skipped), 0),
+            files_modified=len([key for key in plan.modified if key not in outcome.skipped]),
+            files_deleted=len(plan.deleted), skipped=outcome.skipped,
             passages_added=outcome.added, passages_removed=outcome.removed, passages_total=stats["passages"],
             encoded=cache.misses, cached=cache.hits, seconds=time.perf_counter() - started, generation=generation,
             dense_kind=dense_kind, files_migrated=len(plan.migrated), encode_seconds=cache.encode_seconds,
