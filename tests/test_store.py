@@ -177,7 +177,12 @@ def test_skipped_files_are_counted_and_nothing_is_lost(docs_dir: Path, store_add
     readable = report.files_seen - 2
     assert report.files_added == readable  # the skipped files are not counted as added too
     again = index_sources(store_address, [docs_dir], show_progress=False)
-    assert (again.files_added, again.files_unchanged, len(again.skipped)) == (0, readable, 2)
+    assert (again.files_added, again.files_unchanged, again.skipped) == (0, readable, report.skipped)
+    assert again.generation == report.generation  # unreadable files alone build no new generation (a copy of it all)
+    (docs_dir / "blob.txt").write_text("Blob valves are mended by hand.")  # the user fixes one
+    fixed = index_sources(store_address, [docs_dir], show_progress=False)
+    assert fixed.files_added == 1 and {rel(k) for k in fixed.skipped} == {"docs/empty.md"}
+    assert fixed.passages_total == 5 and fixed.generation != report.generation
 
 
 def test_concurrent_writer_is_refused(docs_dir: Path, store_address: str) -> None:

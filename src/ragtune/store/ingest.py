@@ -88,7 +88,7 @@ class IndexReport:
     def nothing_changed(cls, files_seen: int, plan: ChangePlan, manifest: Manifest, started: float) -> IndexReport:
         return cls(
             files_seen=files_seen, files_unchanged=plan.unchanged, files_added=0, files_modified=0, files_deleted=0,
-            skipped={}, passages_added=0, passages_removed=0, passages_total=manifest.counts.get("passages", 0),
+            skipped=plan.skipped_reasons(), passages_added=0, passages_removed=0, passages_total=manifest.counts.get("passages", 0),
             encoded=0, cached=0, seconds=time.perf_counter() - started, generation=manifest.generation,
             dense_kind=manifest.backends.get("dense_kind", ""),
         )  # fmt: skip
@@ -102,7 +102,7 @@ class IndexReport:
         return cls(
             files_seen=files_seen, files_unchanged=plan.unchanged, files_added=max(plan.added - len(new_but_skipped), 0),
             files_modified=len([key for key in plan.modified if key not in outcome.skipped]),
-            files_deleted=len(plan.deleted), skipped=outcome.skipped,
+            files_deleted=len(plan.deleted), skipped=plan.skipped_reasons(outcome.skipped),
             passages_added=outcome.added, passages_removed=outcome.removed, passages_total=stats["passages"],
             encoded=cache.misses, cached=cache.hits, seconds=time.perf_counter() - started, generation=generation,
             dense_kind=dense_kind, files_migrated=len(plan.migrated), encode_seconds=cache.encode_seconds,
@@ -141,6 +141,24 @@ class ChangePlan:
     deleted: list[str] = field(default_factory=list)
     migrated: list[str] = field(default_factory=list)  # format-1 keys replaced by the same file's path key
     unchanged: int = 0
+    still_skipped: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Files skipped by an earlier run and unchanged since (the manifest's records): not read again."""
+    roots: list[str] = field(default_factory=list)
+
+    def skipped_after(self, before: dict[str, dict[str, Any]], skipped_now: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """The manifest's record of unreadable files once this plan ran: other folders' as they were, this run's
+        folders' as found now."""
+        sources = {source.key: source for source, _ in self.changed}
+        return (
+            {key: record for key, record in before.items() if not _under_roots(key, self.roots)}
+            | self.still_skipped
+            | {key: {"size": sources[key].size, "mtime_ns": sources[key].mtime_ns, "reason": reason}
+               for key, reason in skipped_now.items()}
+        )  # fmt: skip
+
+    def skipped_reasons(self, skipped_now: dict[str, str] | None = None) -> dict[str, str]:
+        """Every unreadable file of this run's folders and why: skipped now or unchanged since it was skipped."""
+        return {key: record["reason"] for key, record in self.still_skipped.items()} | (skipped_now or {})
 
     @property
     def leaving(self) -> list[str]:
@@ -182,9 +200,14 @@ def check_same_chunking(manifest: Manifest, chunking: ChunkingConfig | None) -> 
         )
 
 
-def plan_changes(files: list[SourceFile], roots: list[str], old: dict[str, SourceState]) -> ChangePlan:
-    """Compare discovered files with the recorded sources: size and mtime first, the content hash when they differ."""
-    plan = ChangePlan()
+def plan_changes(
+    files: list[SourceFile], roots: list[str], old: dict[str, SourceState],
+    skipped_before: dict[str, dict[str, Any]] | None = None,
+) -> ChangePlan:  # fmt: skip
+    """Compare discovered files with the recorded sources: size and mtime first, the content hash when they differ.
+    A file an earlier run skipped as unreadable (`skipped_before`, the manifest's record) is left out while its size
+    and mtime are unchanged."""
+    plan = ChangePlan(roots=roots)
     seen: set[str] = set()
     for source in files:
         seen.add(source.key)
@@ -192,6 +215,10 @@ def plan_changes(files: list[SourceFile], roots: list[str], old: dict[str, Sourc
         if state is None and _is_legacy(old.get(source.legacy_key)):
             plan.migrated.append(source.legacy_key)  # re-added under its path key; vectors from the cache
             plan.changed.append((source, file_hash(source.path)))
+            continue
+        skipped = (skipped_before or {}).get(source.key)
+        if state is None and skipped and (skipped["size"], skipped["mtime_ns"]) == (source.size, source.mtime_ns):
+            plan.still_skipped[source.key] = skipped
             continue
         if state is not None and state.size == source.size and state.mtime_ns == source.mtime_ns:
             plan.unchanged += 1

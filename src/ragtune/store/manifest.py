@@ -33,6 +33,9 @@ class Manifest:
     updated: str = ""
     search: dict[str, Any] = field(default_factory=dict)
     """Default search settings chosen for this store (mode, fusion, alpha, rrf_k, and why); empty = the defaults."""
+    skipped: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Files the store could not read, by key: {"size", "mtime_ns", "reason"}. While such a file is unchanged the next
+    runs report it again without reading it, and build no new generation for it."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -438,6 +438,7 @@ def _new_manifest(
         },
         counts=counts, created=previous.created if previous else _now(), updated=_now(),
         search=previous.search if previous and previous.model.get("revision") == model_ref.revision else {},
+        skipped=previous.skipped if previous else {},
     )  # fmt: skip
 
 
@@ -458,7 +459,7 @@ def index_sources(
         requested = resolve_model(model) if model else None
         model_ref = check_model(previous, requested) if previous else requested or resolve_model(DEFAULT_EMBEDDING_MODEL)
         files, roots = discover_sources(sources)
-        plan = plan_changes(files, roots, _sources(db, parsed) if previous else {})
+        plan = plan_changes(files, roots, _sources(db, parsed) if previous else {}, previous.skipped if previous else None)
         if previous is not None:
             check_same_chunking(previous, chunking)
             if plan.is_empty:
@@ -488,7 +489,10 @@ def index_sources(
             stats = _stats(db, parsed)
             dense_kind = _ensure_dense_index(db, parsed, stats["passages"])
             options = _dense_index_options(db, parsed)
-            manifest = _new_manifest(base, model_ref, embedder.dimension, config, dense_kind, stats, options)
+            manifest = replace(
+                _new_manifest(base, model_ref, embedder.dimension, config, dense_kind, stats, options),
+                skipped=plan.skipped_after(base.skipped, skipped),
+            )
             _write_manifest(db, parsed, manifest)
             db.commit()
         outcome = IngestOutcome(added, removed, skipped)

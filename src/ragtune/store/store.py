@@ -76,7 +76,7 @@ def index_sources(
             model_ref = check_model(previous, requested)
         files, roots = discover_sources(sources)
         old_sources = _sources_of(store_dir, previous)
-        plan = plan_changes(files, roots, old_sources)
+        plan = plan_changes(files, roots, old_sources, previous.skipped if previous else None)
         if previous is not None:
             check_same_chunking(previous, chunking)
             if plan.is_empty:
@@ -102,7 +102,9 @@ def index_sources(
             table.commit()
             stats = table.stats()
             dense_kind = change.apply(table, partial, embedder.dimension, stats["passages"])
-            _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats)
+            unreadable = plan.skipped_after(previous.skipped if previous else {}, skipped)
+            _publish_generation(store_dir, partial, previous, model_ref, embedder.dimension, config, dense_kind, stats,
+                                unreadable)  # fmt: skip
         outcome = IngestOutcome(added, removed, skipped)
         return IndexReport.of_update(
             len(files), plan, outcome, stats, cache, started, generation, dense_kind, worker_report(encoder)
@@ -241,14 +243,17 @@ def _publish_generation(
     chunking: ChunkingConfig,
     dense_kind: str,
     counts: dict[str, int],
+    skipped: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """Flush the finished generation, rename it into place, then switch the manifest to it (the atomic step)."""
+    """Flush the finished generation, rename it into place, then switch the manifest to it (the atomic step).
+    `skipped`: the unreadable files to remember (default: the previous manifest's)."""
     generation = partial.name.removesuffix(".partial")
     manifest = Manifest(
         format_version=FORMAT_VERSION, generation=generation, model=model_ref.to_json(), dimension=dimension,
         chunking=chunking.to_json(), backends={"dense": "faiss", "dense_kind": dense_kind, "keyword": "tantivy"},
         counts=counts, created=previous.created if previous else _now(), updated=_now(),
         search=previous.search if previous and previous.model.get("revision") == model_ref.revision else {},
+        skipped=skipped if skipped is not None else previous.skipped if previous else {},
     )  # fmt: skip  # search settings chosen for one model do not carry over to another
     write_manifest(partial, manifest)  # a copy inside the generation, from which `check --repair` can restore
     _sync_tree(partial)
