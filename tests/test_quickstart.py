@@ -10,7 +10,7 @@ import pytest
 
 from chat_server import ChatServer, running
 from conftest import unwrapped
-from ragtune.errors import RagtuneError
+from ragtune.errors import InputError, RagtuneError
 from ragtune.faults import KILL_ENV
 from ragtune.quickstart import Quickstart, QuickstartConfig, reproduce_command
 from ragtune.retrieval import SearchSettings, store_search_settings
@@ -160,6 +160,7 @@ def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_thei
             sentences = [f"The {topic} {words[(n + i) % 7]} needs {words[(n + i + 2) % 7]} checks every {i + 2} weeks."
                          for i in range(5)]  # fmt: skip
             (docs / f"{topic}-{n}.md").write_text(f"# Care of the {topic} part {n}\n\n" + " ".join(sentences) + "\n")
+    (docs / "scan.pdf").write_bytes(b"%PDF-1.4 cut short")  # one unreadable file: named in the dataset step
     questions = tmp_path / "questions.jsonl"
     questions.write_text("".join(json.dumps({"query": f"how often to check the {topic}", "relevant": [f"{topic}-1.md"]})
                                  + "\n" for topic in TOPICS))  # fmt: skip
@@ -176,6 +177,8 @@ def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_thei
         "✓ re-index and evaluate", "✓ answers",
     ]
     assert any("steps planned (1 epochs)" in line for line in lines)  # synthetic pairs: one epoch by default
+    assert any(line.startswith("✓ dataset") and "1 file skipped as unreadable (scan.pdf: unreadable PDF" in line
+               for line in lines)  # fmt: skip
     # the bundled generator: sample answers quote the passages (no generator loaded), each quote cited
     assert result["answers"]["mode"] == "extractive" and "by quoting the passages' best sentences" in lines[-1]
     for answer in result["answers"]["answers"]:
@@ -208,8 +211,18 @@ def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_thei
     assert "Quoted from the retrieved passages" in report
 
 
+def test_docs_of_which_none_can_be_read_stop_the_quickstart_naming_each(tmp_path: Path, tiny_model_dir: Path) -> None:
+    docs = tmp_path / "exported"
+    docs.mkdir()
+    (docs / "notes.txt").write_bytes("caf\u00e9 au lait".encode("cp1252"))
+    (docs / "scan.pdf").write_bytes(b"%PDF-1.4 cut short")
+    config = QuickstartConfig(docs=docs, out=tmp_path / "out", base=str(tiny_model_dir), isolate_steps=False)
+    with pytest.raises(InputError, match=r"no file under .*exported' could be read; 2 files skipped as unreadable "
+                                         r"\(notes.txt: not UTF-8 text \(line 1, byte 3\).*scan.pdf: unreadable PDF"):
+        Quickstart(config, reproduce_command(config), say=lambda line: None, show_progress=False).run()
+
+
 def test_user_questions_name_documents_by_path_or_id_and_bad_lines_say_where(docs_dir: Path, tmp_path: Path) -> None:
-    from ragtune.errors import InputError
     from ragtune.quickstart.pipeline import read_user_queries
     from ragtune.store import index_sources
 

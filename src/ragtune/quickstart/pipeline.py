@@ -219,6 +219,10 @@ class Quickstart:
             raise InputError(f"--docs '{docs}' is not a folder")
         source_store = self.out / "docs-store"
         indexed = index_sources(source_store, [docs], model=self.config.base, show_progress=self.show_progress)
+        unreadable = _unreadable_text(indexed.skipped)
+        if indexed.passages_total == 0:
+            raise InputError(f"no file under '{docs}' could be read{unreadable}; fix those files or point --docs at "
+                             "UTF-8 text, Markdown, HTML or PDF files with a text layer")  # fmt: skip
         pairs_file = self.out / "pairs.jsonl"
         for method in (PairMethod.ict, PairMethod.heading):
             build_pairs(source_store, pairs_file, PairsConfig(method=method), show_progress=self.show_progress)
@@ -272,11 +276,12 @@ class Quickstart:
             + f"; {len(queries) - half} test "
             f"queries held out (with their passages' other pairs); dev: "
             + (f"your {len(user)} questions" if self.config.queries else f"{half} more held out")
+            + unreadable
         )
         return summary, {
             "root": str(root), "labelled": False, "pairs": len(rows), "held_out": len(queries),
             "dev": "user" if self.config.queries else "synthetic",
-            "encoded": indexed.encoded, "encode_seconds": indexed.encode_seconds,
+            "encoded": indexed.encoded, "encode_seconds": indexed.encode_seconds, "skipped": indexed.skipped,
         }  # fmt: skip
 
     def _index(self) -> tuple[str, dict[str, Any]]:
@@ -504,3 +509,12 @@ def reproduce_command(config: QuickstartConfig) -> str:
     if config.queries:
         parts += ["--queries", str(config.queries)]
     return shlex.join(parts)
+
+
+def _unreadable_text(skipped: dict[str, str], shown: int = 3) -> str:
+    """'; 2 files skipped as unreadable (a.pdf: encrypted PDF; b.txt: binary content)', or '' when none were."""
+    if not skipped:
+        return ""
+    named = "; ".join(f"{Path(key).name}: {reason}" for key, reason in list(skipped.items())[:shown])
+    more = f"; {len(skipped) - shown} more" if len(skipped) > shown else ""
+    return f"; {len(skipped)} file{'s' if len(skipped) != 1 else ''} skipped as unreadable ({named}{more})"
