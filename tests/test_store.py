@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -224,6 +225,26 @@ def test_reindex_switches_model_atomically(
         assert len(Retriever(store).search("pump", k=4, mode="dense")) == 4
     with pytest.raises(StoreError, match="built with model"):
         index_sources(store_dir, [docs_dir], model="minilm", show_progress=False)
+
+
+def test_a_store_moved_with_its_model_finds_it_and_a_lost_model_is_one_clear_error(
+    docs_dir: Path, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    run = tmp_path / "run"  # what a quickstart run leaves: the store and the tuned model in one folder
+    shutil.copytree(tiny_model_dir, run / "tuned-model")
+    index_sources(run / "stores" / "docs", [docs_dir], model=str(run / "tuned-model"), show_progress=False)
+    with open_store(run / "stores" / "docs") as store:
+        expected = [(h.id, round(h.score, 5)) for h in Retriever(store).search("pump", k=4, mode="dense")]
+    moved = run.rename(tmp_path / "archive-2026")
+    with open_store(moved / "stores" / "docs") as store:
+        assert store.info()["model"]["path"] == str((moved / "tuned-model").resolve())
+        assert [(h.id, round(h.score, 5)) for h in Retriever(store).search("pump", k=4, mode="dense")] == expected
+    assert index_sources(moved / "stores" / "docs", [docs_dir], show_progress=False).files_unchanged == 4
+    shutil.rmtree(moved / "tuned-model")
+    with open_store(moved / "stores" / "docs") as store, pytest.raises(StoreError, match=(
+        r"the store's model '.*run/tuned-model' \(revision \w+\) is no longer there: put it back.*ragtune reindex"
+    )):  # fmt: skip
+        Retriever(store).search("pump", k=4, mode="dense")
 
 
 def test_reindex_on_postgresql_switches_model_and_dimension(

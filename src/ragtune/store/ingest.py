@@ -8,6 +8,7 @@ re-running an interrupted update encodes nothing twice.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -177,6 +178,13 @@ def check_model(manifest: Manifest, requested: ModelRef | None) -> ModelRef:
         raise StoreError(
             f"store was built with model '{stored['name']}' (revision {stored['revision']}) but '{requested.name}' "
             f"(revision {requested.revision}) was given; use the same model, a new --store, or ragtune reindex"
+        )
+    if requested is None and stored["name"] == stored.get("path") and not Path(stored["name"]).is_dir():
+        raise StoreError(
+            f"the store's model '{stored['name']}' (revision {stored['revision']}) is no longer there: put it back, "
+            "or keep the store and the model in one folder and move that folder whole (the store finds a model at "
+            "the same place relative to itself); or encode the store again with another model: ragtune reindex "
+            "--store STORE --model DIR"
         )
     current = requested or resolve_model(stored["name"])
     if current.revision != stored["revision"]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,32 @@ def read_manifest(store_dir: Path) -> Manifest:
         raise StoreError(
             f"store '{store_dir}' has a corrupt {MANIFEST_NAME} ({problem}); run: ragtune check --store {store_dir} --repair"
         )
-    return manifest
+    return _model_moved_with_the_store(store_dir, manifest)
+
+
+MODEL_PATH_FROM_STORE = "path_from_store"
+"""In `Manifest.model`, for a model given as a directory: its path relative to the store's folder."""
+
+
+def model_record(model: dict[str, str], store_dir: Path) -> dict[str, str]:
+    """The manifest's record of a model (`ModelRef.to_json()`): a directory model also by its path from the store, so
+    that a store moved together with its model (a quickstart run's folder, say) still finds it."""
+    if model["name"] != model["path"]:  # a packaged model, found by its short name
+        return model
+    return {**model, MODEL_PATH_FROM_STORE: os.path.relpath(model["path"], store_dir.resolve())}
+
+
+def _model_moved_with_the_store(store_dir: Path, manifest: Manifest) -> Manifest:
+    """Where a directory model is no longer at its recorded path but is at the same place relative to the store, the
+    manifest as read names it there (its revision is still checked before use)."""
+    model = manifest.model
+    relative = model.get(MODEL_PATH_FROM_STORE)
+    if not relative or Path(model["path"]).is_dir():
+        return manifest
+    moved = (store_dir.resolve() / relative).resolve()
+    if not moved.is_dir():
+        return manifest
+    return replace(manifest, model={**model, "name": str(moved), "path": str(moved)})
 
 
 def manifest_problem(manifest: Manifest) -> str | None:

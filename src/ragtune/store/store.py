@@ -44,7 +44,9 @@ from ragtune.store.ingest import (
 from ragtune.store.dense import EXACT_THRESHOLD, REBUILD_DELETED_SHARE, FaissDenseIndex
 from ragtune.fsutil import exclusive_lock, free_space_text, fsync_dir, is_disk_full
 from ragtune.store.keyword import build_tantivy_index, update_tantivy_index
-from ragtune.store.manifest import FORMAT_VERSION, Manifest, manifest_path, read_manifest, write_manifest
+from ragtune.store.manifest import (
+    FORMAT_VERSION, Manifest, manifest_path, model_record, read_manifest, write_manifest,
+)  # fmt: skip
 from ragtune.store.layout import DENSE_FILE, KEYWORD_DIR, LEGACY_CACHE_FILE, PASSAGES_FILE
 from ragtune.store.passages import PassageTable
 
@@ -249,7 +251,8 @@ def _publish_generation(
     `skipped`: the unreadable files to remember (default: the previous manifest's)."""
     generation = partial.name.removesuffix(".partial")
     manifest = Manifest(
-        format_version=FORMAT_VERSION, generation=generation, model=model_ref.to_json(), dimension=dimension,
+        format_version=FORMAT_VERSION, generation=generation, model=model_record(model_ref.to_json(), store_dir),
+        dimension=dimension,
         chunking=chunking.to_json(), backends={"dense": "faiss", "dense_kind": dense_kind, "keyword": "tantivy"},
         counts=counts, created=previous.created if previous else _now(), updated=_now(),
         search=previous.search if previous and previous.model.get("revision") == model_ref.revision else {},
