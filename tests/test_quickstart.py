@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -130,6 +133,27 @@ def test_interrupted_quickstart_resumes_after_the_finished_steps(
         "[done before] dataset", "[done before] store", "[done before] baseline", "[done before] training data",
     ]
     assert any(line.startswith("✓ fine-tune") for line in lines)
+
+
+def test_a_second_quickstart_in_the_same_folder_is_refused_while_the_first_runs(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    dataset = tiny_beir(tmp_path / "tiny")
+    command = [sys.executable, "-m", "ragtune.cli", "quickstart", "--dataset", str(dataset), "--out",
+               str(tmp_path / "out"), "--base", str(tiny_model_dir), "--generator", "none"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert first.stdout is not None
+    for line in first.stdout:  # wait until the first run is training: before, a second one would train beside it
+        if line.startswith("fine-tune"):
+            break
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    still_running = first.poll() is None
+    rest = first.stdout.read()
+    assert first.wait(timeout=600) == 0, rest[-2000:]
+    assert still_running  # the second run really met the first one
+    assert second.returncode == 2 and "another quickstart is running in" in " ".join(second.stderr.split())
+    assert "✓ re-index and evaluate" in rest and json.loads((tmp_path / "out" / "state.json").read_text())
 
 
 def test_quickstart_cli_prints_the_table_and_marks_finished_steps(tmp_path: Path, tiny_model_dir: Path) -> None:

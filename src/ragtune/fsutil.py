@@ -84,15 +84,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextmanager
-def exclusive_lock(directory: Path) -> Iterator[None]:
-    """Hold `directory/.lock` for writing; a second writer is refused instead of corrupting the store."""
+def exclusive_lock(directory: Path, busy: str | None = None) -> Iterator[None]:
+    """Hold `directory/.lock` for writing; a second writer is refused instead of corrupting the store (`busy`: the
+    refusal's text for a folder that is not a store)."""
     directory.mkdir(parents=True, exist_ok=True)
     handle = (directory / ".lock").open("w")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise StoreError(f"store '{directory}' is being written by another process; wait for it to finish") from exc
+            raise StoreError(
+                busy or f"store '{directory}' is being written by another process; wait for it to finish"
+            ) from exc
         yield
     finally:
         handle.close()

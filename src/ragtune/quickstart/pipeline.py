@@ -34,6 +34,7 @@ from ragtune.errors import InputError
 from ragtune.evaluation import SystemSpec, evaluate_systems, load_beir, write_report
 from ragtune.evaluation.dataset import BeirDataset, split_queries, subset
 from ragtune.evaluation.runner import Evaluation, eval_store_dir
+from ragtune.fsutil import exclusive_lock
 from ragtune.memory import release_memory
 from ragtune.models import inference_precision, resolve_model
 from ragtune.quickstart.state import StepState
@@ -153,6 +154,12 @@ class Quickstart:
     # -- the loop -------------------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        busy = (f"another quickstart is running in '{self.out}'; wait for it to finish (then run this command again "
+                "to resume from its steps), or give another --out")  # fmt: skip
+        with exclusive_lock(self.out, busy):  # two runs in one folder would write the same models and stores
+            return self._run_steps()
+
+    def _run_steps(self) -> dict[str, Any]:
         dataset = self.step("dataset", self._dataset)
         if "dev_queries" not in dataset and dataset["labelled"]:
             raise InputError(f"'{self.out}' was begun by an older ragtune that kept no dev queries apart from "
