@@ -215,6 +215,29 @@ def test_kill_while_writing_a_checkpoint_then_resume(tmp_path: Path, tiny_model_
     assert (out / "config.json").exists()
 
 
+def test_a_second_training_run_into_the_same_folder_is_refused_while_the_first_trains(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    train = _training_file(tmp_path)
+    out = tmp_path / "model"
+    args = ["finetune", str(train), "--out", str(out), "--base", str(tiny_model_dir), "--epochs", "200",
+            "--batch-size", "4", "--threads", "1", "--max-seq-length", "32", "--dev-fraction", "0.25"]  # fmt: skip
+    first = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        checkpoints = out.with_name("model.checkpoints")
+        deadline = time.monotonic() + 240
+        while not list(checkpoints.glob("checkpoint-*")) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list(checkpoints.glob("checkpoint-*")), "the first run never saved a checkpoint"
+        second = ragtune_here(*args)
+        assert first.poll() is None  # the two really met: before, the second trained beside the first
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 2 and "another training run is writing" in " ".join(second.stderr.split())
+    assert not out.exists()  # the refused run wrote no model
+
+
 # --- SIGKILL during store writes and pairs ---------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragtune.faults import arm_checkpoint_kill
+from ragtune.fsutil import exclusive_lock
 from ragtune.training.callbacks import silence_log_printing
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -88,7 +89,10 @@ def train_resumably(trainer, checkpoints: Path, show_progress: bool) -> tuple[Re
     if not show_progress:
         silence_log_printing(trainer)
     arm_checkpoint_kill(trainer)
-    resume = find_resume_point(checkpoints)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
+    busy = (f"another training run is writing '{checkpoints}'; wait for it to finish (running this command again "
+            "then resumes from its checkpoints), or give another --out")  # fmt: skip
+    with exclusive_lock(checkpoints, busy):  # two runs would save, rotate and resume from the same checkpoints
+        resume = find_resume_point(checkpoints)
+        started = time.perf_counter()
+        trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
     return resume, time.perf_counter() - started
