@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from chat_server import ChatServer, running
 from conftest import write_docs
-from ragtune.errors import InputError
+from ragtune.errors import InputError, StoreError
 from ragtune.generation import load_generator
 from ragtune.store import index_sources, open_store
 from ragtune.training.examples import read_training_jsonl
@@ -154,6 +158,28 @@ def test_resume_skips_finished_passages(store: Path, tmp_path: Path) -> None:
     assert first.passages_seen == 2 and second.passages_skipped_done == 2
     assert len(server.requests) - calls_after_first == second.passages_seen
     assert len({row["query"] for row in rows(out)}) == len(rows(out))
+
+
+def test_a_second_run_appending_to_the_same_file_is_refused_while_the_first_runs(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "llm.jsonl"
+    with running(ChatServer(question_for, delay=1.0)) as server:  # a slow generator: the first run lasts
+        first = subprocess.Popen(
+            [sys.executable, "-m", "ragtune.cli", "pairs", "--store", str(store), "--out", str(out), "--method", "llm",
+             "--generator", server.url, "--no-round-trip", "--batch-size", "1"],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not server.requests and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.requests, "the first run never asked for a question"
+        config = PairsConfig(method=PairMethod.llm, round_trip=False, batch_size=1)
+        with pytest.raises(StoreError, match="another `ragtune pairs` is appending to"):
+            build_pairs(store, out, config, load_generator(server.url), show_progress=False)
+        assert first.poll() is None  # the two met; before, both wrote every passage's pairs into the file
+        assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:] if first.stderr else ""
+    written = [row["passage_id"] for row in rows(out)]
+    with open_store(store) as opened:
+        assert sorted(written) == sorted(p.id for p in opened.iter_passages())  # each passage's pair once
 
 
 def test_a_line_cut_by_a_crash_is_dropped_on_resume(store: Path, tmp_path: Path) -> None:

@@ -84,11 +84,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextmanager
-def exclusive_lock(directory: Path, busy: str | None = None) -> Iterator[None]:
-    """Hold `directory/.lock` for writing; a second writer is refused instead of corrupting the store (`busy`: the
-    refusal's text for a folder that is not a store)."""
+def exclusive_lock(directory: Path, busy: str | None = None, lock_file: str = ".lock") -> Iterator[None]:
+    """Hold `directory/<lock_file>` for writing; a second writer is refused instead of corrupting the store (`busy`:
+    the refusal's text for a folder that is not a store). The lock file is opened for appending: an existing file
+    that also serves another purpose keeps its contents."""
     directory.mkdir(parents=True, exist_ok=True)
-    handle = (directory / ".lock").open("w")
+    handle = (directory / lock_file).open("a")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -20,6 +20,7 @@ from typing import Any
 from ragtune.corpus.sentences import sentences
 from ragtune.errors import InputError
 from ragtune.faults import kill_point
+from ragtune.fsutil import exclusive_lock
 from ragtune.generation.base import Generator, Message
 from ragtune.jsonl import iter_json_objects
 from ragtune.progress import progress_bar
@@ -275,13 +276,23 @@ def build_pairs(
     generator: Generator | None = None,
     show_progress: bool | None = None,
 ) -> PairsReport:
-    """Write pairs for the store's passages to `out_path`, skipping passages a previous run finished."""
+    """Write pairs for the store's passages to `out_path`, skipping passages a previous run finished. A second run
+    appending to the same file meanwhile is refused (it would write the same passages' pairs again)."""
     out_path = Path(out_path)
-    done_path = out_path.with_name(out_path.name + ".done")
     if config.method is PairMethod.llm and generator is None:
         raise InputError("--method llm needs a generator (--generator smollm2, a model directory or a URL)")
     if config.per_passage < 1:
         raise InputError("--per-passage must be at least 1")
+    busy = (f"another `ragtune pairs` is appending to '{out_path}'; wait for it to finish (running this command "
+            "again then adds only the passages it left), or give another --out")  # fmt: skip
+    with exclusive_lock(out_path.parent, busy, lock_file=out_path.name + ".done"):  # the record of finished passages
+        return _build_pairs(store_dir, out_path, config, generator, show_progress)
+
+
+def _build_pairs(
+    store_dir: str | Path, out_path: Path, config: PairsConfig, generator: Generator | None, show_progress: bool | None
+) -> PairsReport:
+    done_path = out_path.with_name(out_path.name + ".done")
     report = PairsReport(config.method.value)
     started = time.perf_counter()
     done = set(_read_lines(done_path))
