@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import random
+import subprocess
+import sys
+import time
 from itertools import product
 from pathlib import Path
 
@@ -217,3 +222,27 @@ def test_scoring_prints_no_numba_note_when_ranx_compiles(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1.0"
     assert "NumbaTypeSafetyWarning" not in done.stderr and "unsafe cast" not in done.stderr
+
+
+def test_two_evaluations_at_once_share_one_store_instead_of_one_failing(tmp_path: Path, tiny_model_dir: Path) -> None:
+    rng = random.Random(0)
+    words = "pump seal valve bearing shaft motor gasket flange impeller casing coupling torque pressure flow".split()
+    root = tmp_path / "beir"
+    write_jsonl(root / "corpus.jsonl", [{"_id": f"d{i}", "title": "", "text": " ".join(rng.choices(words, k=30)) +
+                                         f" part{i}"} for i in range(3000)])  # fmt: skip  # some seconds to index
+    write_jsonl(root / "queries.jsonl", [{"_id": f"q{i}", "text": f"part{i} seal"} for i in range(30)])
+    (root / "qrels").mkdir()
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(30)))
+    env = {**os.environ, "RAGTUNE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    command = [sys.executable, "-m", "ragtune.cli", "eval", str(root), "--model", str(tiny_model_dir), "--mode", "dense",
+               "--json"]  # fmt: skip
+    first = subprocess.Popen([*command, "--out", str(tmp_path / "a")], env=env, stdout=subprocess.PIPE, text=True)
+    stores = tmp_path / "cache" / "eval-stores"
+    deadline = time.monotonic() + 120
+    while not any(p.is_dir() for p in stores.glob("beir-*")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run([*command, "--out", str(tmp_path / "b")], env=env, capture_output=True, text=True)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-2000:]  # before: "being written by another"
+    scores = [json.loads(text)["systems"][0]["metrics"] for text in (out, second.stdout)]
+    assert scores[0] == scores[1] and len([p for p in stores.iterdir() if p.is_dir()]) == 1

@@ -13,6 +13,7 @@ from ragtune.corpus import ChunkingConfig
 from ragtune.evaluation.dataset import BeirDataset
 from ragtune.evaluation.metrics import DEFAULT_METRICS, Run, mean_scores, per_query_scores
 from ragtune.evaluation.significance import PairedComparison, compare
+from ragtune.fsutil import waiting_lock
 from ragtune.models import resolve_model
 from ragtune.paths import cache_root
 from ragtune.retrieval import Reranker, Retriever, SearchMode, SearchSettings
@@ -71,6 +72,17 @@ def eval_store_dir(
     if is_postgres_address(cache_dir):
         return named_store(str(cache_dir), "eval_" + hashlib.sha256(name.encode()).hexdigest()[:24])
     return Path(cache_dir) / name
+
+
+def _build_lock(store: Path | str) -> Path:
+    """The lock file that evaluations take while they build or update `store`, an evaluation store that any of them
+    may share: beside a store folder, or in the local cache for a store in PostgreSQL."""
+    if isinstance(store, Path):
+        store.parent.mkdir(parents=True, exist_ok=True)
+        return store.with_name(store.name + ".build.lock")
+    folder = cache_root() / "eval-store-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / (hashlib.sha256(store.encode()).hexdigest()[:24] + ".lock")
 
 
 @dataclass(frozen=True)
@@ -152,9 +164,10 @@ def evaluate_specs(
     for model_name in dict.fromkeys(spec.model for spec in specs):
         model = resolve_model(model_name)
         store_dir = eval_store_dir(cache_dir, dataset, model.revision, chunking)
-        indexed = index_sources(
-            store_dir, [dataset.corpus_path], model=model_name, chunking=chunking, show_progress=show_progress
-        )
+        with waiting_lock(_build_lock(store_dir)):  # another evaluation building this store: wait, then reuse it
+            indexed = index_sources(
+                store_dir, [dataset.corpus_path], model=model_name, chunking=chunking, show_progress=show_progress
+            )
         encoding[model_name] = {"encoded": indexed.encoded, "encode_seconds": round(indexed.encode_seconds, 1)}
         with open_store(store_dir) as store:
             for spec in (s for s in specs if s.model == model_name):
