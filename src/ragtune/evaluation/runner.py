@@ -76,13 +76,11 @@ def eval_store_dir(
 
 def _build_lock(store: Path | str) -> Path:
     """The lock file that evaluations take while they build or update `store`, an evaluation store that any of them
-    may share: beside a store folder, or in the local cache for a store in PostgreSQL."""
-    if isinstance(store, Path):
-        store.parent.mkdir(parents=True, exist_ok=True)
-        return store.with_name(store.name + ".build.lock")
+    may share (kept in the local cache, so that the stores' folder holds stores only)."""
     folder = cache_root() / "eval-store-locks"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / (hashlib.sha256(store.encode()).hexdigest()[:24] + ".lock")
+    key = str(store.resolve()) if isinstance(store, Path) else store
+    return folder / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".lock")
 
 
 @dataclass(frozen=True)
