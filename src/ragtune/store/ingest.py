@@ -8,9 +8,9 @@ re-running an interrupted update encodes nothing twice.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -89,8 +89,8 @@ class IndexReport:
     def nothing_changed(cls, files_seen: int, plan: ChangePlan, manifest: Manifest, started: float) -> IndexReport:
         return cls(
             files_seen=files_seen, files_unchanged=plan.unchanged, files_added=0, files_modified=0, files_deleted=0,
-            skipped=plan.skipped_reasons(), passages_added=0, passages_removed=0, passages_total=manifest.counts.get("passages", 0),
-            encoded=0, cached=0, seconds=time.perf_counter() - started, generation=manifest.generation,
+            skipped=plan.skipped_reasons(), passages_added=0, passages_removed=0,
+            passages_total=manifest.counts.get("passages", 0), encoded=0, cached=0, seconds=time.perf_counter() - started, generation=manifest.generation,
             dense_kind=manifest.backends.get("dense_kind", ""),
         )  # fmt: skip
 

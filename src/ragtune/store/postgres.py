@@ -459,7 +459,8 @@ def index_sources(
         requested = resolve_model(model) if model else None
         model_ref = check_model(previous, requested) if previous else requested or resolve_model(DEFAULT_EMBEDDING_MODEL)
         files, roots = discover_sources(sources)
-        plan = plan_changes(files, roots, _sources(db, parsed) if previous else {}, previous.skipped if previous else None)
+        old_sources = _sources(db, parsed) if previous else {}
+        plan = plan_changes(files, roots, old_sources, previous.skipped if previous else None)
         if previous is not None:
             check_same_chunking(previous, chunking)
             if plan.is_empty:
