@@ -131,9 +131,10 @@ print(loads)
 
 _PRUNE_IN_A_LOOP = """
 import sys, time
+from pathlib import Path
 from ragtune.model_copies import prune_model_copies
-removed, end = 0, time.time() + float(sys.argv[1])
-while time.time() < end:
+removed, stop, end = 0, Path(sys.argv[1]), time.time() + 300
+while not stop.exists() and time.time() < end:  # until the loader is done
     removed += len(prune_model_copies(0))  # `ragtune cache clear`, over and over
     time.sleep(0.01)
 print(removed)
@@ -144,11 +145,16 @@ def test_a_prune_in_another_process_never_breaks_a_conversion_or_a_load(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     env = {**os.environ, "RAGTUNE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    pruner = subprocess.Popen([sys.executable, "-c", _PRUNE_IN_A_LOOP, "12"], env=env, stdout=subprocess.PIPE, text=True)
-    loader = subprocess.run([sys.executable, "-c", _LOAD_IN_A_LOOP, str(tiny_model_dir), "10"], env=env,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    stop = tmp_path / "loader-done"
+    pruner = subprocess.Popen([sys.executable, "-c", _PRUNE_IN_A_LOOP, str(stop)], env=env, stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        loader = subprocess.run([sys.executable, "-c", _LOAD_IN_A_LOOP, str(tiny_model_dir), "10"], env=env,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+    finally:
+        stop.touch()
     removed, _ = pruner.communicate(timeout=120)
     assert loader.returncode == 0, loader.stderr[-2000:]  # before the lock: "cannot write the OpenVINO copy"
-    assert pruner.returncode == 0 and int(removed) >= 2  # the two really raced: copies were removed under the loader
+    assert pruner.returncode == 0 and int(removed) >= 1  # the two really raced: a copy was removed under the loader
     assert int(loader.stdout) >= 3
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.name.startswith((".removing-", "partial-"))]

@@ -12,6 +12,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -120,16 +121,16 @@ class OpenVinoEncoder:
             config["INFERENCE_NUM_THREADS"] = threads
         float_ir = converted_model_path(ref)
         saved = False
-        with copies_in_use():  # a `ragtune cache prune` in another process waits until the model is compiled
+        with ExitStack() as held:
+            try:  # a `ragtune cache prune` in another process waits until the model is compiled
+                held.enter_context(copies_in_use())
+            except OSError as exc:  # the cache folder cannot be made (a file in its place, say)
+                raise _unwritable_copy(float_ir.parent, exc) from None
             if not float_ir.exists():
                 try:
                     convert_to_openvino(ref.path, float_ir, self.input_names)
                 except OSError as exc:
-                    raise RagtuneError(
-                        f"cannot write the OpenVINO copy of the model to '{float_ir.parent}' ({exc.strerror or exc}): "
-                        f"free space there or point $RAGTUNE_CACHE at a writable folder with room (the copy is as "
-                        f"large as the model's weights), or set {BACKEND_ENV}=torch"
-                    ) from None
+                    raise _unwritable_copy(float_ir.parent, exc) from None
                 saved = True
             mark_used(float_ir)
             ir = float_ir
@@ -198,6 +199,14 @@ class OpenVinoEncoder:
         if not hasattr(self._requests, "request"):
             self._requests.request = self._compiled.create_infer_request()
         return self._requests.request
+
+
+def _unwritable_copy(folder: Path, exc: OSError) -> RagtuneError:
+    return RagtuneError(
+        f"cannot write the OpenVINO copy of the model to '{folder}' ({exc.strerror or exc}): free space there or point "
+        f"$RAGTUNE_CACHE at a writable folder with room (the copy is as large as the model's weights), or set "
+        f"{BACKEND_ENV}=torch"
+    )
 
 
 def converted_model_path(ref: ModelRef) -> Path:
