@@ -32,11 +32,13 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "'ragtune[ray]'  (encoding on a Ray cluster)"
 LOCAL = "local"
-BATCH_SIZE = 64
-"""Texts per `map_batches` call: what one actor encodes in one forward pass (the local path's batch)."""
 WINDOW_PER_WORKER = 4096
 """Texts handed to the cluster at once, per worker: one Ray Dataset each, so each window pays the actors' start-up
 (model load, ~3 s); 4,096 texts are a minute or more of work per CPU worker."""
+GPU_WINDOW_PER_WORKER = 65536
+"""The same for workers with a GPU: on an H200 one such actor took ~17 s to start (CUDA, model load) and encoded
+~500 SciFact passages/s once started (bench/bench_encode_cuda.py, 2026-12-04), so 4,096 texts would be mostly
+start-up; 65,536 are a minute or two of work. The driver holds a window's texts and vectors (~200 MB per worker)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,9 @@ class RayConfig:
     address: str
     workers: int = 2
     gpus_per_worker: float = 0.0
-    batch_size: int = BATCH_SIZE
+    batch_size: int | None = None
+    """Texts per `map_batches` call, what one actor encodes in one forward pass: by default the local path's batch
+    for the workers' device (`embedding.default_batch_size`)."""
 
     def check(self) -> None:
         """Refuse bad settings, and a missing Ray, before anything is read or written."""
@@ -59,7 +63,7 @@ class RayConfig:
 
     @property
     def window(self) -> int:
-        return WINDOW_PER_WORKER * self.workers
+        return (GPU_WINDOW_PER_WORKER if self.gpus_per_worker > 0 else WINDOW_PER_WORKER) * self.workers
 
 
 @dataclass
@@ -121,7 +125,7 @@ def _import_paths() -> list[str]:
 class EncodingActor:
     """One actor of the pool: loads the model once, then encodes the batches Ray Data hands it."""
 
-    def __init__(self, model: dict[str, str], precision: str, backend: str, device: str) -> None:
+    def __init__(self, model: dict[str, str], precision: str, backend: str, device: str, batch_size: int) -> None:
         from pathlib import Path
 
         from ragtune.embedding import Embedder
@@ -129,7 +133,7 @@ class EncodingActor:
 
         self._kill_point = kill_point
         ref = ModelRef(name=model["name"], path=Path(model["path"]), revision=model["revision"])
-        self.embedder = Embedder(ref, batch_size=BATCH_SIZE, precision=precision, backend=backend, device=device)
+        self.embedder = Embedder(ref, batch_size=batch_size, precision=precision, backend=backend, device=device)
         self.worker = f"{_ray().get_runtime_context().get_node_id()[:8]}:{os.getpid()}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -184,13 +188,16 @@ class RayEncoder:
         context.execution_options.preserve_order = False
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batches of similar length pad little
         items = [{"position": i, "text": texts[i]} for i in order]
-        blocks = min(len(items), max(self.config.workers, len(items) // self.config.batch_size))
+        from ragtune.embedding import default_batch_size
+
+        batch_size = self.config.batch_size or default_batch_size(self._actor_device)
+        blocks = min(len(items), max(self.config.workers, len(items) // batch_size))
         dataset = ray.data.from_items(items, override_num_blocks=blocks)
         encoded = dataset.map_batches(
             EncodingActor,
             fn_constructor_kwargs={"model": self.model_ref.to_json(), "precision": self.precision,
-                                   "backend": self.backend, "device": self._actor_device},
-            compute=ActorPoolStrategy(size=self.config.workers), batch_size=self.config.batch_size,
+                                   "backend": self.backend, "device": self._actor_device, "batch_size": batch_size},
+            compute=ActorPoolStrategy(size=self.config.workers), batch_size=batch_size,
             batch_format="numpy", num_cpus=1, num_gpus=self.config.gpus_per_worker or None,
         )  # fmt: skip
         seen = np.zeros(len(texts), dtype=bool)

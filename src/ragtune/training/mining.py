@@ -46,7 +46,8 @@ class MiningConfig:
     range_max: int = 50
     relative_margin: float = 0.05
     source: CandidateSource = CandidateSource.dense
-    batch_size: int = 64
+    batch_size: int | None = None
+    """Texts per encoding batch; None: the device's (`embedding.default_batch_size`)."""
 
 
 @dataclass(frozen=True)
