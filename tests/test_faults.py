@@ -348,6 +348,58 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
 
 
+SLOW_DIRECTORY_WRITER = """
+import sys, time
+from pathlib import Path
+from ragtune.fsutil import write_directory_atomically
+
+def write(folder: Path) -> None:
+    folder.mkdir()
+    print("writing", flush=True)
+    for part in range(30):
+        (folder / f"part{part}").write_text(sys.argv[2])
+        time.sleep(float(sys.argv[3]))
+
+write_directory_atomically(Path(sys.argv[1]), write)
+"""
+
+
+def test_two_processes_saving_one_model_folder_leave_one_whole_folder_and_a_killed_save_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """Two real processes save into one --out at once (two `merge`, `tsdae` or `finetune` runs): each finishes, and
+    the folder holds one writer's files, never a mix (before, the second deleted the first's half-written folder
+    and the first went on writing into the second's). A save killed with SIGKILL leaves a folder that the next save
+    of that target removes."""
+    target = tmp_path / "model"
+
+    def writer(tag: str, pause: float = 0.01) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", SLOW_DIRECTORY_WRITER, str(target), tag, str(pause)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    for _ in range(3):
+        first = writer("A")
+        assert first.stdout is not None and first.stdout.readline() == "writing\n"
+        second = writer("B")
+        for process in (first, second):
+            _, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err
+        contents = {part.read_text() for part in target.iterdir()}
+        assert len(list(target.iterdir())) == 30 and len(contents) == 1, contents
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+    killed = writer("K", pause=1.0)
+    assert killed.stdout is not None and killed.stdout.readline() == "writing\n"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert any(p.name.startswith("model.partial-") for p in tmp_path.iterdir())
+    last = writer("C", pause=0.0)
+    _, err = last.communicate(timeout=120)
+    assert last.returncode == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert {part.read_text() for part in target.iterdir()} == {"C"}
+
+
 def test_disk_full_gives_one_message_removes_the_partial_work_and_the_next_run_proceeds(
     tmp_path: Path, tiny_model_dir: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -50,6 +50,23 @@ def test_folder_discovery_is_recursive_and_keys_are_stable(docs_dir: Path) -> No
     ]  # fmt: skip
 
 
+def test_links_to_folders_are_followed_once_and_a_link_loop_ends(tmp_path: Path) -> None:
+    """A folder of links to other folders is indexed through them (before, linked folders were left out without a
+    word); a link back to a folder above ends the walk instead of looping; hidden folders stay out."""
+    docs, elsewhere = tmp_path / "docs", tmp_path / "elsewhere"
+    (docs / ".git").mkdir(parents=True)
+    (elsewhere / "deeper").mkdir(parents=True)
+    (docs / "own.txt").write_text("The pump seal wears when the pump runs dry.")
+    (docs / ".git" / "hidden.txt").write_text("not a document")
+    (elsewhere / "deeper" / "linked.md").write_text("# Boilers\nInspect the safety valve each year.")
+    (docs / "manuals").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "back-to-docs").symlink_to(docs, target_is_directory=True)
+    (docs / "gone.txt").symlink_to(tmp_path / "missing.txt")  # a broken link has nothing to read
+    files, roots = discover_sources([docs])
+    assert [f.key for f in files] == [f"{docs.resolve()}/manuals/deeper/linked.md", f"{docs.resolve()}/own.txt"]
+    assert roots == [f"{docs.resolve()}/"]
+
+
 def test_markdown_title_and_metadata(docs_dir: Path) -> None:
     [doc] = _read(docs_dir / "guide" / "pumps.md")
     path = (docs_dir / "guide" / "pumps.md").resolve().as_posix()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import os
 import shutil
 import sqlite3
@@ -111,21 +112,54 @@ def waiting_lock(path: Path) -> Iterator[None]:
 
 
 def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> Path:
-    """Let `write` fill a fresh sibling `<target>.partial`, then swap it in for `target`.
+    """Let `write` fill a fresh sibling of this process's own (`<target>.partial-<pid>-<random>`, not yet made), then
+    swap it in for `target`.
 
-    A leftover `.partial` from a crash is discarded first; an existing `target` is moved aside and removed only after
-    the swap, so at any moment `target` is either the old or the new complete directory.
+    At any moment `target` is either the old or a new complete directory. Two processes writing one target at once
+    each write their own sibling, and the target ends as one of them whole (the last to finish), never a mix of both.
+    Siblings left by processes that died are removed first.
     """
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    write(partial)
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(partial, target)
-    shutil.rmtree(old, ignore_errors=True)
+    _remove_abandoned_siblings(target)
+    own = f"{os.getpid()}-{os.urandom(4).hex()}"
+    partial = target.with_name(f"{target.name}.partial-{own}")
+    try:
+        write(partial)
+        set_aside: list[Path] = []
+        while True:  # another writer may put its directory in place between our two renames: set that aside too
+            aside = target.with_name(f"{target.name}.old-{own}-{len(set_aside)}")
+            try:
+                os.replace(target, aside)
+                set_aside.append(aside)
+            except FileNotFoundError:
+                pass
+            try:
+                os.replace(partial, target)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    for aside in set_aside:
+        shutil.rmtree(aside, ignore_errors=True)
     return target
+
+
+def _remove_abandoned_siblings(target: Path) -> None:
+    """`<target>.partial-<pid>-…` and `<target>.old-<pid>-…` of processes no longer running (a run killed mid-save),
+    and the `<target>.partial` / `<target>.old` that versions before 2026-12-04 used."""
+    from ragtune.child_process import process_is_alive
+
+    if not target.parent.is_dir():
+        return
+    for sibling in target.parent.glob(f"{glob.escape(target.name)}.*"):
+        kind, _, owner = sibling.name[len(target.name) + 1 :].partition("-")
+        if kind not in ("partial", "old"):
+            continue
+        pid = owner.split("-")[0]
+        if not owner or (pid.isdigit() and not process_is_alive(int(pid))):
+            shutil.rmtree(sibling, ignore_errors=True)
 
 
 @contextmanager

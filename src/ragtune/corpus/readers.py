@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -76,13 +77,7 @@ def discover_sources(paths: Sequence[str | Path]) -> tuple[list[SourceFile], lis
             roots.append(root.as_posix())
             files.append(_source_file(root, root.as_posix(), root.name))
             continue
-        found = [
-            p
-            for p in sorted(root.rglob("*"))
-            if p.is_file()
-            and p.suffix.lower() in SUPPORTED_SUFFIXES
-            and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        ]
+        found = [p for p in _visible_files_under(root) if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES]
         if not found:
             raise InputError(
                 f"folder '{raw}' holds no supported files ({', '.join(sorted(SUPPORTED_SUFFIXES))}): nothing to index"
@@ -91,6 +86,23 @@ def discover_sources(paths: Sequence[str | Path]) -> tuple[list[SourceFile], lis
         roots.append(root_key)
         files.extend(_source_file(p, root_key, f"{root.name}/{p.relative_to(root).as_posix()}") for p in found)
     return files, roots
+
+
+def _visible_files_under(root: Path) -> list[Path]:
+    """Paths under `root`, hidden ones (a part starting with '.') left out, in sorted order. Links to folders are
+    followed, as `glob`'s `**` and LlamaIndex's directory reader do (a folder of links to other folders is common);
+    each real folder is walked once, so a link to a folder above it ends instead of looping."""
+    found: list[Path] = []
+    walked: set[str] = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in walked:
+            subfolders[:] = []
+            continue
+        walked.add(real)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        found.extend(Path(folder) / name for name in names if not name.startswith("."))
+    return sorted(found)
 
 
 def _source_file(path: Path, root_key: str, legacy_key: str) -> SourceFile:
