@@ -7,6 +7,7 @@ import fcntl
 import glob
 import os
 import shutil
+import socket
 import sqlite3
 import tempfile
 import time
@@ -112,21 +113,22 @@ def waiting_lock(path: Path) -> Iterator[None]:
 
 
 def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> Path:
-    """Let `write` fill a fresh sibling of this process's own (`<target>.partial-<pid>-<random>`, not yet made), then
-    swap it in for `target`.
+    """Let `write` fill a fresh sibling of this process's own (`<target>.partial-<pid>-<random>@<host>`, not yet made),
+    then swap it in for `target`.
 
     At any moment `target` is either the old or a new complete directory. Two processes writing one target at once
     each write their own sibling, and the target ends as one of them whole (the last to finish), never a mix of both.
-    Siblings left by processes that died are removed first.
+    Siblings left by processes of this machine that died are removed first (a folder on shared storage may be written
+    from another machine, whose processes cannot be seen from here).
     """
     _remove_abandoned_siblings(target)
-    own = f"{os.getpid()}-{os.urandom(4).hex()}"
-    partial = target.with_name(f"{target.name}.partial-{own}")
+    own, host = f"{os.getpid()}-{os.urandom(4).hex()}", socket.gethostname()
+    partial = target.with_name(f"{target.name}.partial-{own}@{host}")
     try:
         write(partial)
         set_aside: list[Path] = []
         while True:  # another writer may put its directory in place between our two renames: set that aside too
-            aside = target.with_name(f"{target.name}.old-{own}-{len(set_aside)}")
+            aside = target.with_name(f"{target.name}.old-{own}-{len(set_aside)}@{host}")
             try:
                 os.replace(target, aside)
                 set_aside.append(aside)
@@ -147,8 +149,8 @@ def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> P
 
 
 def _remove_abandoned_siblings(target: Path) -> None:
-    """`<target>.partial-<pid>-…` and `<target>.old-<pid>-…` of processes no longer running (a run killed mid-save),
-    and the `<target>.partial` / `<target>.old` that versions before 2026-12-04 used."""
+    """`<target>.partial-<pid>-…@<host>` and `<target>.old-<pid>-…@<host>` of this machine's processes that are no
+    longer running (a run killed mid-save), and the `<target>.partial` / `<target>.old` of versions before 2026-12-04."""
     from ragtune.child_process import process_is_alive
 
     if not target.parent.is_dir():
@@ -157,8 +159,9 @@ def _remove_abandoned_siblings(target: Path) -> None:
         kind, _, owner = sibling.name[len(target.name) + 1 :].partition("-")
         if kind not in ("partial", "old"):
             continue
-        pid = owner.split("-")[0]
-        if not owner or (pid.isdigit() and not process_is_alive(int(pid))):
+        process, _, host = owner.partition("@")
+        pid = process.split("-")[0]
+        if not owner or (host == socket.gethostname() and pid.isdigit() and not process_is_alive(int(pid))):
             shutil.rmtree(sibling, ignore_errors=True)
 
 
