@@ -94,7 +94,9 @@ class TorchEncoder:
         self.tokenize_ahead = tokenize_ahead
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if self.tokenize_ahead:
+        if not texts:
+            return np.zeros((0, self.model.get_embedding_dimension()), dtype=np.float32)
+        if self.tokenize_ahead and len(texts) > self.batch_size:  # one batch (a query) has nothing to overlap
             return self._encode_tokenizing_ahead(list(texts))
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True,
                                     show_progress_bar=False)  # fmt: skip
@@ -104,8 +106,6 @@ class TorchEncoder:
         import torch
         from sentence_transformers.util import batch_to_device
 
-        if not texts:
-            return np.zeros((0, self.model.get_embedding_dimension()), dtype=np.float32)
         prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # `tokenize` before ST 6
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # longest first, as sentence-transformers
         batches = [[texts[i] for i in order[start : start + self.batch_size]]

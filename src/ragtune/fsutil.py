@@ -104,12 +104,28 @@ def exclusive_lock(directory: Path, busy: str | None = None, lock_file: str = ".
         handle.close()
 
 
+READ_ONLY_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 @contextmanager
-def waiting_lock(path: Path) -> Iterator[None]:
-    """Hold the lock file `path`, waiting for another process that holds it (for short critical sections)."""
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+def waiting_lock(path: Path, shared: bool = False, unlocked_if_read_only: bool = False) -> Iterator[None]:
+    """Hold the lock file `path` (made, with its folder, if missing), waiting while another process holds it: alone,
+    or `shared` with other shared holders. For short critical sections. `unlocked_if_read_only`: where the folder
+    may only be read (another user's cache, a read-only mount), go on without the lock, since nobody who could take
+    it can change what it guards there either."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if not (unlocked_if_read_only and exc.errno in READ_ONLY_ERRORS):
+            raise
         yield
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> Path:
@@ -124,9 +140,9 @@ def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> P
     _remove_abandoned_siblings(target)
     own, host = f"{os.getpid()}-{os.urandom(4).hex()}", socket.gethostname()
     partial = target.with_name(f"{target.name}.partial-{own}@{host}")
+    set_aside: list[Path] = []
     try:
         write(partial)
-        set_aside: list[Path] = []
         while True:  # another writer may put its directory in place between our two renames: set that aside too
             aside = target.with_name(f"{target.name}.old-{own}-{len(set_aside)}@{host}")
             try:
@@ -142,6 +158,8 @@ def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> P
                     raise
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
+        if set_aside and not target.exists():  # the swap failed half-way: put the last complete folder back
+            os.replace(set_aside.pop(), target)
         raise
     for aside in set_aside:
         shutil.rmtree(aside, ignore_errors=True)

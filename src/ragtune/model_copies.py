@@ -14,8 +14,6 @@ process never removes the copy another is writing or about to compile.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import shutil
 import time
@@ -25,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragtune.child_process import process_is_alive
+from ragtune.fsutil import READ_ONLY_ERRORS, waiting_lock
 from ragtune.paths import model_copies_limit_bytes, model_copies_root
 
 IDLE_BEFORE_EVICTION_SECONDS = 3600.0
@@ -32,7 +31,6 @@ IDLE_BEFORE_EVICTION_SECONDS = 3600.0
 soon (a server and the jobs beside it load the same models over and over)."""
 _REMOVING_PREFIX = ".removing-"
 _LOCK_NAME = ".lock"
-_READ_ONLY_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,7 @@ def mark_used(model_xml: Path) -> None:
     try:
         os.utime(model_xml)
     except OSError as exc:
-        if exc.errno not in _READ_ONLY_ERRORS:
+        if exc.errno not in READ_ONLY_ERRORS:
             raise
         # a cache this user may only read (another user's, or a read-only mount): its owner bounds it
 
@@ -78,25 +76,8 @@ def mark_used(model_xml: Path) -> None:
 def copies_in_use(root: Path | None = None) -> Iterator[None]:
     """Hold while saving or loading a copy: no prune removes a copy meanwhile. Never call a prune inside (a process
     that holds the lock shared and asks for it exclusively waits for itself)."""
-    with _root_lock(root or model_copies_root(), fcntl.LOCK_SH):
+    with waiting_lock((root or model_copies_root()) / _LOCK_NAME, shared=True, unlocked_if_read_only=True):
         yield
-
-
-@contextmanager
-def _root_lock(root: Path, mode: int) -> Iterator[None]:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(root / _LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o644)
-    except OSError as exc:
-        if exc.errno not in _READ_ONLY_ERRORS:
-            raise
-        yield  # a cache this user may only read: nobody who can lock it can prune it either
-        return
-    try:
-        fcntl.flock(descriptor, mode)
-        yield
-    finally:
-        os.close(descriptor)
 
 
 def prune_model_copies(
@@ -109,7 +90,7 @@ def prune_model_copies(
     _remove_abandoned_removals(root)
     kept = {path.resolve() for path in keep}
     removed, doomed = [], []
-    with _root_lock(root, fcntl.LOCK_EX):  # no copy is being saved or loaded now
+    with waiting_lock(root / _LOCK_NAME, unlocked_if_read_only=True):  # no copy is being saved or loaded now
         copies = model_copies(root)
         total = sum(copy.size_bytes for copy in copies)
         now = time.time()
