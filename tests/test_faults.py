@@ -339,6 +339,32 @@ def test_two_writer_processes_one_is_refused_and_nothing_is_lost(tmp_path: Path,
     assert len(documents) == 1501 and check_store(store).healthy
 
 
+def test_files_deleted_while_index_runs_are_reported_and_the_run_finishes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A user tidies the folder while a long `index` runs: files it listed are gone when it comes to read them.
+    Before, the run died with a FileNotFoundError traceback; now they are reported as skipped (why), the rest is
+    indexed, and the next run has nothing to do."""
+    docs = many_docs(tmp_path / "docs", 1500)
+    last_two = sorted(docs.rglob("*.txt"))[-2:]  # read last: still unread when the build begins
+    store = tmp_path / "store"
+    running = subprocess.Popen([*CLI, "index", str(docs), "--store", str(store), "--model", str(tiny_model_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(store.glob("*.partial")) and running.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for path in last_two:
+        path.unlink()
+    out, err = running.communicate(timeout=300)
+    assert running.returncode == 0 and "Traceback" not in err, err[-2000:]
+    for path in last_two:
+        assert f"skipped {path.resolve()}: deleted or moved while it was being indexed" in " ".join((out + err).split())
+    documents = {pid.rsplit("#", 1)[0] for pid in passage_ids(store)}
+    assert len(documents) == 1498 and check_store(store).healthy
+    again = ragtune_here("index", str(docs), "--store", str(store), "--model", str(tiny_model_dir), "--json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    report = json.loads(again.stdout)
+    assert (report["files_unchanged"], report["files_added"], report["files_deleted"]) == (1498, 0, 0), report
+
+
 # --- full disk -------------------------------------------------------------------------------------------------
 
 

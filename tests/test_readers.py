@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from ragtune import index_sources, open_store
 from ragtune.corpus import SkippedFile, discover_sources, read_documents
 from ragtune.corpus import readers
 from ragtune.errors import InputError
@@ -65,6 +67,31 @@ def test_links_to_folders_are_followed_once_and_a_link_loop_ends(tmp_path: Path)
     files, roots = discover_sources([docs])
     assert [f.key for f in files] == [f"{docs.resolve()}/manuals/deeper/linked.md", f"{docs.resolve()}/own.txt"]
     assert roots == [f"{docs.resolve()}/"]
+
+
+def test_a_file_whose_name_is_not_utf8_is_indexed_under_a_printable_name(
+    tmp_path: Path, tiny_model_dir: Path, store_address: str
+) -> None:
+    """A Latin-1 file name (`caf\\xe9`, from an old archive) crashed `index` with a tokenizer TypeError (the name's
+    lone surrogates became the title). Now its key and title write the byte as `\\xe9`, its text is indexed, and
+    a rerun finds it unchanged, then modified, then deleted, on both engines."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    latin1 = docs / os.fsdecode(b"caf\xe9-manual.txt")
+    latin1.write_text("The espresso boiler must be descaled every month to keep the pump working.")
+    (docs / "ok.txt").write_text("The grinder burrs wear after about five hundred kilograms of beans.")
+    model = str(tiny_model_dir)
+    assert index_sources(store_address, [docs], model=model, show_progress=False).files_added == 2
+    printable = f"{docs.resolve()}/caf\\xe9-manual.txt"
+    with open_store(store_address) as store:
+        passages = {p.source: p for p in store.iter_passages()}
+    assert sorted(passages) == [printable, f"{docs.resolve()}/ok.txt"]
+    assert "descaled" in passages[printable].text
+    assert index_sources(store_address, [docs], model=model, show_progress=False).files_unchanged == 2
+    latin1.write_text("The steam wand gasket is replaced each year.")
+    assert index_sources(store_address, [docs], model=model, show_progress=False).files_modified == 1
+    latin1.unlink()
+    assert index_sources(store_address, [docs], model=model, show_progress=False).files_deleted == 1
 
 
 def test_markdown_title_and_metadata(docs_dir: Path) -> None:

@@ -21,6 +21,13 @@ from ragtune.errors import StoreError
 _DISK_FULL_WORDS = ("no space left on device", "database or disk is full", "disk quota exceeded")
 
 
+def printable_path(path: str) -> str:
+    """`path` as valid UTF-8 text. A name that is not UTF-8 (a Latin-1 archive's `caf\\xe9.txt`) comes from the OS
+    with lone surrogates, which a tokenizer, SQLite, JSON and the terminal all refuse; its bytes are written as
+    `\\xe9` instead. The file itself is still opened by its real path; a valid name is returned unchanged."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether `exc` (or an exception it was raised from) is the filesystem running out of space: ENOSPC/EDQUOT
     from the OS, SQLite's "database or disk is full", or the same words from FAISS or tantivy."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.errors import InputError, missing_dependency
+from ragtune.fsutil import printable_path
 from ragtune.jsonl import iter_json_objects
 from ragtune.types import Document
 
@@ -55,6 +56,11 @@ class SourceFile:
     def suffix(self) -> str:
         return self.path.suffix.lower()
 
+    @property
+    def stem(self) -> str:
+        """The file's name without its suffix, printable (the title of a document that names none)."""
+        return printable_path(self.path.stem)
+
 
 def discover_sources(paths: Sequence[str | Path]) -> tuple[list[SourceFile], list[str]]:
     """List the supported files under each path (recursively; hidden files and folders are ignored).
@@ -66,25 +72,27 @@ def discover_sources(paths: Sequence[str | Path]) -> tuple[list[SourceFile], lis
         raise InputError("no source given: pass one or more files or folders to index")
     files: list[SourceFile] = []
     roots: list[str] = []
-    for raw in paths:
-        root = Path(raw).expanduser()
+    for given in paths:
+        raw, root = printable_path(str(given)), Path(given).expanduser()
         if not root.exists():
             raise InputError(f"source '{raw}' does not exist: check the path")
         root = root.resolve()
         if root.is_file():
             if root.suffix.lower() not in SUPPORTED_SUFFIXES:
                 raise InputError(f"'{raw}' is not a supported file type ({', '.join(sorted(SUPPORTED_SUFFIXES))})")
-            roots.append(root.as_posix())
-            files.append(_source_file(root, root.as_posix(), root.name))
+            roots.append(printable_path(root.as_posix()))
+            files.append(_source_file(root, printable_path(root.as_posix()), printable_path(root.name)))
             continue
         found = [p for p in _visible_files_under(root) if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES]
         if not found:
             raise InputError(
                 f"folder '{raw}' holds no supported files ({', '.join(sorted(SUPPORTED_SUFFIXES))}): nothing to index"
             )
-        root_key = root.as_posix().rstrip("/") + "/"
+        root_key = printable_path(root.as_posix().rstrip("/") + "/")
         roots.append(root_key)
-        files.extend(_source_file(p, root_key, f"{root.name}/{p.relative_to(root).as_posix()}") for p in found)
+        files.extend(
+            _source_file(p, root_key, printable_path(f"{root.name}/{p.relative_to(root).as_posix()}")) for p in found
+        )
     return files, roots
 
 
@@ -108,7 +116,8 @@ def _visible_files_under(root: Path) -> list[Path]:
 def _source_file(path: Path, root_key: str, legacy_key: str) -> SourceFile:
     stat = path.stat()
     return SourceFile(
-        path=path, key=path.as_posix(), root_key=root_key, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+        path=path, key=printable_path(path.as_posix()), root_key=root_key, size=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
         legacy_key=legacy_key,
     )  # fmt: skip
 
@@ -164,7 +173,7 @@ def _read_text(source: SourceFile) -> Document:
         title = _markdown_title(head) if source.suffix != ".txt" else ""
         return Document(
             id=source.key,
-            title=title or source.path.stem,
+            title=title or source.stem,
             text="",
             source=source.key,
             metadata=_file_metadata(source),
@@ -175,7 +184,7 @@ def _read_text(source: SourceFile) -> Document:
         raise SkippedFile("empty")
     title = _markdown_title(text) if source.suffix != ".txt" else ""
     return Document(
-        id=source.key, title=title or source.path.stem, text=text, source=source.key, metadata=_file_metadata(source)
+        id=source.key, title=title or source.stem, text=text, source=source.key, metadata=_file_metadata(source)
     )
 
 
@@ -217,7 +226,7 @@ def _read_html(source: SourceFile) -> Document:
         raise SkippedFile("empty (no visible text)")
     return Document(
         id=source.key,
-        title=title or _markdown_title(text) or source.path.stem,
+        title=title or _markdown_title(text) or source.stem,
         text=text,
         source=source.key,
         metadata=_file_metadata(source),
@@ -244,7 +253,7 @@ def _read_pdf(source: SourceFile) -> Document:
         raise SkippedFile("PDF has no text layer (scanned? run OCR first)")
     metadata = _file_metadata(source) | {"pages": len(pages)}
     return Document(
-        id=source.key, title=str(info_title).strip() or source.path.stem, text=text, source=source.key, metadata=metadata
+        id=source.key, title=str(info_title).strip() or source.stem, text=text, source=source.key, metadata=metadata
     )
 
 
@@ -257,10 +266,10 @@ def _read_beir_jsonl(source: SourceFile) -> Iterator[Document]:
     for number, record in iter_json_objects(source.path, "'_id' and 'text'"):
         doc_id = record.get("_id", record.get("id"))
         if doc_id is None or str(doc_id).strip() == "":
-            raise InputError(f"{source.path}:{number}: missing '_id'; every BEIR corpus line needs an id")
+            raise InputError(f"{source.key}:{number}: missing '_id'; every BEIR corpus line needs an id")
         text = record.get("text")
         if not isinstance(text, str):
-            raise InputError(f"{source.path}:{number}: missing or non-string 'text' for document '{doc_id}'")
+            raise InputError(f"{source.key}:{number}: missing or non-string 'text' for document '{doc_id}'")
         title = record.get("title") or ""
         metadata = {k: v for k, v in record.items() if k not in ("_id", "id", "title", "text", "metadata")}
         if isinstance(record.get("metadata"), dict):

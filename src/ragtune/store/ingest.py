@@ -27,6 +27,7 @@ from ragtune.store.manifest import Manifest
 from ragtune.types import Passage
 
 EMBED_BATCH = TEXTS_PER_CALL
+VANISHED = "deleted or moved while it was being indexed"
 
 
 @dataclass(frozen=True)
@@ -221,8 +222,10 @@ def plan_changes(
         seen.add(source.key)
         state = old.get(source.key)
         if state is None and _is_legacy(old.get(source.legacy_key)):
-            plan.migrated.append(source.legacy_key)  # re-added under its path key; vectors from the cache
-            plan.changed.append((source, file_hash(source.path)))
+            digest = _hash_if_still_there(source)
+            if digest is not None:
+                plan.migrated.append(source.legacy_key)  # re-added under its path key; vectors from the cache
+                plan.changed.append((source, digest))
             continue
         skipped = (skipped_before or {}).get(source.key)
         if state is None and skipped and (skipped["size"], skipped["mtime_ns"]) == (source.size, source.mtime_ns):
@@ -231,7 +234,10 @@ def plan_changes(
         if state is not None and state.size == source.size and state.mtime_ns == source.mtime_ns:
             plan.unchanged += 1
             continue
-        digest = file_hash(source.path)
+        digest = _hash_if_still_there(source)
+        if digest is None:  # deleted or moved since the folder was listed: as if it had not been found
+            seen.discard(source.key)
+            continue
         if state is not None and state.content_hash == digest:
             plan.unchanged += 1
             continue
@@ -242,6 +248,13 @@ def plan_changes(
             plan.modified.append(source.key)
     plan.deleted = [key for key in old if key not in seen and _under_roots(key, roots)]
     return plan
+
+
+def _hash_if_still_there(source: SourceFile) -> str | None:
+    try:
+        return file_hash(source.path)
+    except FileNotFoundError:
+        return None
 
 
 def _is_legacy(state: SourceState | None) -> bool:
@@ -257,8 +270,11 @@ def _under_roots(key: str, roots: list[str]) -> bool:
 def _estimated_documents(source: SourceFile) -> int:
     if source.suffix != ".jsonl":
         return 1
-    with source.path.open("rb") as handle:
-        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b"")) or 1
+    try:
+        with source.path.open("rb") as handle:
+            return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b"")) or 1
+    except FileNotFoundError:  # gone since it was listed: reported when it is read
+        return 1
 
 
 def ingest_sources(
@@ -313,8 +329,10 @@ def ingest_sources(
                             flush()
                     documents += 1
                     progress.advance(task)
-            except SkippedFile as skip:
-                skipped[source.key] = skip.reason
+            except (SkippedFile, FileNotFoundError) as problem:
+                if isinstance(problem, FileNotFoundError) and source.path.exists():
+                    raise  # another file is missing, not this source
+                skipped[source.key] = problem.reason if isinstance(problem, SkippedFile) else VANISHED
                 buffer[:] = [p for p in buffer if p.source != source.key]
                 sink.abandon_source(source.key)
                 continue
