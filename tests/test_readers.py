@@ -111,6 +111,21 @@ def test_html_keeps_visible_text_only(docs_dir: Path) -> None:
     assert "Tomatoes need six hours of sun and deep watering." in doc.text
 
 
+@pytest.mark.parametrize("declaration", ['<meta charset="windows-1252">',
+                                         '<meta http-equiv="Content-Type" content="text/html; charset=iso-8859-1">'])
+def test_an_html_page_in_the_charset_it_declares_is_read(tmp_path: Path, declaration: str) -> None:
+    """A page saved from an older site (windows-1252 / ISO-8859-1, declared in its head) was skipped as "not
+    UTF-8"; a browser reads it by its declaration, and so do we. A page that declares nothing is still skipped."""
+    body = "<h1>Caf\u00e9 cr\u00e8me</h1><p>Descale the boiler every month.</p>"
+    page = tmp_path / "page.html"
+    page.write_bytes(f"<html><head>{declaration}<title>Entretien</title></head><body>{body}</body></html>".encode("latin-1"))
+    [doc] = _read(page)
+    assert doc.title == "Entretien" and "# Caf\u00e9 cr\u00e8me" in doc.text and "Descale the boiler" in doc.text
+    page.write_bytes(f"<html><body>{body}</body></html>".encode("latin-1"))
+    with pytest.raises(SkippedFile, match="not UTF-8 text"):
+        _read(page)
+
+
 def test_pdf_text_layer(tmp_path: Path) -> None:
     path = tmp_path / "manual.pdf"
     path.write_bytes(_minimal_pdf("Pressure relief valve opens at ten bar"))

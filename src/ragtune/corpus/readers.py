@@ -208,7 +208,7 @@ def _read_html(source: SourceFile) -> Document:
         from bs4 import BeautifulSoup
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise InputError("reading HTML needs beautifulsoup4: pip install beautifulsoup4") from exc
-    raw = _decode_or_skip(source.path.read_bytes())
+    raw = _decode_html(source.path.read_bytes())
     soup = BeautifulSoup(raw, "html.parser")
     title_tag = soup.find("title")
     title = title_tag.get_text(" ", strip=True) if title_tag else ""
@@ -231,6 +231,24 @@ def _read_html(source: SourceFile) -> Document:
         source=source.key,
         metadata=_file_metadata(source),
     )
+
+
+def _decode_html(data: bytes) -> str:
+    """UTF-8, else the charset the page declares (`<meta charset>` or its http-equiv form, as a browser reads it):
+    pages saved from older sites are often windows-1252 or ISO-8859-1. A page that is not UTF-8 and declares nothing
+    is skipped, as a text file would be: guessing could index wrong characters without a word."""
+    try:
+        return _decode_or_skip(data)
+    except SkippedFile as not_utf8:
+        from bs4.dammit import EncodingDetector
+
+        declared = EncodingDetector.find_declared_encoding(data, is_html=True)
+        if not declared or declared.replace("-", "").lower() == "utf8":
+            raise
+        try:
+            return data.decode(declared)
+        except (LookupError, UnicodeDecodeError):
+            raise not_utf8 from None
 
 
 def _read_pdf(source: SourceFile) -> Document:
