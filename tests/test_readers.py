@@ -152,6 +152,32 @@ def test_a_broken_pdf_is_skipped_with_its_reason_and_nothing_else_printed(
     assert not [record for record in caplog.records if record.name.startswith("pypdf")]
 
 
+@pytest.mark.parametrize(
+    ("name", "encode"),
+    [
+        ("notes.md", lambda text: b"\xef\xbb\xbf" + text.encode("utf-8")),  # UTF-8 with a byte-order mark
+        ("notes.md", lambda text: text.encode("utf-16")),  # Windows Notepad's "Unicode": UTF-16 LE with its mark
+        ("notes.txt", lambda text: b"\xfe\xff" + text.encode("utf-16-be")),
+    ],
+)
+def test_files_saved_by_windows_tools_are_read(tmp_path: Path, name: str, encode) -> None:  # type: ignore[no-untyped-def]
+    """A byte-order mark hid a Markdown title ("\\ufeff# ..."), and UTF-16 files were skipped as "binary content"."""
+    text = "# Pompe \u00e0 chaleur\n\nThe heat pump's filter is cleaned every month.\n"
+    path = tmp_path / name
+    path.write_bytes(encode(text))
+    [doc] = _read(path)
+    assert doc.text.strip() == text.strip() and "\ufeff" not in doc.text
+    if name.endswith(".md"):
+        assert doc.title == "Pompe \u00e0 chaleur"
+
+
+def test_a_jsonl_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """PowerShell 5's `Out-File -Encoding utf8` starts a file with a BOM: line 1 was "invalid JSON"."""
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"_id": "d1", "text": "one"}\n{"_id": "d2", "text": "two"}\n')
+    assert [(d.id, d.text) for d in _read(path)] == [("d1", "one"), ("d2", "two")]
+
+
 def test_beir_jsonl(tmp_path: Path) -> None:
     path = write_jsonl(
         tmp_path / "corpus.jsonl",

@@ -17,7 +17,7 @@ def iter_json_objects(path: Path, expected: str) -> Iterator[tuple[int, dict[str
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # Windows tools may start with a BOM
             except UnicodeDecodeError as exc:
                 raise InputError(f"{name}:{number}: not UTF-8 text; re-save the file as UTF-8") from exc
             if not line.strip():

@@ -219,7 +219,7 @@ def _stream_blocks(path: Path) -> Iterator[str]:
     lines: list[str] = []
     size = 0
     carried = ""  # the word a cut line ended in: it starts the next piece instead of being split
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
+    with path.open("r", encoding="utf-8-sig", errors="replace") as handle:  # a byte-order mark is not text
         while line := handle.readline(_MAX_BLOCK_CHARS):
             line, carried = _cut_at_space(carried + line) if not line.endswith("\n") else (carried + line, "")
             if line.strip():

@@ -8,6 +8,7 @@ that share a name, `projA/docs` and `projB/docs`, stay apart).
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 import os
@@ -146,17 +147,28 @@ def read_documents(source: SourceFile) -> Iterator[Document]:
 
 
 def _decode_or_skip(data: bytes, partial: bool = False) -> str:
-    """Decode UTF-8 or raise `SkippedFile`; `partial` tolerates a character cut at the end of a sniffed block."""
+    """Decode UTF-8 (a leading byte-order mark dropped) or UTF-16 with its byte-order mark (Windows Notepad's
+    "Unicode"), or raise `SkippedFile`; `partial` (the sniffed head of a large file) tolerates a character cut at
+    the end."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        if partial:  # a large file is streamed as UTF-8
+            raise SkippedFile("UTF-16 text over 8 MB; re-save it as UTF-8, e.g. `iconv -f utf-16 -t utf-8`")
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise SkippedFile(f"not valid UTF-16 text (byte {exc.start}); re-save it as UTF-8") from exc
     if b"\x00" in data[:8192]:
         raise SkippedFile("binary content")
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return data.decode("utf-8")
+        return data[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        if partial and exc.start >= len(data) - 4:
-            return data[: exc.start].decode("utf-8")
-        line = data.count(b"\n", 0, exc.start) + 1
+        if partial and exc.start >= len(data) - bom - 4:
+            return data[bom : bom + exc.start].decode("utf-8")
+        position = bom + exc.start
+        line = data.count(b"\n", 0, position) + 1
         raise SkippedFile(
-            f"not UTF-8 text (line {line}, byte {exc.start}); re-save it as UTF-8, e.g. `iconv -f cp1252 -t utf-8`"
+            f"not UTF-8 text (line {line}, byte {position}); re-save it as UTF-8, e.g. `iconv -f cp1252 -t utf-8`"
         ) from exc
 
 
