@@ -26,7 +26,7 @@ from ragtune.corpus.readers import discover_sources
 from ragtune.models import resolve_model
 from transformers import AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("minilm").path))
-files, _ = discover_sources([sys.argv[1]])
+files = discover_sources([sys.argv[1]]).files
 chunker = Chunker(tokenizer, ChunkingConfig().resolve(256, 2))
 passages = sum(1 for document in read_documents(files[0]) for _ in chunker.chunk(document))
 print(passages, peak_mib())

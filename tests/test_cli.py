@@ -72,6 +72,29 @@ def test_reindex_json_reports_nothing_to_do(built: Path) -> None:
     assert report["encoded"] == 0 and report["files_unchanged"] == 4
 
 
+def test_files_of_types_not_read_are_counted_on_each_run(built: Path, tmp_path: Path) -> None:
+    """A folder of 3 notes and 2 Word files indexed 3 files without a word about the other 2; now each run says what
+    it passed over and what it reads, and a folder of only such files says what it holds."""
+    docs = built.parent / "docs"
+    for name in ("minutes.docx", "budget.docx", "Makefile"):
+        (docs / name).write_bytes(b"PK\x03\x04")
+    try:
+        result = runner.invoke(app, ["index", str(docs), "--store", str(built)])
+        assert result.exit_code == 0, result.output
+        assert "not read: 2 .docx files, 1 file without an extension (ragtune reads .htm, .html" in " ".join(
+            result.stderr.split()
+        )
+        report = json.loads(runner.invoke(app, ["index", str(docs), "--store", str(built), "--json"]).stdout)
+        assert report["files_not_read"] == {".docx": 2, "": 1} and report["files_unchanged"] == 4
+    finally:
+        for name in ("minutes.docx", "budget.docx", "Makefile"):
+            (docs / name).unlink()
+    only_word = tmp_path / "word"
+    only_word.mkdir()
+    (only_word / "a.docx").write_bytes(b"PK")
+    _fails_with(["index", str(only_word), "--store", str(tmp_path / "s")], "it holds 1 .docx file: nothing to index")
+
+
 def test_bad_inputs_give_one_clear_line(built: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     broken = tmp_path / "broken.jsonl"

@@ -624,7 +624,7 @@ def peak_mib():  # VmHWM, unlike ru_maxrss, starts afresh at exec (ru_maxrss kee
 from ragtune.corpus import Chunker, ChunkingConfig, SourceFile, read_documents
 from ragtune.corpus.readers import discover_sources
 tokenizer = AutoTokenizer.from_pretrained({str(minilm_tokenizer.name_or_path)!r})
-files, _ = discover_sources([{str(path)!r}])
+files = discover_sources([{str(path)!r}]).files
 chunker = Chunker(tokenizer, ChunkingConfig().resolve(256, 2))
 passages = chars = 0
 for document in read_documents(files[0]):

@@ -14,7 +14,7 @@ from conftest import write_jsonl
 
 
 def _read(path: Path):  # type: ignore[no-untyped-def]
-    files, _ = discover_sources([path])
+    files = discover_sources([path]).files
     return list(read_documents(files[0]))
 
 
@@ -45,7 +45,8 @@ def test_folder_discovery_is_recursive_and_keys_are_stable(docs_dir: Path) -> No
     (docs_dir / ".hidden").mkdir()
     (docs_dir / ".hidden" / "secret.txt").write_text("hidden")
     (docs_dir / "image.png").write_bytes(b"\x89PNG")
-    files, roots = discover_sources([docs_dir])
+    files, roots, not_read = discover_sources([docs_dir])
+    assert not_read == {".png": 1}
     assert roots == [docs_dir.resolve().as_posix() + "/"]
     assert [f.key.removeprefix(docs_dir.resolve().parent.as_posix() + "/") for f in files] == [
         "docs/guide/pumps.md", "docs/guide/valves.txt", "docs/notes/cooking.txt", "docs/notes/garden.html"
@@ -64,7 +65,7 @@ def test_links_to_folders_are_followed_once_and_a_link_loop_ends(tmp_path: Path)
     (docs / "manuals").symlink_to(elsewhere, target_is_directory=True)
     (elsewhere / "back-to-docs").symlink_to(docs, target_is_directory=True)
     (docs / "gone.txt").symlink_to(tmp_path / "missing.txt")  # a broken link has nothing to read
-    files, roots = discover_sources([docs])
+    files, roots, _ = discover_sources([docs])
     assert [f.key for f in files] == [f"{docs.resolve()}/manuals/deeper/linked.md", f"{docs.resolve()}/own.txt"]
     assert roots == [f"{docs.resolve()}/"]
 

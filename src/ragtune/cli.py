@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ragtune.corpus import ChunkingConfig
+from ragtune.corpus import SUPPORTED_SUFFIXES, ChunkingConfig, not_read_text
 from ragtune.errors import RagtuneError, missing_dependency
 from ragtune.models import DEVICE_ENV, inference_device
 from ragtune.ray_encoding import RayConfig
@@ -147,6 +147,9 @@ def index(
     _print_workers(report.workers)
     for key, reason in report.skipped.items():
         err.print(f"[yellow]skipped[/] {key}: {reason}", highlight=False)
+    if report.files_not_read:
+        err.print(f"[yellow]not read[/]: {not_read_text(report.files_not_read)} (ragtune reads "
+                  f"{', '.join(sorted(SUPPORTED_SUFFIXES))})", highlight=False)  # fmt: skip
     out.print(
         f"[bold]{store}[/]: {report.passages_total} passages ({report.dense_kind} dense index) · "
         f"files: {report.files_added} added, {report.files_modified} modified, {report.files_deleted} deleted, "

@@ -13,10 +13,11 @@ import hashlib
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ragtune.errors import InputError, missing_dependency
 from ragtune.fsutil import printable_path
@@ -63,16 +64,27 @@ class SourceFile:
         return printable_path(self.path.stem)
 
 
-def discover_sources(paths: Sequence[str | Path]) -> tuple[list[SourceFile], list[str]]:
+class Discovered(NamedTuple):
+    """What a folder walk found: the files to read, the roots they were found under, and how many files of each
+    other type were passed over (`.docx` → 180; `""` for names without an extension), so a user learns what was
+    not indexed."""
+
+    files: list[SourceFile]
+    roots: list[str]
+    not_read: dict[str, int]
+
+
+def discover_sources(paths: Sequence[str | Path]) -> Discovered:
     """List the supported files under each path (recursively; hidden files and folders are ignored).
 
-    Returns the files and the root keys they were found under: a file that once existed under a root key
-    but is no longer found has been deleted.
+    Returns the files, the root keys they were found under (a file that once existed under a root key but is no
+    longer found has been deleted), and the count of other files by type.
     """
     if not paths:
         raise InputError("no source given: pass one or more files or folders to index")
     files: list[SourceFile] = []
     roots: list[str] = []
+    not_read: Counter[str] = Counter()
     for given in paths:
         raw, root = printable_path(str(given)), Path(given).expanduser()
         if not root.exists():
@@ -84,17 +96,34 @@ def discover_sources(paths: Sequence[str | Path]) -> tuple[list[SourceFile], lis
             roots.append(printable_path(root.as_posix()))
             files.append(_source_file(root, printable_path(root.as_posix()), printable_path(root.name)))
             continue
-        found = [p for p in _visible_files_under(root) if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES]
+        found: list[Path] = []
+        others: Counter[str] = Counter()
+        for path in _visible_files_under(root):
+            if not path.is_file():
+                continue
+            if path.suffix.lower() in SUPPORTED_SUFFIXES:
+                found.append(path)
+            else:
+                others[path.suffix.lower()] += 1
+        not_read.update(others)
         if not found:
+            held = f"; it holds {not_read_text(dict(others.most_common()))}" if others else ""
             raise InputError(
-                f"folder '{raw}' holds no supported files ({', '.join(sorted(SUPPORTED_SUFFIXES))}): nothing to index"
+                f"folder '{raw}' holds no supported files ({', '.join(sorted(SUPPORTED_SUFFIXES))}){held}: nothing to "
+                "index"
             )
         root_key = printable_path(root.as_posix().rstrip("/") + "/")
         roots.append(root_key)
         files.extend(
             _source_file(p, root_key, printable_path(f"{root.name}/{p.relative_to(root).as_posix()}")) for p in found
         )
-    return files, roots
+    return Discovered(files, roots, dict(not_read.most_common()))
+
+
+def not_read_text(not_read: dict[str, int]) -> str:
+    """`{".docx": 180, "": 2}` → "180 .docx files, 2 files without an extension"."""
+    return ", ".join(f"{count} {suffix + ' ' if suffix else ''}file{'s' if count > 1 else ''}"
+                     f"{'' if suffix else ' without an extension'}" for suffix, count in not_read.items())  # fmt: skip
 
 
 def _visible_files_under(root: Path) -> list[Path]:

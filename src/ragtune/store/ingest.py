@@ -82,23 +82,28 @@ class IndexReport:
     """Of `seconds`, the time the model spent encoding (0 when every vector came from the cache)."""
     workers: list[dict[str, Any]] = field(default_factory=list)
     """With a Ray cluster: passages, seconds and passages/s per encoding actor."""
+    files_not_read: dict[str, int] = field(default_factory=dict)
+    """Files under the folders given that are of no type ragtune reads, by suffix (`""`: no extension)."""
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
     @classmethod
-    def nothing_changed(cls, files_seen: int, plan: ChangePlan, manifest: Manifest, started: float) -> IndexReport:
+    def nothing_changed(
+        cls, files_seen: int, plan: ChangePlan, manifest: Manifest, started: float, not_read: dict[str, int]
+    ) -> IndexReport:
         return cls(
             files_seen=files_seen, files_unchanged=plan.unchanged, files_added=0, files_modified=0, files_deleted=0,
             skipped=plan.skipped_reasons(), passages_added=0, passages_removed=0,
             passages_total=manifest.counts.get("passages", 0), encoded=0, cached=0, seconds=time.perf_counter() - started, generation=manifest.generation,
-            dense_kind=manifest.backends.get("dense_kind", ""),
+            dense_kind=manifest.backends.get("dense_kind", ""), files_not_read=not_read,
         )  # fmt: skip
 
     @classmethod
     def of_update(
         cls, files_seen: int, plan: ChangePlan, outcome: IngestOutcome, stats: dict[str, int], cache: EmbeddingCache,
         started: float, generation: str, dense_kind: str, workers: list[dict[str, Any]] | None = None,
+        not_read: dict[str, int] | None = None,
     ) -> IndexReport:  # fmt: skip
         new_but_skipped = [key for key in outcome.skipped if key not in plan.modified]
         return cls(
@@ -108,7 +113,7 @@ class IndexReport:
             passages_added=outcome.added, passages_removed=outcome.removed, passages_total=stats["passages"],
             encoded=cache.misses, cached=cache.hits, seconds=time.perf_counter() - started, generation=generation,
             dense_kind=dense_kind, files_migrated=len(plan.migrated), encode_seconds=cache.encode_seconds,
-            workers=workers or [],
+            workers=workers or [], files_not_read=not_read or {},
         )  # fmt: skip
 
     @classmethod

@@ -458,14 +458,14 @@ def index_sources(
         previous = _read_manifest(db, parsed)
         requested = resolve_model(model) if model else None
         model_ref = check_model(previous, requested) if previous else requested or resolve_model(DEFAULT_EMBEDDING_MODEL)
-        files, roots = discover_sources(sources)
+        files, roots, not_read = discover_sources(sources)
         old_sources = _sources(db, parsed) if previous else {}
         plan = plan_changes(files, roots, old_sources, previous.skipped if previous else None)
         if previous is not None:
             check_same_chunking(previous, chunking)
             if plan.is_empty:
                 db.rollback()
-                return IndexReport.nothing_changed(len(files), plan, previous, started)
+                return IndexReport.nothing_changed(len(files), plan, previous, started, not_read)
         embedder = Embedder(model_ref)
         if previous is None:
             config = (chunking or ChunkingConfig()).resolve(
@@ -498,7 +498,8 @@ def index_sources(
             db.commit()
         outcome = IngestOutcome(added, removed, skipped)
         return IndexReport.of_update(
-            len(files), plan, outcome, stats, cache, started, manifest.generation, dense_kind, worker_report(encoder)
+            len(files), plan, outcome, stats, cache, started, manifest.generation, dense_kind, worker_report(encoder),
+            not_read,
         )
 
 

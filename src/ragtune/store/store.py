@@ -76,13 +76,13 @@ def index_sources(
             model_ref = requested or resolve_model(DEFAULT_EMBEDDING_MODEL)
         else:
             model_ref = check_model(previous, requested)
-        files, roots = discover_sources(sources)
+        files, roots, not_read = discover_sources(sources)
         old_sources = _sources_of(store_dir, previous)
         plan = plan_changes(files, roots, old_sources, previous.skipped if previous else None)
         if previous is not None:
             check_same_chunking(previous, chunking)
             if plan.is_empty:
-                return IndexReport.nothing_changed(len(files), plan, previous, started)
+                return IndexReport.nothing_changed(len(files), plan, previous, started, not_read)
         embedder = Embedder(model_ref)
         config = (chunking or ChunkingConfig()).resolve(
             embedder.max_seq_length, embedder.tokenizer.num_special_tokens_to_add()
@@ -109,7 +109,8 @@ def index_sources(
                                 unreadable)  # fmt: skip
         outcome = IngestOutcome(added, removed, skipped)
         return IndexReport.of_update(
-            len(files), plan, outcome, stats, cache, started, generation, dense_kind, worker_report(encoder)
+            len(files), plan, outcome, stats, cache, started, generation, dense_kind, worker_report(encoder),
+            not_read,
         )
 
 
