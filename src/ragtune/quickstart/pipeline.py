@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.child_process import run_in_child
-from ragtune.corpus import ChunkingConfig
+from ragtune.corpus import ChunkingConfig, not_read_text
 from ragtune.errors import InputError
 from ragtune.evaluation import SystemSpec, evaluate_systems, load_beir, write_report
 from ragtune.evaluation.dataset import BeirDataset, split_queries, subset
@@ -226,9 +226,11 @@ class Quickstart:
             raise InputError(f"--docs '{docs}' is not a folder")
         source_store = self.out / "docs-store"
         indexed = index_sources(source_store, [docs], model=self.config.base, show_progress=self.show_progress)
-        unreadable = _unreadable_text(indexed.skipped)
+        passed_over = _unreadable_text(indexed.skipped) + (
+            f"; not read: {not_read_text(indexed.files_not_read)}" if indexed.files_not_read else ""
+        )
         if indexed.passages_total == 0:
-            raise InputError(f"no file under '{docs}' could be read{unreadable}; fix those files or point --docs at "
+            raise InputError(f"no file under '{docs}' could be read{passed_over}; fix those files or point --docs at "
                              "UTF-8 text, Markdown, HTML or PDF files with a text layer")  # fmt: skip
         pairs_file = self.out / "pairs.jsonl"
         for method in (PairMethod.ict, PairMethod.heading):
@@ -283,7 +285,7 @@ class Quickstart:
             + f"; {len(queries) - half} test "
             f"queries held out (with their passages' other pairs); dev: "
             + (f"your {len(user)} questions" if self.config.queries else f"{half} more held out")
-            + unreadable
+            + passed_over
         )
         return summary, {
             "root": str(root), "labelled": False, "pairs": len(rows), "held_out": len(queries),
