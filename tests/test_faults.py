@@ -365,6 +365,33 @@ def test_files_deleted_while_index_runs_are_reported_and_the_run_finishes(tmp_pa
     assert (report["files_unchanged"], report["files_added"], report["files_deleted"]) == (1498, 0, 0), report
 
 
+def test_a_store_in_its_first_build_is_reported_as_being_built_and_an_interrupted_one_as_interrupted(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """`search`, `info` and `check` on a store whose first `index` is still running said it "was interrupted" (and
+    `info` called it damaged and advised a repair); now they say another process is building it. Once that process
+    is killed, the store is called interrupted, with the command that finishes it."""
+    docs = many_docs(tmp_path / "docs", 4000)  # tens of seconds of work: still building while three commands run
+    store = tmp_path / "store"
+    running = subprocess.Popen([*CLI, "index", str(docs), "--store", str(store), "--model", str(tiny_model_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(store.glob("*.partial")) and running.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        for command in (["search", "pump", "--store", str(store)], ["info", "--store", str(store)],
+                        ["check", "--store", str(store)]):  # fmt: skip
+            answer = ragtune_here(*command)
+            message = " ".join(answer.stderr.split())
+            assert answer.returncode == 2 and "is being built by another process" in message, answer.stderr
+            assert "interrupted" not in message and "repair" not in message and "Traceback" not in message
+    finally:
+        running.send_signal(signal.SIGKILL)
+        running.wait(timeout=60)
+    answer = ragtune_here("search", "pump", "--store", str(store))
+    assert answer.returncode == 2 and "the first index run was interrupted" in " ".join(answer.stderr.split())
+
+
 # --- full disk -------------------------------------------------------------------------------------------------
 
 

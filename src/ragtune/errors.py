@@ -9,6 +9,10 @@ class StoreError(RagtuneError):
     """The store directory is missing, corrupt, locked, or built with another model."""
 
 
+class StoreBusy(StoreError):
+    """Another process is writing the store (its first build, say): nothing is wrong with it, wait."""
+
+
 class InputError(RagtuneError):
     """A source file or argument cannot be used (names the file, the line, and the fix)."""
 

@@ -92,6 +92,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
+def is_locked(directory: Path, lock_file: str = ".lock") -> bool:
+    """Whether another process holds `directory/<lock_file>` (an `exclusive_lock` writer) right now; a lock file
+    that does not exist or cannot be opened is not held."""
+    try:
+        descriptor = os.open(directory / lock_file, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)  # closing releases a lock taken here
+    return False
+
+
 @contextmanager
 def exclusive_lock(directory: Path, busy: str | None = None, lock_file: str = ".lock") -> Iterator[None]:
     """Hold `directory/<lock_file>` for writing; a second writer is refused instead of corrupting the store (`busy`:

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ragtune.errors import StoreError
-from ragtune.fsutil import atomic_write_text
+from ragtune.errors import StoreBusy, StoreError
+from ragtune.fsutil import atomic_write_text, is_locked
 
 FORMAT_VERSION = 2
 """2: the passage table holds no vectors (the dense index keeps them). Version 1 stores are read as they are; their
@@ -51,6 +51,9 @@ def read_manifest(store_dir: Path) -> Manifest:
     if not store_dir.exists():
         raise StoreError(f"store '{store_dir}' does not exist; create it with: ragtune index SOURCE --store {store_dir}")
     if not path.exists():
+        if is_locked(store_dir):
+            raise StoreBusy(f"store '{store_dir}' is being built by another process (its first index run); wait for "
+                            "it to finish")  # fmt: skip
         if any(store_dir.glob("gen-*")):
             raise StoreError(
                 f"store '{store_dir}' is incomplete (no {MANIFEST_NAME}: the first index run was interrupted); "
