@@ -95,6 +95,23 @@ def test_a_file_whose_name_is_not_utf8_is_indexed_under_a_printable_name(
     assert index_sources(store_address, [docs], model=model, show_progress=False).files_deleted == 1
 
 
+def test_a_folder_given_twice_or_inside_another_given_folder_is_read_once(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`ragtune index docs docs/sub` (or a folder named twice, as a shell glob can) stopped with "document id ... is
+    already used by" that same file; each file is now read once, under the first path that holds it."""
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "a.txt").write_text("Pump seals wear when the pump runs dry.")
+    (docs / "sub" / "b.txt").write_text("Boilers need a yearly safety valve check.")
+    found = discover_sources([docs, docs / "sub", docs])
+    assert [f.key for f in found.files] == [f"{docs.resolve()}/a.txt", f"{docs.resolve()}/sub/b.txt"]
+    assert found.roots == [f"{docs.resolve()}/", f"{docs.resolve()}/sub/"]
+    store = tmp_path / "store"
+    report = index_sources(store, [docs, docs / "sub"], model=str(tiny_model_dir), show_progress=False)
+    assert (report.files_added, report.passages_total) == (2, 2)
+    again = index_sources(store, [docs / "sub", docs], model=str(tiny_model_dir), show_progress=False)
+    assert (again.files_unchanged, again.files_added, again.files_deleted) == (2, 0, 0)
+
+
 def test_markdown_title_and_metadata(docs_dir: Path) -> None:
     [doc] = _read(docs_dir / "guide" / "pumps.md")
     path = (docs_dir / "guide" / "pumps.md").resolve().as_posix()

@@ -117,7 +117,9 @@ def discover_sources(paths: Sequence[str | Path]) -> Discovered:
         files.extend(
             _source_file(p, root_key, printable_path(f"{root.name}/{p.relative_to(root).as_posix()}")) for p in found
         )
-    return Discovered(files, roots, dict(not_read.most_common()))
+    once = {source.key: source for source in reversed(files)}  # a file under two of the paths given: read once
+    return Discovered([once[key] for key in dict.fromkeys(source.key for source in files)], list(dict.fromkeys(roots)),
+                      dict(not_read.most_common()))  # fmt: skip
 
 
 def not_read_text(not_read: dict[str, int]) -> str:
