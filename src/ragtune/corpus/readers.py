@@ -117,9 +117,10 @@ def discover_sources(paths: Sequence[str | Path]) -> Discovered:
         files.extend(
             _source_file(p, root_key, printable_path(f"{root.name}/{p.relative_to(root).as_posix()}")) for p in found
         )
-    once = {source.key: source for source in reversed(files)}  # a file under two of the paths given: read once
-    return Discovered([once[key] for key in dict.fromkeys(source.key for source in files)], list(dict.fromkeys(roots)),
-                      dict(not_read.most_common()))  # fmt: skip
+    first_found: dict[str, SourceFile] = {}
+    for source in files:  # a file under two of the paths given is read once, under the first
+        first_found.setdefault(source.key, source)
+    return Discovered(list(first_found.values()), list(dict.fromkeys(roots)), dict(not_read.most_common()))
 
 
 def not_read_text(not_read: dict[str, int]) -> str:

@@ -95,7 +95,8 @@ class IndexReport:
         return cls(
             files_seen=files_seen, files_unchanged=plan.unchanged, files_added=0, files_modified=0, files_deleted=0,
             skipped=plan.skipped_reasons(), passages_added=0, passages_removed=0,
-            passages_total=manifest.counts.get("passages", 0), encoded=0, cached=0, seconds=time.perf_counter() - started, generation=manifest.generation,
+            passages_total=manifest.counts.get("passages", 0), encoded=0, cached=0,
+            seconds=time.perf_counter() - started, generation=manifest.generation,
             dense_kind=manifest.backends.get("dense_kind", ""), files_not_read=not_read,
         )  # fmt: skip
 
