@@ -10,9 +10,10 @@ Two steps, because the GPU machine lacks the evaluation stack (ranx, scipy) and 
       SciFact test nDCG@10 of exact search over each path's vectors, cosine of each path to plain fp32, speed-ups,
       and the share of the GPU's floor each path reached.
 
-Paths: plain `SentenceTransformer.encode` (its defaults: batch 32, fp32; then the same model cast to fp16 and bf16,
-what a user who knows GPUs would do); ragtune's `Embedder` as `--device auto` picks on a GPU (bf16, tokenizing the
-next batch while the GPU runs this one), the same at fp32, without tokenizing ahead, and at batch 256; with --ray,
+Paths: plain `SentenceTransformer.encode` (its defaults: batch 32, fp32; then the same model cast to fp16, what a
+user who knows GPUs would do); ragtune's `Embedder` as `--device auto` picks on a GPU (bf16, batch 256, threads
+tokenizing the next batches while the GPU runs this one), the same at fp32, with one tokenizer thread, without
+tokenizing ahead, and at batch 64. Before them, tokenizing alone in 1 to 15 threads. With --ray,
 `RayEncoder` (the `index --ray local --ray-gpus-per-worker 1` path: Ray Data over one actor on the GPU), timed with
 its actor's start-up and, separately, per passage inside the actor.
 """
@@ -118,20 +119,23 @@ def measure(args: argparse.Namespace) -> None:
     reference = SentenceTransformer(str(args.model), device=device, local_files_only=True)
     result["lengths"] = [min(len(ids), reference.max_seq_length) for ids in reference.tokenizer(texts)["input_ids"]]
     del reference
-    no_ahead = TorchEncoder(load_sentence_transformer(args.model, "bf16", device), batch_size=64, tokenize_ahead=False)
+    bf16 = load_sentence_transformer(args.model, "bf16", device)
+    result["tokenizer"] = measure_tokenizer(TorchEncoder(bf16, batch_size=256), texts)
+    one_thread = TorchEncoder(bf16, batch_size=256, tokenize_ahead=True, threads=1)
+    not_ahead = TorchEncoder(bf16, batch_size=256, tokenize_ahead=False)
     every: dict[str, tuple[Callable[[], Callable[[Sequence[str]], np.ndarray]], bool]] = {
         PEER: (lambda: plain(torch.float32), True),
         "plain-fp16": (lambda: plain(torch.float16), True),
-        "plain-bf16": (lambda: plain(torch.bfloat16), True),
         "ragtune-auto": (lambda: Embedder(ref, device=device).encode, True),
         "ragtune-fp32": (lambda: Embedder(ref, precision="fp32", device=device).encode, True),
-        "ragtune-bf16-without-tokenizing-ahead": (lambda: lambda t: unit(no_ahead.encode(t)), False),
-        "ragtune-bf16-batch-256": (lambda: Embedder(ref, device=device, batch_size=256).encode, False),
+        "ragtune-bf16-one-tokenizer-thread": (lambda: lambda t: unit(one_thread.encode(t)), False),
+        "ragtune-bf16-without-tokenizing-ahead": (lambda: lambda t: unit(not_ahead.encode(t)), False),
+        "ragtune-bf16-batch-64": (lambda: Embedder(ref, device=device, batch_size=64).encode, False),
         f"{PEER}-again": (lambda: plain(torch.float32), False),
     }
     kept: dict[str, np.ndarray] = {}
     for name, (make, save) in every.items():
-        if args.paths and name not in args.paths:
+        if args.paths and name not in args.paths and name != "ragtune-auto":
             continue
         encode = make()
         seconds, vectors = timed(encode, texts, args.repeats, device)
@@ -143,11 +147,11 @@ def measure(args: argparse.Namespace) -> None:
         result["paths"][name] = entry
         print(name, json.dumps(entry), flush=True)
         (args.out / "measure.json").write_text(json.dumps(result, indent=1) + "\n")
-    for name, vectors in kept.items():
+    for name, vectors in kept.items() if PEER in kept else ():
         cosines = (unit(vectors) * unit(kept[PEER])).sum(axis=1)
         result["paths"][name]["min_cosine_to_plain_fp32"] = float(cosines.min())
-    auto = kept["ragtune-auto"]
-    for name in ("ragtune-bf16-without-tokenizing-ahead", "ragtune-bf16-batch-256"):
+    auto = kept["ragtune-auto"]  # always measured: the Ray path is compared with it
+    for name in ("ragtune-bf16-one-tokenizer-thread", "ragtune-bf16-without-tokenizing-ahead", "ragtune-bf16-batch-64"):
         if name in kept:
             result["paths"][name]["min_cosine_to_ragtune_auto"] = float((unit(kept[name]) * auto).sum(axis=1).min())
     if args.ray:
@@ -156,6 +160,34 @@ def measure(args: argparse.Namespace) -> None:
     (args.out / "measure.json").write_text(json.dumps(result, indent=1) + "\n")
     for name, entry in result["paths"].items():
         print(f"{name:40s} {entry['median_seconds']:7.2f} s {entry['texts_per_s']:8.0f} texts/s", flush=True)
+
+
+def measure_tokenizer(encoder, texts: list[str]) -> dict:  # type: ignore[no-untyped-def]
+    """Tokenizing the corpus alone (longest first, batches of 256), as sentence-transformers does it (torch tensors,
+    one thread) and as ragtune's GPU path does (numpy arrays, in 1 to 16 threads); the cores this process may use."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    ordered = sorted(texts, key=len, reverse=True)
+    batches = [ordered[i : i + 256] for i in range(0, len(ordered), 256)]
+    model = encoder.model
+    found: dict = {"cores_usable": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(),
+                   "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM")}  # fmt: skip
+    try:
+        found["cgroup_cpu_max"] = Path("/sys/fs/cgroup/cpu.max").read_text().strip()
+    except OSError:
+        found["cgroup_cpu_max"] = None
+    started = time.perf_counter()
+    for batch in batches:
+        model.preprocess(batch)
+    found["sentence_transformers_serial_s"] = time.perf_counter() - started
+    for threads in (1, 2, 4, 8, 15):
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(encoder._features, batches))
+        found[f"numpy_{threads}_threads_s"] = time.perf_counter() - started
+    print("tokenizer", json.dumps(found), flush=True)
+    return found
 
 
 def measure_ray(ref, texts: list[str], query_texts: list[str], auto: np.ndarray, args: argparse.Namespace) -> dict:  # type: ignore[no-untyped-def]
@@ -196,10 +228,12 @@ def score(args: argparse.Namespace) -> None:
     result["tflop"] = total_flops / 1e12
     result["floor_seconds"] = {k: total_flops / (v * 1e12) for k, v in result["ceiling_tflops"].items()}
     paths = result["paths"]
-    peer = statistics.mean([paths[name]["median_seconds"] for name in (PEER, f"{PEER}-again") if name in paths])
+    peer_seconds = [paths[name]["median_seconds"] for name in (PEER, f"{PEER}-again") if name in paths]
+    peer = statistics.mean(peer_seconds) if peer_seconds else None  # a run of the Ray path alone has no peer
     fp16 = paths["plain-fp16"]["median_seconds"] if "plain-fp16" in paths else None
     for name, entry in paths.items():
-        entry["speedup_vs_plain_fp32"] = peer / entry["median_seconds"]
+        if peer is not None:
+            entry["speedup_vs_plain_fp32"] = peer / entry["median_seconds"]
         if fp16 is not None:
             entry["speedup_vs_plain_fp16"] = fp16 / entry["median_seconds"]
         entry["share_of_bf16_floor"] = result["floor_seconds"]["bf16"] / entry["median_seconds"]
@@ -208,7 +242,7 @@ def score(args: argparse.Namespace) -> None:
             vectors = np.load(saved)
             entry["ndcg@10"] = ndcg(vectors["documents"], doc_ids, vectors["queries"], query_ids, qrels)
     for entry in paths.values():
-        if "ndcg@10" in entry:
+        if "ndcg@10" in entry and PEER in paths:
             entry["ndcg_delta_vs_plain_fp32"] = entry["ndcg@10"] - paths[PEER]["ndcg@10"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

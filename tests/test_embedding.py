@@ -67,16 +67,19 @@ def test_the_openvino_path_matches_the_reference_path(minilm: ModelRef) -> None:
 
 @pytest.mark.integration
 def test_tokenizing_ahead_gives_sentence_transformers_vectors_in_their_places(minilm: ModelRef) -> None:
-    """The GPU path (a thread tokenizes the next batch while the device runs this one), run here on the CPU: the
-    same vectors as sentence-transformers' `encode`, each row in its own place across batches of mixed lengths."""
+    """The GPU path (threads tokenize the next batches while the device runs this one), run here on the CPU: the
+    same vectors as sentence-transformers' `encode`, each row in its own place across batches of mixed lengths, with
+    one tokenizer thread and with more threads than batches."""
     from ragtune.encoders import TorchEncoder
     from ragtune.models import load_sentence_transformer
 
     model = load_sentence_transformer(minilm.path, "fp32", "cpu")
-    reference = model.encode(VARIED, batch_size=8)
-    ahead = TorchEncoder(model, batch_size=8, tokenize_ahead=True).encode(VARIED)
-    assert ahead.shape == reference.shape
-    np.testing.assert_allclose(ahead, reference, atol=1e-5)
+    texts = [*VARIED, "an impeller longer than the model reads " * 60]  # cut at max_seq_length, as ST cuts it
+    reference = model.encode(texts, batch_size=8)
+    for threads in (1, 3, 16):
+        ahead = TorchEncoder(model, batch_size=8, tokenize_ahead=True, threads=threads).encode(texts)
+        assert ahead.shape == reference.shape
+        np.testing.assert_allclose(ahead, reference, atol=1e-5)
     assert TorchEncoder(model, batch_size=8, tokenize_ahead=True).encode([]).shape == (0, reference.shape[1])
 
 

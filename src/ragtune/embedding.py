@@ -66,7 +66,8 @@ class PassageEncoder(Protocol):
 CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 256
 """On a GPU a MiniLM batch of 64 leaves the device idle between launches: SciFact on an H200 encoded in 6.1–6.9 s at
-64 and 4.6–5.4 s at 256 (bench/bench_encode_cuda.py, two runs, 2026-12-04); the CPU is what limits both."""
+64 and 4.6–5.4 s at 256 with one tokenizer thread; tokenizing in threads, both take ~2.1 s (bench/bench_encode_cuda.py,
+2026-12-04): the CPU is what limits them."""
 
 
 def default_batch_size(device: str) -> int:

@@ -36,9 +36,13 @@ WINDOW_PER_WORKER = 4096
 """Texts handed to the cluster at once, per worker: one Ray Dataset each, so each window pays the actors' start-up
 (model load, ~3 s); 4,096 texts are a minute or more of work per CPU worker."""
 GPU_WINDOW_PER_WORKER = 65536
-"""The same for workers with a GPU: on an H200 one such actor took ~17 s to start (CUDA, model load) and encoded
-~500 SciFact passages/s once started (bench/bench_encode_cuda.py, 2026-12-04), so 4,096 texts would be mostly
-start-up; 65,536 are a minute or two of work. The driver holds a window's texts and vectors (~200 MB per worker)."""
+"""The same for workers with a GPU: on an H200 one such actor took ~15 s to start (CUDA, model load) and encoded
+~1,900–2,400 SciFact passages/s once started (bench/bench_encode_cuda.py, 2026-12-04), so 4,096 texts would be mostly
+start-up; 65,536 are half a minute of work or more. The driver holds a window's texts and vectors (~200 MB per worker)."""
+GPU_BATCHES_PER_CALL = 16
+"""A GPU worker is handed this many device batches at a time: its embedder tokenizes the next ones in threads while
+the GPU runs this one (`encoders.TorchEncoder`), which a call of one batch leaves nothing to overlap with (one GPU
+actor encoded 630–700 SciFact passages/s so, where the local path gives 2,400–3,100/s, 2026-12-04)."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,9 @@ class RayConfig:
     workers: int = 2
     gpus_per_worker: float = 0.0
     batch_size: int | None = None
-    """Texts per `map_batches` call, what one actor encodes in one forward pass: by default the local path's batch
-    for the workers' device (`embedding.default_batch_size`)."""
+    """Texts per forward pass on a worker: by default the local path's batch for the workers' device
+    (`embedding.default_batch_size`). A `map_batches` call hands a CPU worker one such batch, a GPU worker
+    `GPU_BATCHES_PER_CALL` of them."""
 
     def check(self) -> None:
         """Refuse bad settings, and a missing Ray, before anything is read or written."""
@@ -191,13 +196,14 @@ class RayEncoder:
         from ragtune.embedding import default_batch_size
 
         batch_size = self.config.batch_size or default_batch_size(self._actor_device)
-        blocks = min(len(items), max(self.config.workers, len(items) // batch_size))
+        rows_per_call = batch_size * (GPU_BATCHES_PER_CALL if self.config.gpus_per_worker > 0 else 1)
+        blocks = min(len(items), max(self.config.workers, len(items) // rows_per_call))
         dataset = ray.data.from_items(items, override_num_blocks=blocks)
         encoded = dataset.map_batches(
             EncodingActor,
             fn_constructor_kwargs={"model": self.model_ref.to_json(), "precision": self.precision,
                                    "backend": self.backend, "device": self._actor_device, "batch_size": batch_size},
-            compute=ActorPoolStrategy(size=self.config.workers), batch_size=batch_size,
+            compute=ActorPoolStrategy(size=self.config.workers), batch_size=rows_per_call,
             batch_format="numpy", num_cpus=1, num_gpus=self.config.gpus_per_worker or None,
         )  # fmt: skip
         seen = np.zeros(len(texts), dtype=bool)
