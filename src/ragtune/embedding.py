@@ -82,7 +82,8 @@ class Embedder:
     machine, once, `backend_choice`; OpenVINO for queries).
     `device` None or "auto" picks CUDA where a GPU is visible (torch there; bf16 where the GPU has it).
     `precision` "int8" (queries only, OpenVINO, on the CPU) quantizes the model on `calibration` texts
-    (`ragtune.query_quantization`); the operations left in floating point run at the precision auto would pick.
+    (`ragtune.query_quantization`); the operations left in floating point run in float32, and the int8 vectors are
+    checked against the float model at the precision auto would pick.
     """
 
     texts_per_call = TEXTS_PER_CALL

@@ -73,7 +73,8 @@ def make_encoder(
     int8_calibration: Sequence[str] = (),
 ) -> Encoder:
     """`int8_calibration` (OpenVINO only): quantize the model to int8 on these texts (`ragtune.query_quantization`);
-    `precision` is then that of the operations left in floating point."""
+    the operations left in floating point then run in float32, and `precision` is that of the float model the int8
+    one is checked against."""
     if backend == "torch":
         if int8_calibration:
             raise RagtuneError(f"int8 encoding runs in OpenVINO, not torch: unset {BACKEND_ENV} or set it to openvino")
@@ -192,8 +193,11 @@ class OpenVinoEncoder:
             mark_used(float_ir)
             ir = float_ir
             if int8_calibration:
+                from ragtune.query_quantization import INT8_CONFIG
+
                 ir, saved_int8 = self._quantized(float_ir, int8_calibration, precision)
                 saved = saved or saved_int8
+                config.update(INT8_CONFIG)
             self._compiled = ov.Core().compile_model(str(ir), "CPU", config)
         if saved:
             bound_after_saving(float_ir.parent)
