@@ -14,12 +14,16 @@ Reply = Callable[[dict[str, Any]], str]
 
 
 class ChatServer:
-    """`failures` is a queue of status codes (or "slow") served before normal answers; `reply` writes the text."""
+    """`failures` is a queue of status codes (or "slow") served before normal answers; `reply` writes the text.
+    `delay`: seconds between the pieces of a streamed answer; `answer_delay`: seconds before a whole answer."""
 
-    def __init__(self, reply: Reply, failures: list[int | str] | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self, reply: Reply, failures: list[int | str] | None = None, delay: float = 0.0, answer_delay: float = 0.0
+    ) -> None:
         self.reply = reply
         self.failures = list(failures or [])
         self.delay = delay
+        self.answer_delay = answer_delay
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.url = ""
@@ -62,6 +66,7 @@ def _handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
                 return
             text = server.reply(body)
             if not body.get("stream"):
+                time.sleep(server.answer_delay)
                 self._json(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
                 return
             self.send_response(200)

@@ -162,7 +162,7 @@ def test_resume_skips_finished_passages(store: Path, tmp_path: Path) -> None:
 
 def test_a_second_run_appending_to_the_same_file_is_refused_while_the_first_runs(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "llm.jsonl"
-    with running(ChatServer(question_for, delay=1.0)) as server:  # a slow generator: the first run lasts
+    with running(ChatServer(question_for, answer_delay=1.0)) as server:  # a slow generator: the first run lasts
         first = subprocess.Popen(
             [sys.executable, "-m", "ragtune.cli", "pairs", "--store", str(store), "--out", str(out), "--method", "llm",
              "--generator", server.url, "--no-round-trip", "--batch-size", "1"],

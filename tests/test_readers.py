@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ragtune import index_sources, open_store
-from ragtune.corpus import SkippedFile, discover_sources, read_documents
+from ragtune.corpus import SkippedFile, discover_sources, not_read_text, read_documents
 from ragtune.corpus import readers
 from ragtune.errors import InputError
 
@@ -65,9 +65,10 @@ def test_links_to_folders_are_followed_once_and_a_link_loop_ends(tmp_path: Path)
     (docs / "manuals").symlink_to(elsewhere, target_is_directory=True)
     (elsewhere / "back-to-docs").symlink_to(docs, target_is_directory=True)
     (docs / "gone.txt").symlink_to(tmp_path / "missing.txt")  # a broken link has nothing to read
-    files, roots, _ = discover_sources([docs])
+    files, roots, not_read = discover_sources([docs])
     assert [f.key for f in files] == [f"{docs.resolve()}/manuals/deeper/linked.md", f"{docs.resolve()}/own.txt"]
     assert roots == [f"{docs.resolve()}/"]
+    assert not_read_text(not_read) == "1 link whose target is missing"  # said, not passed over in silence
 
 
 def test_a_file_whose_name_is_not_utf8_is_indexed_under_a_printable_name(

@@ -162,3 +162,9 @@ def process_is_alive(pid: int) -> bool:
     except PermissionError:
         return True  # alive, another user's
     return True
+
+
+def exited(pid: str) -> bool:
+    """`pid`, a process id as written into a file or folder name, is one of this machine's processes no longer
+    running (False for text that is no process id)."""
+    return pid.isdigit() and not process_is_alive(int(pid))

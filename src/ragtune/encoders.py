@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ragtune.child_process import process_is_alive
+from ragtune.child_process import exited
 from ragtune.errors import RagtuneError, missing_dependency
 from ragtune.fsutil import free_space_text, waiting_lock
 from ragtune.model_copies import bound_after_saving, copies_in_use, mark_used
@@ -342,7 +342,7 @@ def save_model_atomically(model, target: Path) -> None:  # type: ignore[no-untyp
 def _remove_dead_processes_partials(folder: Path) -> None:
     for leftover in folder.glob(f"{PARTIAL_PREFIX}*"):
         pid = leftover.name.removeprefix(PARTIAL_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not process_is_alive(int(pid)):
+        if exited(pid):
             leftover.unlink(missing_ok=True)
 
 

@@ -192,7 +192,7 @@ def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> P
 def _remove_abandoned_siblings(target: Path) -> None:
     """`<target>.partial-<pid>-…@<host>` and `<target>.old-<pid>-…@<host>` of this machine's processes that are no
     longer running (a run killed mid-save), and the `<target>.partial` / `<target>.old` of versions before 2026-12-04."""
-    from ragtune.child_process import process_is_alive
+    from ragtune.child_process import exited
 
     if not target.parent.is_dir():
         return
@@ -202,7 +202,7 @@ def _remove_abandoned_siblings(target: Path) -> None:
             continue
         process, _, host = owner.partition("@")
         pid = process.split("-")[0]
-        if not owner or (host == socket.gethostname() and pid.isdigit() and not process_is_alive(int(pid))):
+        if not owner or (host == socket.gethostname() and exited(pid)):
             shutil.rmtree(sibling, ignore_errors=True)
 
 

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragtune.child_process import process_is_alive
+from ragtune.child_process import exited
 from ragtune.fsutil import READ_ONLY_ERRORS, waiting_lock
 from ragtune.paths import model_copies_limit_bytes, model_copies_root
 
@@ -127,5 +127,5 @@ def _remove_abandoned_removals(root: Path) -> None:
     """Folders a process killed mid-removal left behind."""
     for doomed in root.glob(f"*/{_REMOVING_PREFIX}*"):
         pid = doomed.name.removeprefix(_REMOVING_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not process_is_alive(int(pid)):
+        if exited(pid):
             shutil.rmtree(doomed, ignore_errors=True)  # another process may be removing it at the same time

@@ -66,8 +66,8 @@ class SourceFile:
 
 class Discovered(NamedTuple):
     """What a folder walk found: the files to read, the roots they were found under, and how many files of each
-    other type were passed over (`.docx` → 180; `""` for names without an extension), so a user learns what was
-    not indexed."""
+    other type were passed over (`.docx` → 180; `""` for names without an extension; `BROKEN_LINKS`), so a user
+    learns what was not indexed."""
 
     files: list[SourceFile]
     roots: list[str]
@@ -100,6 +100,8 @@ def discover_sources(paths: Sequence[str | Path]) -> Discovered:
         others: Counter[str] = Counter()
         for path in _visible_files_under(root):
             if not path.is_file():
+                if path.is_symlink() and not path.exists():
+                    others[BROKEN_LINKS] += 1
                 continue
             if path.suffix.lower() in SUPPORTED_SUFFIXES:
                 found.append(path)
@@ -123,10 +125,21 @@ def discover_sources(paths: Sequence[str | Path]) -> Discovered:
     return Discovered(list(first_found.values()), list(dict.fromkeys(roots)), dict(not_read.most_common()))
 
 
+BROKEN_LINKS = "broken link"
+"""The `not_read` count of links whose target is missing (a file on a drive not mounted now, say): nothing to read,
+and a file indexed before through such a link is removed from the store like a deleted one."""
+
+
 def not_read_text(not_read: dict[str, int]) -> str:
-    """`{".docx": 180, "": 2}` → "180 .docx files, 2 files without an extension"."""
-    return ", ".join(f"{count} {suffix + ' ' if suffix else ''}file{'s' if count > 1 else ''}"
-                     f"{'' if suffix else ' without an extension'}" for suffix, count in not_read.items())  # fmt: skip
+    """`{".docx": 180, "": 2, "broken link": 1}` → "180 .docx files, 2 files without an extension, 1 link whose
+    target is missing"."""
+    return ", ".join(_not_read_kind(kind, count) for kind, count in not_read.items())
+
+
+def _not_read_kind(kind: str, count: int) -> str:
+    if kind == BROKEN_LINKS:
+        return f"{count} link{'s' if count > 1 else ''} whose target is missing"
+    return f"{count} {kind + ' ' if kind else ''}file{'s' if count > 1 else ''}{'' if kind else ' without an extension'}"
 
 
 def _visible_files_under(root: Path) -> list[Path]:
