@@ -453,6 +453,49 @@ def test_two_processes_saving_one_model_folder_leave_one_whole_folder_and_a_kill
     assert {part.read_text() for part in target.iterdir()} == {"C"}
 
 
+FILE_WRITER = """
+import sys
+from pathlib import Path
+from ragtune.fsutil import atomic_write_text
+
+for _ in range(int(sys.argv[3])):
+    atomic_write_text(Path(sys.argv[1]), (sys.argv[2] * 1000 + "\\n") * 500)
+"""
+
+
+def test_two_processes_writing_one_file_leave_one_writers_text_and_a_killed_write_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """Two real processes replace one file at once (two `ragtune mine --out pairs.jsonl`): both finish and the file
+    is one writer's text, whole (before, they shared one temporary name: the second truncated the first's, and one
+    of them failed with FileNotFoundError). A write killed with SIGKILL before its rename leaves the old text and a
+    temporary that the next write of that file removes."""
+    target = tmp_path / "mined.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+
+    def writer(tag: str, times: int, kill: bool = False) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", FILE_WRITER, str(target), tag, str(times)],
+                                env={**env, "RAGTUNE_KILL_AT": "atomic-write"} if kill else env,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    first, second = writer("A", 150), writer("B", 150)
+    for process in (first, second):
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    assert set(target.read_text()) in ({"A", "\n"}, {"B", "\n"}) and len(target.read_text()) == 500_500
+    before = target.read_text()
+    killed = writer("K", 1, kill=True)
+    killed.communicate(timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert target.read_text() == before
+    assert [p.name.split("-")[0] for p in tmp_path.iterdir() if p != target] == ["mined.jsonl.tmp"]
+    last = writer("C", 1)
+    _, err = last.communicate(timeout=120)
+    assert last.returncode == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mined.jsonl"]
+    assert set(target.read_text()) == {"C", "\n"}
+
+
 def test_disk_full_gives_one_message_removes_the_partial_work_and_the_next_run_proceeds(
     tmp_path: Path, tiny_model_dir: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,7 @@ import errno
 import fcntl
 import glob
 import os
+import secrets
 import shutil
 import socket
 import sqlite3
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ragtune.errors import StoreError
+from ragtune.faults import kill_point
 
 
 _DISK_FULL_WORDS = ("no space left on device", "database or disk is full", "disk quota exceeded")
@@ -82,14 +84,37 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a sibling temporary file, fsync, then rename over `path`: readers see old or new, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Write to a sibling temporary file of this writer's own, fsync, then rename over `path`: readers see old or
+    new, never half, and two processes writing one path at once leave one's text whole (with one shared temporary
+    name, the second truncated the first's and one of them failed with FileNotFoundError). Temporaries of this
+    machine's writers that died are removed."""
+    tmp = path.with_name(f"{path.name}{_TEMPORARY}{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        kill_point("atomic-write")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
+    remove_abandoned_temporaries(path)
+
+
+_TEMPORARY = ".tmp-"
+
+
+def remove_abandoned_temporaries(path: Path) -> None:
+    """`atomic_write_text`'s temporaries of `path` whose writer is no longer running (killed mid-write), and the
+    shared `.tmp` of versions before 2026-12-04."""
+    from ragtune.child_process import exited
+
+    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+    for leftover in path.parent.glob(f"{glob.escape(path.name)}{_TEMPORARY}*"):
+        if exited(leftover.name[len(path.name) + len(_TEMPORARY) :].split("-")[0]):
+            leftover.unlink(missing_ok=True)
 
 
 def is_locked(directory: Path, lock_file: str = ".lock") -> bool:

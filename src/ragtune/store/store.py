@@ -42,7 +42,7 @@ from ragtune.store.ingest import (
     plan_changes,
 )
 from ragtune.store.dense import EXACT_THRESHOLD, REBUILD_DELETED_SHARE, FaissDenseIndex
-from ragtune.fsutil import exclusive_lock, free_space_text, fsync_dir, is_disk_full
+from ragtune.fsutil import exclusive_lock, free_space_text, fsync_dir, is_disk_full, remove_abandoned_temporaries
 from ragtune.store.keyword import build_tantivy_index, update_tantivy_index
 from ragtune.store.manifest import (
     FORMAT_VERSION, Manifest, manifest_path, model_record, read_manifest, write_manifest,
@@ -188,7 +188,7 @@ def _remove_unpublished(store_dir: Path, generation: str) -> str | None:
     if generation != current:
         shutil.rmtree(store_dir / f"{generation}.partial", ignore_errors=True)
         shutil.rmtree(store_dir / generation, ignore_errors=True)
-    manifest_path(store_dir).with_name(manifest_path(store_dir).name + ".tmp").unlink(missing_ok=True)
+    remove_abandoned_temporaries(manifest_path(store_dir))
     return current
 
 
