@@ -112,6 +112,21 @@ def test_bad_inputs_give_one_clear_line(built: Path, tmp_path: Path) -> None:
     _fails_with(["index", str(built.parent / "docs"), "--store", str(tmp_path / "s3"), "--model", "nope"], "nope")
 
 
+def test_paths_that_cannot_be_used_give_one_line_naming_them(built: Path, tmp_path: Path) -> None:
+    """A folder given where a file is written, a file in the middle of a path, a file given as a store: each was a
+    traceback (IsADirectoryError, FileExistsError, NotADirectoryError); a refused --out leaves nothing beside it."""
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "afile").write_text("not a folder")
+    pairs = ["pairs", "--store", str(built), "--method", "ict", "--out"]
+    _fails_with([*pairs, str(tmp_path / "outdir")], "is a folder: give a file's path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "outdir"]
+    _fails_with([*pairs, str(tmp_path / "afile" / "pairs.jsonl")], "is a file where a folder is needed")
+    _fails_with(["mine", str(tmp_path / "afile" / "pairs.jsonl"), "--store", str(built), "--out",
+                 str(tmp_path / "outdir")], "afile")  # fmt: skip
+    _fails_with(["search", "pump", "--store", str(tmp_path / "afile")], "is a file, not a store folder")
+    _fails_with(["info", "--store", str(tmp_path / "afile")], "is a file, not a store folder")
+
+
 def test_broken_jsonl_loses_nothing_already_stored(built: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"_id": "x1", "text": "fine"}\n{"_id": "x2", "text": \n')

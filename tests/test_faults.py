@@ -667,6 +667,16 @@ def test_a_damaged_embedding_cache_is_one_error_and_repair_removes_it(
     assert runner.invoke(app, ["index", str(tmp_path / "docs"), "--store", str(built)]).exit_code == 0
 
 
+def test_a_lost_manifest_is_restored_by_check_repair(built: Path) -> None:
+    """`check --repair` holds the store's lock while it reads the store: its own lock made the missing manifest look
+    like a first build by another process ("being built by another process; wait"), and nothing was repaired."""
+    (built / "manifest.json").unlink()
+    result = runner.invoke(app, ["check", "--store", str(built), "--repair"])
+    assert result.exit_code == 0, result.output
+    assert "restored manifest.json" in result.output and (built / "manifest.json").exists()
+    assert runner.invoke(app, ["search", "pump", "--store", str(built)]).exit_code == 0
+
+
 def test_truncated_manifest_and_leftovers(built: Path) -> None:
     (built / "manifest.json").write_text('{"format_version": 1, "gener')
     (built / "gen-000099.partial").mkdir()

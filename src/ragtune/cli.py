@@ -29,7 +29,7 @@ from ragtune.query_batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_SEARCHES, DEFA
 from ragtune.query_quantization import query_precision as query_precision_choice, require_nncf
 from ragtune.retrieval import Fusion, Reranker, Retriever, SearchMode, SearchSettings, parse_filters
 from ragtune.store import index_sources, is_postgres_address, open_store
-from ragtune.fsutil import is_disk_full
+from ragtune.fsutil import is_disk_full, path_problem
 from ragtune.training.checkpoints import ResumePoint
 
 app = typer.Typer(
@@ -89,7 +89,8 @@ RerankWeightOption = Annotated[
 
 
 def user_errors(command: F) -> F:
-    """Report `RagtuneError` (and Ctrl-C) as one line on stderr with exit code 2, never a traceback."""
+    """Report `RagtuneError`, a path given that cannot be used (`fsutil.path_problem`), a full disk (and Ctrl-C) as one
+    line on stderr with exit code 2, never a traceback."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -102,13 +103,12 @@ def user_errors(command: F) -> F:
             err.print("[yellow]interrupted[/]: the store is unchanged; run the same command again to finish")
             raise typer.Exit(130) from None
         except Exception as exc:
-            if not is_disk_full(exc):
+            problem = path_problem(exc)
+            if problem is None and not is_disk_full(exc):
                 raise
-            err.print(
-                f"[bold red]error:[/] disk full ({escape(str(exc))}); free space on that disk and run the same command "
-                "again",
-                highlight=False, soft_wrap=True,
-            )  # fmt: skip
+            if problem is None:
+                problem = f"disk full ({exc}); free space on that disk and run the same command again"
+            err.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -13,6 +13,10 @@ class StoreBusy(StoreError):
     """Another process is writing the store (its first build, say): nothing is wrong with it, wait."""
 
 
+class NotAStore(StoreError):
+    """The path given as a store is none (missing, a file, a folder of something else): nothing to check or repair."""
+
+
 class InputError(RagtuneError):
     """A source file or argument cannot be used (names the file, the line, and the fix)."""
 

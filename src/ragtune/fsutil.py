@@ -30,6 +30,25 @@ def printable_path(path: str) -> str:
     return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def path_problem(exc: BaseException) -> str | None:
+    """One line for an error about a path the user gave (a folder where a file is needed, a file in the middle of
+    a path, no permission, a read-only disk), naming the path; None for any other error."""
+    if not isinstance(exc, OSError) or not exc.filename:
+        return None
+    where = printable_path(os.fsdecode(exc.filename))
+    if isinstance(exc, IsADirectoryError):
+        return f"'{where}' is a folder where a file is needed: give a file's path"
+    if isinstance(exc, NotADirectoryError):
+        return f"'{where}' runs through a file as if it were a folder: check the path"
+    if isinstance(exc, FileExistsError) and Path(os.fsdecode(exc.filename)).is_file():
+        return f"'{where}' is a file where a folder is needed: check the path"
+    if isinstance(exc, PermissionError):
+        return f"permission denied on '{where}': use a place you may write to, or change its permissions"
+    if exc.errno == errno.EROFS:
+        return f"'{where}' is on a read-only disk: use a place you may write to"
+    return None
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether `exc` (or an exception it was raised from) is the filesystem running out of space: ENOSPC/EDQUOT
     from the OS, SQLite's "database or disk is full", or the same words from FAISS or tantivy."""
@@ -119,7 +138,10 @@ def remove_abandoned_temporaries(path: Path) -> None:
 
 def is_locked(directory: Path, lock_file: str = ".lock") -> bool:
     """Whether another process holds `directory/<lock_file>` (an `exclusive_lock` writer) right now; a lock file
-    that does not exist or cannot be opened is not held."""
+    that does not exist or cannot be opened is not held, nor is one this process holds (`check --repair` holds the
+    store's lock while it reads the store)."""
+    if os.path.abspath(directory / lock_file) in _HELD_HERE:
+        return False
     try:
         descriptor = os.open(directory / lock_file, os.O_RDONLY)
     except OSError:
@@ -133,12 +155,17 @@ def is_locked(directory: Path, lock_file: str = ".lock") -> bool:
     return False
 
 
+_HELD_HERE: set[str] = set()
+"""The `exclusive_lock` files this process holds now."""
+
+
 @contextmanager
 def exclusive_lock(directory: Path, busy: str | None = None, lock_file: str = ".lock") -> Iterator[None]:
     """Hold `directory/<lock_file>` for writing; a second writer is refused instead of corrupting the store (`busy`:
     the refusal's text for a folder that is not a store). The lock file is opened for appending: an existing file
     that also serves another purpose keeps its contents."""
     directory.mkdir(parents=True, exist_ok=True)
+    held = os.path.abspath(directory / lock_file)
     handle = (directory / lock_file).open("a")
     try:
         try:
@@ -147,7 +174,11 @@ def exclusive_lock(directory: Path, busy: str | None = None, lock_file: str = ".
             raise StoreError(
                 busy or f"store '{directory}' is being written by another process; wait for it to finish"
             ) from exc
-        yield
+        _HELD_HERE.add(held)
+        try:
+            yield
+        finally:
+            _HELD_HERE.discard(held)
     finally:
         handle.close()
 

@@ -24,7 +24,7 @@ def _manifest_stamp(store_dir: Path) -> tuple[int, int]:
     """The manifest's (inode, mtime): it is replaced by rename, so a new one has a new inode."""
     try:
         stat = manifest_path(store_dir).stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no store there: read_manifest says what is
         return (0, 0)
     return (stat.st_ino, stat.st_mtime_ns)
 

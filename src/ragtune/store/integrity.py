@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.embedding_cache import cache_problems, remove_cache
-from ragtune.errors import StoreBusy, StoreError
+from ragtune.errors import NotAStore, StoreBusy, StoreError
 from ragtune.paths import embedding_cache_path
 from ragtune.store.dense import FaissDenseIndex
 from ragtune.fsutil import exclusive_lock
@@ -52,8 +52,8 @@ def check_store(store_dir: str | Path, quick: bool = False) -> CheckReport:
     report = CheckReport(str(store_dir))
     try:
         manifest = read_manifest(store_dir)
-    except StoreBusy:
-        raise  # being built: nothing to check yet, and nothing wrong
+    except (StoreBusy, NotAStore):
+        raise  # being built, or no store at all: nothing to check or repair
     except StoreError as exc:
         report.problems.append(str(exc))
         return report

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ragtune.errors import StoreBusy, StoreError
+from ragtune.errors import NotAStore, StoreBusy, StoreError
 from ragtune.fsutil import atomic_write_text, is_locked
 
 FORMAT_VERSION = 2
@@ -49,7 +49,9 @@ def manifest_path(store_dir: Path) -> Path:
 def read_manifest(store_dir: Path) -> Manifest:
     path = manifest_path(store_dir)
     if not store_dir.exists():
-        raise StoreError(f"store '{store_dir}' does not exist; create it with: ragtune index SOURCE --store {store_dir}")
+        raise NotAStore(f"store '{store_dir}' does not exist; create it with: ragtune index SOURCE --store {store_dir}")
+    if not store_dir.is_dir():
+        raise NotAStore(f"store '{store_dir}' is a file, not a store folder: check the --store path")
     if not path.exists():
         if is_locked(store_dir):
             raise StoreBusy(f"store '{store_dir}' is being built by another process (its first index run); wait for "
@@ -59,7 +61,7 @@ def read_manifest(store_dir: Path) -> Manifest:
                 f"store '{store_dir}' is incomplete (no {MANIFEST_NAME}: the first index run was interrupted); "
                 f"re-run: ragtune index SOURCE --store {store_dir}"
             )
-        raise StoreError(f"'{store_dir}' is not a ragtune store (no {MANIFEST_NAME})")
+        raise NotAStore(f"'{store_dir}' is not a ragtune store (no {MANIFEST_NAME})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         manifest = Manifest(**data)
