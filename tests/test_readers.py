@@ -71,6 +71,19 @@ def test_links_to_folders_are_followed_once_and_a_link_loop_ends(tmp_path: Path)
     assert not_read_text(not_read) == "1 link whose target is missing"  # said, not passed over in silence
 
 
+def test_a_store_kept_inside_the_folder_it_indexes_is_not_read_as_documents(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`ragtune index docs --store docs/store`: the second run counted the store's own files (its SQLite, FAISS and
+    tantivy files) as "not read" documents on every run; the store's folder is left out of the walk."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "pump.txt").write_text("The pump seal wears when the pump runs dry.")
+    store = docs / "store"
+    first = index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
+    again = index_sources(store, [docs], model=str(tiny_model_dir), show_progress=False)
+    assert first.files_added == 1 and again.files_unchanged == 1
+    assert first.files_not_read == {} and again.files_not_read == {}
+
+
 def test_a_file_whose_name_is_not_utf8_is_indexed_under_a_printable_name(
     tmp_path: Path, tiny_model_dir: Path, store_address: str
 ) -> None:

@@ -74,8 +74,9 @@ class Discovered(NamedTuple):
     not_read: dict[str, int]
 
 
-def discover_sources(paths: Sequence[str | Path]) -> Discovered:
-    """List the supported files under each path (recursively; hidden files and folders are ignored).
+def discover_sources(paths: Sequence[str | Path], leave_out: Sequence[Path] = ()) -> Discovered:
+    """List the supported files under each path (recursively; hidden files and folders are ignored, and the
+    folders in `leave_out`: a store kept inside the folder it indexes).
 
     Returns the files, the root keys they were found under (a file that once existed under a root key but is no
     longer found has been deleted), and the count of other files by type.
@@ -98,7 +99,7 @@ def discover_sources(paths: Sequence[str | Path]) -> Discovered:
             continue
         found: list[Path] = []
         others: Counter[str] = Counter()
-        for path in _visible_files_under(root):
+        for path in _visible_files_under(root, {os.path.realpath(folder) for folder in leave_out}):
             if not path.is_file():
                 if path.is_symlink() and not path.exists():
                     others[BROKEN_LINKS] += 1
@@ -142,12 +143,13 @@ def _not_read_kind(kind: str, count: int) -> str:
     return f"{count} {kind + ' ' if kind else ''}file{'s' if count > 1 else ''}{'' if kind else ' without an extension'}"
 
 
-def _visible_files_under(root: Path) -> list[Path]:
-    """Paths under `root`, hidden ones (a part starting with '.') left out, in sorted order. Links to folders are
-    followed, as `glob`'s `**` and LlamaIndex's directory reader do (a folder of links to other folders is common);
-    each real folder is walked once, so a link to a folder above it ends instead of looping."""
+def _visible_files_under(root: Path, left_out: set[str]) -> list[Path]:
+    """Paths under `root`, hidden ones (a part starting with '.') and the real folders `left_out` left out, in sorted
+    order. Links to folders are followed, as `glob`'s `**` and LlamaIndex's directory reader do (a folder of links to
+    other folders is common); each real folder is walked once, so a link to a folder above it ends instead of
+    looping."""
     found: list[Path] = []
-    walked: set[str] = set()
+    walked: set[str] = set(left_out)
     for folder, subfolders, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in walked:

@@ -76,7 +76,7 @@ def index_sources(
             model_ref = requested or resolve_model(DEFAULT_EMBEDDING_MODEL)
         else:
             model_ref = check_model(previous, requested)
-        files, roots, not_read = discover_sources(sources)
+        files, roots, not_read = discover_sources(sources, leave_out=[store_dir])
         old_sources = _sources_of(store_dir, previous)
         plan = plan_changes(files, roots, old_sources, previous.skipped if previous else None)
         if previous is not None:
