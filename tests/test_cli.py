@@ -125,6 +125,8 @@ def test_paths_that_cannot_be_used_give_one_line_naming_them(built: Path, tmp_pa
                  str(tmp_path / "outdir")], "afile")  # fmt: skip
     _fails_with(["search", "pump", "--store", str(tmp_path / "afile")], "is a file, not a store folder")
     _fails_with(["info", "--store", str(tmp_path / "afile")], "is a file, not a store folder")
+    _fails_with(["check", "--store", str(tmp_path / "nowhere"), "--repair"], "does not exist")
+    assert not (tmp_path / "nowhere").exists()  # a repair of no store makes no folder
 
 
 def test_broken_jsonl_loses_nothing_already_stored(built: Path, tmp_path: Path) -> None:

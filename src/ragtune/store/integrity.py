@@ -21,7 +21,9 @@ from ragtune.paths import embedding_cache_path
 from ragtune.store.dense import FaissDenseIndex
 from ragtune.fsutil import exclusive_lock
 from ragtune.store.keyword import TantivyKeywordIndex
-from ragtune.store.manifest import GENERATION_NAME, Manifest, manifest_problem, read_manifest, write_manifest
+from ragtune.store.manifest import (
+    GENERATION_NAME, Manifest, manifest_problem, read_manifest, store_missing, write_manifest,
+)  # fmt: skip
 from ragtune.store.passages import PassageTable, salvage_passages
 from ragtune.store.layout import DENSE_FILE, KEYWORD_DIR, LEGACY_CACHE_FILE, PASSAGES_FILE
 from ragtune.store.store import rebuild_generation
@@ -69,6 +71,8 @@ def repair_store(store_dir: str | Path) -> CheckReport:
     """Repair what `check_store` finds, holding the store's write lock; a healthy store is left as it is (only
     leftovers of interrupted runs are removed)."""
     store_dir = Path(store_dir).expanduser()
+    if not store_dir.exists():  # the lock would make the folder: refuse first, as `check` does
+        raise store_missing(store_dir)
     with exclusive_lock(store_dir):
         report = check_store(store_dir)
         if report.generation is None:

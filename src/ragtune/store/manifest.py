@@ -46,10 +46,14 @@ def manifest_path(store_dir: Path) -> Path:
     return store_dir / MANIFEST_NAME
 
 
+def store_missing(store_dir: Path) -> NotAStore:
+    return NotAStore(f"store '{store_dir}' does not exist; create it with: ragtune index SOURCE --store {store_dir}")
+
+
 def read_manifest(store_dir: Path) -> Manifest:
     path = manifest_path(store_dir)
     if not store_dir.exists():
-        raise NotAStore(f"store '{store_dir}' does not exist; create it with: ragtune index SOURCE --store {store_dir}")
+        raise store_missing(store_dir)
     if not store_dir.is_dir():
         raise NotAStore(f"store '{store_dir}' is a file, not a store folder: check the --store path")
     if not path.exists():
