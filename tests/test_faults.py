@@ -496,6 +496,23 @@ def test_two_processes_writing_one_file_leave_one_writers_text_and_a_killed_writ
     assert set(target.read_text()) == {"C", "\n"}
 
 
+def test_a_write_removes_this_machines_dead_temporaries_and_leaves_another_machines(tmp_path: Path) -> None:
+    """On shared storage a temporary may belong to a writer on another machine, whose process cannot be seen from
+    here: only this machine's dead writers' temporaries (and the old shared `.tmp`) are removed."""
+    import socket
+
+    from ragtune.fsutil import atomic_write_text
+
+    target = tmp_path / "mined.jsonl"
+    elsewhere = tmp_path / "mined.jsonl.tmp-999999999-abcd@another-machine"
+    for leftover in (elsewhere, tmp_path / f"mined.jsonl.tmp-999999999-abcd@{socket.gethostname()}",
+                     tmp_path / "mined.jsonl.tmp"):  # fmt: skip
+        leftover.write_text("half")
+    atomic_write_text(target, "whole\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, elsewhere.name])
+    assert target.read_text() == "whole\n"
+
+
 def test_disk_full_gives_one_message_removes_the_partial_work_and_the_next_run_proceeds(
     tmp_path: Path, tiny_model_dir: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,7 +6,6 @@ import errno
 import fcntl
 import glob
 import os
-import secrets
 import shutil
 import socket
 import sqlite3
@@ -103,11 +102,11 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a sibling temporary file of this writer's own, fsync, then rename over `path`: readers see old or
-    new, never half, and two processes writing one path at once leave one's text whole (with one shared temporary
-    name, the second truncated the first's and one of them failed with FileNotFoundError). Temporaries of this
-    machine's writers that died are removed."""
-    tmp = path.with_name(f"{path.name}{_TEMPORARY}{os.getpid()}-{secrets.token_hex(4)}")
+    """Write to a sibling temporary file of this writer's own (`<path>.tmp-<pid>-<random>@<host>`), fsync, then
+    rename over `path`: readers see old or new, never half, and two processes writing one path at once leave one's
+    text whole (with one shared temporary name, the second truncated the first's and one of them failed with
+    FileNotFoundError). Temporaries of this machine's writers that died are removed."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}@{socket.gethostname()}")
     try:
         with tmp.open("w", encoding="utf-8") as handle:
             handle.write(text)
@@ -122,18 +121,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     remove_abandoned_temporaries(path)
 
 
-_TEMPORARY = ".tmp-"
-
-
 def remove_abandoned_temporaries(path: Path) -> None:
-    """`atomic_write_text`'s temporaries of `path` whose writer is no longer running (killed mid-write), and the
-    shared `.tmp` of versions before 2026-12-04."""
-    from ragtune.child_process import exited
-
-    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-    for leftover in path.parent.glob(f"{glob.escape(path.name)}{_TEMPORARY}*"):
-        if exited(leftover.name[len(path.name) + len(_TEMPORARY) :].split("-")[0]):
-            leftover.unlink(missing_ok=True)
+    """`atomic_write_text`'s temporaries of `path` whose writer, on this machine, is no longer running (killed
+    mid-write), and the shared `<path>.tmp` of versions before 2026-12-04."""
+    _remove_abandoned_siblings(path, kinds=("tmp",))
 
 
 def is_locked(directory: Path, lock_file: str = ".lock") -> bool:
@@ -245,21 +236,24 @@ def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> P
     return target
 
 
-def _remove_abandoned_siblings(target: Path) -> None:
-    """`<target>.partial-<pid>-…@<host>` and `<target>.old-<pid>-…@<host>` of this machine's processes that are no
-    longer running (a run killed mid-save), and the `<target>.partial` / `<target>.old` of versions before 2026-12-04."""
+def _remove_abandoned_siblings(target: Path, kinds: tuple[str, ...] = ("partial", "old")) -> None:
+    """`<target>.<kind>-<pid>-…@<host>` (a folder or a file) of this machine's processes that are no longer running
+    (a run killed mid-save), and the `<target>.<kind>` of versions before 2026-12-04. A sibling of another machine
+    (shared storage) is left alone: its process cannot be seen from here."""
     from ragtune.child_process import exited
 
     if not target.parent.is_dir():
         return
     for sibling in target.parent.glob(f"{glob.escape(target.name)}.*"):
         kind, _, owner = sibling.name[len(target.name) + 1 :].partition("-")
-        if kind not in ("partial", "old"):
+        if kind not in kinds:
             continue
         process, _, host = owner.partition("@")
-        pid = process.split("-")[0]
-        if not owner or (host == socket.gethostname() and exited(pid)):
-            shutil.rmtree(sibling, ignore_errors=True)
+        if not owner or (host == socket.gethostname() and exited(process.split("-")[0])):
+            if sibling.is_dir() and not sibling.is_symlink():
+                shutil.rmtree(sibling, ignore_errors=True)
+            else:
+                sibling.unlink(missing_ok=True)
 
 
 @contextmanager

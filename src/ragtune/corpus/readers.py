@@ -86,6 +86,7 @@ def discover_sources(paths: Sequence[str | Path], leave_out: Sequence[Path] = ()
     files: list[SourceFile] = []
     roots: list[str] = []
     not_read: Counter[str] = Counter()
+    left_out = {os.path.realpath(folder) for folder in leave_out}
     for given in paths:
         raw, root = printable_path(str(given)), Path(given).expanduser()
         if not root.exists():
@@ -99,7 +100,7 @@ def discover_sources(paths: Sequence[str | Path], leave_out: Sequence[Path] = ()
             continue
         found: list[Path] = []
         others: Counter[str] = Counter()
-        for path in _visible_files_under(root, {os.path.realpath(folder) for folder in leave_out}):
+        for path in _visible_files_under(root, left_out):
             if not path.is_file():
                 if path.is_symlink() and not path.exists():
                     others[BROKEN_LINKS] += 1
