@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import mounted_tmpfs, new_store, write_docs
+from conftest import TEST_THREADS, mounted_tmpfs, new_store, write_docs
 from ragtune import Retriever, index_sources, open_store
 from ragtune.store import StoreReader
 from ragtune.cli import app
@@ -201,7 +201,7 @@ def test_kill_while_writing_a_checkpoint_then_resume(tmp_path: Path, tiny_model_
     train = _training_file(tmp_path)
     out = tmp_path / "model"
     args = [command, str(train), "--out", str(out), "--base", str(tiny_model_dir), "--epochs", "2",
-            "--batch-size", "4", "--threads", "2"]  # fmt: skip
+            "--batch-size", "4", "--threads", str(TEST_THREADS)]  # fmt: skip
     args += ["--max-seq-length", "32", "--dev-fraction", "0.25"] if command == "finetune" else ["--max-length", "32"]
     killed = ragtune(*args, kill_at="checkpoint-write:2")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]

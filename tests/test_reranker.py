@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TEST_THREADS
 from ragtune.errors import RagtuneError
 from ragtune.retrieval import Reranker
 from ragtune.training.examples import TrainingExample, split_by_query
@@ -33,7 +34,7 @@ def _examples() -> list[TrainingExample]:
 def test_training_lowers_the_loss(tiny_model_dir: Path, tmp_path: Path, loss: str, lr: float, epochs: int) -> None:
     config = RerankerConfig(
         base=str(tiny_model_dir), loss=loss, negatives=3, epochs=epochs, batch_size=8, learning_rate=lr, max_length=32,
-        threads=2, dev_fraction=0.25,
+        threads=TEST_THREADS, dev_fraction=0.25,
     )  # fmt: skip
     result = train_reranker(_examples(), tmp_path / "reranker", config)
     losses = [row["loss"] for row in result.log_history if "loss" in row]
@@ -44,7 +45,7 @@ def test_training_lowers_the_loss(tiny_model_dir: Path, tmp_path: Path, loss: st
 def test_mnrl_reranker_trains_and_saves(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Mechanics only: on this 32-wide random model the in-batch softmax loss stays near ln(4)."""
     config = RerankerConfig(
-        base=str(tiny_model_dir), loss="mnrl", epochs=1, batch_size=8, max_length=32, threads=2, dev_fraction=0.25
+        base=str(tiny_model_dir), loss="mnrl", epochs=1, batch_size=8, max_length=32, threads=TEST_THREADS, dev_fraction=0.25
     )
     result = train_reranker(_examples(), tmp_path / "reranker", config)
     assert result.steps > 0 and (tmp_path / "reranker" / "config.json").exists()
@@ -55,7 +56,7 @@ def test_reranking_reorders_as_trained(minilm, tmp_path: Path) -> None:  # type:
     """From MiniLM (as in use): a 32-wide random BERT does not reliably learn query-conditioned ranking in seconds."""
     config = RerankerConfig(
         base=str(minilm.path), loss="bce", negatives=3, epochs=20, batch_size=8, learning_rate=5e-4, max_length=32,
-        threads=2, dev_fraction=0.25, eval_steps=90,  # 180 steps: two checkpoints of MiniLM, not twenty
+        threads=TEST_THREADS, dev_fraction=0.25, eval_steps=90,  # 180 steps: two checkpoints of MiniLM, not twenty
     )  # fmt: skip
     train_reranker(_examples(), tmp_path / "reranker", config)
     learned, _ = split_by_query(_examples(), config.dev_fraction, config.seed)  # queries it trained on, not dev ones

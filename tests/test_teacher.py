@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import unwrapped
+from conftest import TEST_THREADS, unwrapped
 from ragtune.errors import InputError
 from ragtune.training.examples import TrainingExample, read_training_jsonl, write_training_jsonl
 from ragtune.training.finetune import (
@@ -237,7 +237,7 @@ def test_cli_mine_with_a_teacher_then_distil(  # type: ignore[no-untyped-def]
     tuned = runner.invoke(
         app, ["finetune", str(tmp_path / "scored.jsonl"), "--out", str(tmp_path / "model"), "--base",
               str(tiny_model_dir), "--loss", loss, "--epochs", "1", "--batch-size", "4", "--negatives", "2",
-              "--max-seq-length", "32", "--threads", "2", "--dev-fraction", "0.25"],
+              "--max-seq-length", "32", "--threads", str(TEST_THREADS), "--dev-fraction", "0.25"],
     )  # fmt: skip
     assert tuned.exit_code == 0, tuned.output
     record = json.loads((tmp_path / "model" / "ragtune_training.json").read_text())

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TEST_THREADS
 from ragtune.errors import InputError
 from ragtune.training.examples import (
     TrainingExample,
@@ -41,7 +42,7 @@ def toy_examples(negatives: bool = True) -> list[TrainingExample]:
 def _tiny_config(tiny_model_dir: Path, **overrides) -> FinetuneConfig:  # type: ignore[no-untyped-def]
     settings = dict(
         base=str(tiny_model_dir), epochs=8, batch_size=4, learning_rate=5e-3, max_seq_length=32, eval_steps=4,
-        early_stopping_patience=100, dev_fraction=0.25, threads=2,
+        early_stopping_patience=100, dev_fraction=0.25, threads=TEST_THREADS,
     )  # fmt: skip
     return FinetuneConfig(**(settings | overrides))
 
@@ -350,7 +351,7 @@ def test_cli_mine_finetune_reindex(
         tuned = runner.invoke(
             app, ["finetune", str(tmp_path / "mined.jsonl"), "--out", str(tmp_path / "model"), "--base",
                   str(tiny_model_dir), "--epochs", "1", "--batch-size", "4", "--max-seq-length", "32", "--threads",
-                  "2", "--dev-fraction", "0.25", "--merge-base", "0.5", "--bf16", "--low-memory"],
+                  str(TEST_THREADS), "--dev-fraction", "0.25", "--merge-base", "0.5", "--bf16", "--low-memory"],
         )  # fmt: skip
     assert tuned.exit_code == 0, tuned.output
     assert not [str(w.message) for w in caught if "checkpointing" in str(w.message)]  # asked for by its current name

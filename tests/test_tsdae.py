@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import unwrapped, write_docs
+from conftest import TEST_THREADS, unwrapped, write_docs
 from ragtune.errors import InputError
 from ragtune.store import index_sources
 from ragtune.training.tsdae import TSDAE_RECORD, TsdaeConfig, delete_words, store_sentences, tsdae_adapt
@@ -49,7 +49,7 @@ def test_store_sentences_takes_whole_sentences_of_the_allowed_length(store: Path
 def test_tsdae_lowers_the_reconstruction_loss_and_writes_a_loadable_model(tiny_model_dir: Path, tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
-    config = TsdaeConfig(base=str(tiny_model_dir), epochs=60, batch_size=6, learning_rate=2e-3, threads=2)
+    config = TsdaeConfig(base=str(tiny_model_dir), epochs=60, batch_size=6, learning_rate=2e-3, threads=TEST_THREADS)
     result = tsdae_adapt(SENTENCES, tmp_path / "adapted", config)
     assert result.steps == 60 and result.first_loss is not None and result.last_loss is not None
     assert result.last_loss < 0.6 * result.first_loss  # it learns to rebuild the sentences
@@ -61,7 +61,7 @@ def test_tsdae_lowers_the_reconstruction_loss_and_writes_a_loadable_model(tiny_m
 
 
 def test_tsdae_stops_at_its_time_budget(tiny_model_dir: Path, tmp_path: Path) -> None:
-    config = TsdaeConfig(base=str(tiny_model_dir), epochs=1000, batch_size=2, threads=2, time_budget_minutes=0.05)
+    config = TsdaeConfig(base=str(tiny_model_dir), epochs=1000, batch_size=2, threads=TEST_THREADS, time_budget_minutes=0.05)
     result = tsdae_adapt(SENTENCES, tmp_path / "adapted", config)
     assert 1 <= result.steps < 3000 and (tmp_path / "adapted" / TSDAE_RECORD).exists()
 
@@ -78,7 +78,7 @@ def test_tsdae_cli(store: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
 
     runner = CliRunner()
     args = ["tsdae", "--store", str(store), "--out", str(tmp_path / "m"), "--base", str(tiny_model_dir)]
-    result = runner.invoke(app, [*args, "--epochs", "1", "--threads", "2"])
+    result = runner.invoke(app, [*args, "--epochs", "1", "--threads", str(TEST_THREADS)])
     assert result.exit_code == 0, result.output
     assert "6 sentences" in unwrapped(result.stdout) and (tmp_path / "m" / TSDAE_RECORD).exists()
     wrong = runner.invoke(app, [*args, "--deletion-ratio", "1.5"])
