@@ -55,9 +55,12 @@ def test_mnrl_reranker_trains_and_saves(tiny_model_dir: Path, tmp_path: Path) ->
 def test_reranking_reorders_as_trained(minilm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """From MiniLM (as in use): a 32-wide random BERT does not reliably learn query-conditioned ranking in seconds."""
     config = RerankerConfig(
-        base=str(minilm.path), loss="bce", negatives=3, epochs=20, batch_size=8, learning_rate=5e-4, max_length=32,
-        threads=TEST_THREADS, dev_fraction=0.25, eval_steps=90,  # 180 steps: two checkpoints of MiniLM, not twenty
+        base=str(minilm.path), loss="bce", negatives=3, epochs=10, batch_size=8, learning_rate=1e-4, max_length=32,
+        threads=TEST_THREADS, dev_fraction=0.25, eval_steps=45,  # 90 steps: two checkpoints of MiniLM, not ten
     )  # fmt: skip
+    # At 5e-4 the scores collapsed to a few values (0.892 for most pairs) and the right passage came first by the luck
+    # of the threads' summation order: with one thread it came second. At 1e-4 every trained query ranks its passage
+    # first with one thread or two.
     train_reranker(_examples(), tmp_path / "reranker", config)
     learned, _ = split_by_query(_examples(), config.dev_fraction, config.seed)  # queries it trained on, not dev ones
     query, expected, other_query = learned[0].query, learned[0].positive, learned[1].query
