@@ -147,6 +147,25 @@ def test_llm_questions_are_cleaned_and_round_trip_filtered(store: Path, tmp_path
     assert report.rejected_round_trip >= 1 and report.kept == len(queries)
 
 
+def test_a_limit_draws_its_passages_from_the_whole_store_and_a_rerun_resumes_the_same_ones(
+    store: Path, tmp_path: Path
+) -> None:
+    with open_store(store) as reader:
+        in_order = [p.id for p in reader.iter_passages()]
+    picked = []
+    for seed in range(12):
+        out = tmp_path / f"seed-{seed}.jsonl"
+        config = PairsConfig(method=PairMethod.ict, limit=2, seed=seed)
+        report = build_pairs(store, out, config, show_progress=False)
+        done = (tmp_path / f"seed-{seed}.jsonl.done").read_text().split()
+        assert report.passages_seen == 2 and len(set(done)) == 2
+        assert [i for i in in_order if i in done] == done  # in store order
+        picked.append(tuple(done))
+        again = build_pairs(store, out, config, show_progress=False)
+        assert again.passages_seen == 0 and again.passages_skipped_done == 2  # the same seed draws the same ones
+    assert len(set(picked)) > 1 and set().union(*picked) == set(in_order)  # not always the first two
+
+
 def test_resume_skips_finished_passages(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "resume.jsonl"
     with running(ChatServer(question_for)) as server:

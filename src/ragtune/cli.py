@@ -498,7 +498,7 @@ def pairs(
     out_file: Annotated[Path, typer.Option("--out", help="JSONL to append pairs to (resumes if it exists).")],
     method: Annotated[str, typer.Option(help="llm (generated questions), ict (inverse cloze) or heading.")] = "llm",
     per_passage: Annotated[int, typer.Option(help="Queries per passage.")] = 1,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N passages.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use N passages drawn at random (by --seed) from the whole store.")] = None,
     generator: GeneratorOption = None,
     generator_model: GeneratorModelOption = None,
     round_trip: Annotated[
@@ -507,7 +507,7 @@ def pairs(
     ] = None,
     round_trip_k: Annotated[int, typer.Option(help="Rank the source passage must reach.")] = 10,
     batch_size: Annotated[int, typer.Option(help="Passages per generation batch.")] = 8,
-    seed: Annotated[int, typer.Option(help="Random seed (ict sentence choice).")] = 13,
+    seed: Annotated[int, typer.Option(help="Random seed (the --limit sample, ict sentence choice).")] = 13,
     ict_sentences: Annotated[
         str, typer.Option(help="ict: 'salient' sentences that restate the rest of the passage, or 'random' ones.")
     ] = "salient",

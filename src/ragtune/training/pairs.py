@@ -313,7 +313,7 @@ def _build_pairs(
             done_path.open("a", encoding="utf-8") as finished,
         ):
             task = progress.add_task(f"pairs ({config.method.value})", total=planned, unit="passages")
-            for batch in _batches(store.iter_passages(), planned, config.batch_size):
+            for batch in _batches(_sampled(store.iter_passages(), total, planned, config.seed), config.batch_size):
                 todo = [p for p in batch if p.id not in done]
                 report.passages_skipped_done += len(batch) - len(todo)
                 report.passages_seen += len(todo)
@@ -337,11 +337,19 @@ def _build_pairs(
     return report
 
 
-def _batches(passages: Iterator[Passage], limit: int, size: int) -> Iterator[list[Passage]]:
+def _sampled(passages: Iterator[Passage], total: int, wanted: int, seed: int) -> Iterator[Passage]:
+    """`wanted` of the store's `total` passages drawn at random (the same ones for the same seed, so a rerun resumes
+    them), in store order: a `--limit` spreads its budget over the whole corpus, not over its first files."""
+    if wanted >= total:
+        yield from passages
+        return
+    chosen = set(random.Random(seed).sample(range(total), wanted))
+    yield from (passage for number, passage in enumerate(passages) if number in chosen)
+
+
+def _batches(passages: Iterator[Passage], size: int) -> Iterator[list[Passage]]:
     batch: list[Passage] = []
-    for count, passage in enumerate(passages):
-        if count >= limit:
-            break
+    for passage in passages:
         batch.append(passage)
         if len(batch) == size:
             yield batch
