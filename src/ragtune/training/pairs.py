@@ -283,6 +283,8 @@ def build_pairs(
         raise InputError("--method llm needs a generator (--generator smollm2, a model directory or a URL)")
     if config.per_passage < 1:
         raise InputError("--per-passage must be at least 1")
+    if config.limit is not None and config.limit < 1:
+        raise InputError(f"--limit {config.limit}: give at least 1 passage, or leave --limit out to use them all")
     if out_path.is_dir():
         raise InputError(f"--out '{out_path}' is a folder: give a file's path (for example {out_path / 'pairs.jsonl'})")
     busy = (f"another `ragtune pairs` is appending to '{out_path}'; wait for it to finish (running this command "
