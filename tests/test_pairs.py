@@ -164,9 +164,14 @@ def test_a_limit_draws_its_passages_from_the_whole_store_and_a_rerun_resumes_the
         again = build_pairs(store, out, config, show_progress=False)
         assert again.passages_seen == 0 and again.passages_skipped_done == 2  # the same seed draws the same ones
     assert len(set(picked)) > 1 and set().union(*picked) == set(in_order)  # not always the first two
-    for limit in (0, -3):
-        with pytest.raises(InputError, match="--limit"):
-            build_pairs(store, tmp_path / "none.jsonl", PairsConfig(method=PairMethod.ict, limit=limit))
+
+
+def test_settings_out_of_range_are_one_error_before_any_work(store: Path, tmp_path: Path) -> None:
+    for wrong, option in [({"limit": 0}, "--limit"), ({"limit": -3}, "--limit"), ({"batch_size": 0}, "--batch-size"),
+                          ({"round_trip": True, "round_trip_k": 0}, "--round-trip-k")]:
+        with pytest.raises(InputError, match=option):  # before any passage is read or generated for
+            build_pairs(store, tmp_path / "none.jsonl", PairsConfig(method=PairMethod.ict, **wrong))  # type: ignore[arg-type]
+        assert not (tmp_path / "none.jsonl").exists()
 
 
 def test_resume_skips_finished_passages(store: Path, tmp_path: Path) -> None:

@@ -283,6 +283,10 @@ def build_pairs(
         raise InputError("--method llm needs a generator (--generator smollm2, a model directory or a URL)")
     if config.per_passage < 1:
         raise InputError("--per-passage must be at least 1")
+    if config.batch_size < 1:
+        raise InputError(f"--batch-size {config.batch_size}: give at least 1 passage per batch")
+    if config.filtering and config.round_trip_k < 1:
+        raise InputError(f"--round-trip-k {config.round_trip_k}: the rank a passage must reach is at least 1")
     if config.limit is not None and config.limit < 1:
         raise InputError(f"--limit {config.limit}: give at least 1 passage, or leave --limit out to use them all")
     if out_path.is_dir():
