@@ -97,6 +97,48 @@ def test_a_killed_actor_writing_into_postgresql_is_restarted_and_nothing_is_lost
     assert_same_contents(contents(store), local_contents)
 
 
+def test_reindex_and_mine_on_ray_give_what_the_local_path_gives(  # type: ignore[no-untyped-def]
+    tmp_path: Path, corpus: Path, tiny_model_dir: Path
+) -> None:
+    """`reindex --ray local` stores the local reindex's vectors; `mine --ray local` picks the local mining's
+    negatives. Each run has its own embedding cache, so the cluster really encodes."""
+    import shutil
+
+    from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs
+
+    index(corpus, str(tmp_path / "local"), tmp_path / "build.sqlite")
+    shutil.copytree(tmp_path / "local", tmp_path / "ray")
+    runs = {}
+    for where, extra in [("local", ()), ("ray", ("--ray", "local", "--ray-workers", "2"))]:
+        cache = tmp_path / f"{where}-cache.sqlite"
+        done = subprocess.run(
+            [*RAGTUNE, "reindex", "--store", str(tmp_path / where), "--model", str(tiny_model_dir), *extra],
+            env={**os.environ, "RAGTUNE_EMBEDDING_CACHE": str(cache)}, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[where] = done.stdout + done.stderr
+    assert "ray worker" in runs["ray"] and "ray worker" not in runs["local"]  # the cluster did the encoding
+    assert_same_contents(contents(str(tmp_path / "ray")), contents(str(tmp_path / "local")))
+
+    build_pairs(tmp_path / "local", tmp_path / "pairs.jsonl", PairsConfig(method=PairMethod.ict), show_progress=False)
+    mined = {}
+    for where, extra in [("local", ()), ("ray", ("--ray", "local", "--ray-workers", "2"))]:
+        done = subprocess.run(
+            [*RAGTUNE, "mine", str(tmp_path / "pairs.jsonl"), "--store", str(tmp_path / "local"), "--negatives", "2",
+             "--out", str(tmp_path / f"mined-{where}.jsonl"), *extra],  # MiniLM: the tiny model's scores all tie
+            env={**os.environ, "RAGTUNE_EMBEDDING_CACHE": str(tmp_path / f"mine-{where}.sqlite")},
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        mined[where] = [json.loads(line) for line in (tmp_path / f"mined-{where}.jsonl").read_text().splitlines()]
+    assert len(mined["ray"]) == len(mined["local"]) > 100
+    assert [(r["query"], r["positive"]) for r in mined["ray"]] == [(r["query"], r["positive"]) for r in mined["local"]]
+    pairs = zip(mined["ray"], mined["local"], strict=True)
+    negatives = [(set(a.get("negatives", [])), set(b.get("negatives", []))) for a, b in pairs]
+    same = sum(len(a & b) for a, b in negatives) / sum(len(b) for _, b in negatives)
+    assert sum(len(b) for _, b in negatives) > 100 and same >= 0.95, same  # a near tie may swap, little else
+
+
 def test_without_ray_installed_the_flag_says_how_to_get_it(tmp_path: Path, corpus: Path) -> None:
     code = (
         "import sys; sys.modules['ray'] = None; from ragtune.cli import app; "
