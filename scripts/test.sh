@@ -16,5 +16,6 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
 fi
 cd "$root"
 # Two workers, each taking whole test files (module fixtures such as a trained model or a started server are built
-# once per file); on 2 cores the suite took 13.5 min this way (2026-12-03). RAGTUNE_TEST_WORKERS=0: one process.
+# once per file); each worker computes on its share of the cores (tests/conftest.py). On 2 cores the suite took
+# 10.5 min this way (2026-12-04). RAGTUNE_TEST_WORKERS=0: one process.
 exec python -m pytest -q -n "${RAGTUNE_TEST_WORKERS:-2}" --dist loadfile "$@"
