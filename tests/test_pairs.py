@@ -170,7 +170,8 @@ def test_settings_out_of_range_are_one_error_before_any_work(store: Path, tmp_pa
     for wrong, option in [({"limit": 0}, "--limit"), ({"limit": -3}, "--limit"), ({"batch_size": 0}, "--batch-size"),
                           ({"round_trip": True, "round_trip_k": 0}, "--round-trip-k")]:
         with pytest.raises(InputError, match=option):  # before any passage is read or generated for
-            build_pairs(store, tmp_path / "none.jsonl", PairsConfig(method=PairMethod.ict, **wrong))  # type: ignore[arg-type]
+            config = PairsConfig(method=PairMethod.ict, **wrong)  # type: ignore[arg-type]
+            build_pairs(store, tmp_path / "none.jsonl", config)
         assert not (tmp_path / "none.jsonl").exists()
 
 

@@ -45,7 +45,8 @@ def test_training_lowers_the_loss(tiny_model_dir: Path, tmp_path: Path, loss: st
 def test_mnrl_reranker_trains_and_saves(tiny_model_dir: Path, tmp_path: Path) -> None:
     """Mechanics only: on this 32-wide random model the in-batch softmax loss stays near ln(4)."""
     config = RerankerConfig(
-        base=str(tiny_model_dir), loss="mnrl", epochs=1, batch_size=8, max_length=32, threads=TEST_THREADS, dev_fraction=0.25
+        base=str(tiny_model_dir), loss="mnrl", epochs=1, batch_size=8, max_length=32, threads=TEST_THREADS,
+        dev_fraction=0.25,
     )
     result = train_reranker(_examples(), tmp_path / "reranker", config)
     assert result.steps > 0 and (tmp_path / "reranker" / "config.json").exists()

@@ -61,7 +61,9 @@ def test_tsdae_lowers_the_reconstruction_loss_and_writes_a_loadable_model(tiny_m
 
 
 def test_tsdae_stops_at_its_time_budget(tiny_model_dir: Path, tmp_path: Path) -> None:
-    config = TsdaeConfig(base=str(tiny_model_dir), epochs=1000, batch_size=2, threads=TEST_THREADS, time_budget_minutes=0.05)
+    config = TsdaeConfig(
+        base=str(tiny_model_dir), epochs=1000, batch_size=2, threads=TEST_THREADS, time_budget_minutes=0.05
+    )
     result = tsdae_adapt(SENTENCES, tmp_path / "adapted", config)
     assert 1 <= result.steps < 3000 and (tmp_path / "adapted" / TSDAE_RECORD).exists()
 

@@ -498,7 +498,9 @@ def pairs(
     out_file: Annotated[Path, typer.Option("--out", help="JSONL to append pairs to (resumes if it exists).")],
     method: Annotated[str, typer.Option(help="llm (generated questions), ict (inverse cloze) or heading.")] = "llm",
     per_passage: Annotated[int, typer.Option(help="Queries per passage.")] = 1,
-    limit: Annotated[int | None, typer.Option(help="Use N passages drawn at random (by --seed) from the whole store.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Use N passages drawn at random (by --seed) from the whole store.")
+    ] = None,
     generator: GeneratorOption = None,
     generator_model: GeneratorModelOption = None,
     round_trip: Annotated[
