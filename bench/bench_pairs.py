@@ -68,11 +68,7 @@ def main() -> None:
         # shared across runs on one corpus: generation is the slow part
         pairs_file = Path("runs/pairs") / f"{args.data.name}-{variant}.jsonl"
         if method == "llm" and generator is None:
-            generator = load_generator("smollm2")
-            if args.llm_bf16:
-                import torch
-
-                generator.model.to(torch.bfloat16)  # type: ignore[attr-defined]
+            generator = load_generator("smollm2", precision="bf16" if args.llm_bf16 else "fp32")
         config = PairsConfig(method=PairMethod(method), per_passage=args.per_passage,
                              limit=args.llm_limit if method == "llm" else None, salient_sentences=args.salient,
                              round_trip=True if args.round_trip else None,

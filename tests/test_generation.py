@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from chat_server import ChatServer, running
 from ragtune.errors import InputError, RagtuneError
@@ -152,6 +153,9 @@ def test_streams_end_to_end_with_the_local_smollm2(tmp_path: Path) -> None:
     conversation = [[{"role": "user", "content": "What damages the impeller of a pump?"}]]
     assert again.generate_batch(conversation, 16) == generator.generate_batch(conversation, 16)
     assert again.context_window == generator.context_window and again.name == generator.name
+    halved = load_generator("smollm2", precision="bf16")  # what `pairs --method llm` loads where the CPU has bf16
+    assert next(halved.model.parameters()).dtype == torch.bfloat16  # type: ignore[attr-defined]
+    assert halved.generate_batch(conversation, 16)[0]
 
 
 def test_a_model_that_is_not_a_causal_lm_is_refused(tiny_model_dir: Path) -> None:

@@ -41,8 +41,10 @@ def load_generator(
     api_key_env: str = "RAGTUNE_GENERATOR_API_KEY",
     timeout: float = 60.0,
     context_window: int | None = None,
+    precision: str = "fp32",
 ) -> Generator:
-    """Load the generator named by `spec`; `model` names the served model for URLs (default: the first listed)."""
+    """Load the generator named by `spec`; `model` names the served model for URLs (default: the first listed);
+    `precision` (fp32 or bf16) is the weights' type of a model run here by transformers."""
     spec = (spec or DEFAULT_GENERATOR).strip()
     if spec.startswith(("http://", "https://")):
         from ragtune.generation.http import OpenAICompatibleGenerator
@@ -54,16 +56,18 @@ def load_generator(
 
     if is_bundled_generator(spec):
         gguf = packaged_smollm2()
-        return TransformersGenerator(gguf.parent, gguf_file=gguf.name, name="SmolLM2-135M-Instruct (Q4_1 GGUF)")
+        return TransformersGenerator(
+            gguf.parent, gguf_file=gguf.name, name="SmolLM2-135M-Instruct (Q4_1 GGUF)", precision=precision
+        )
     if spec.startswith("llama-cpp:"):
         from ragtune.generation.llamacpp import LlamaCppGenerator
 
         return LlamaCppGenerator(spec.removeprefix("llama-cpp:"), context_window=context_window or 4096)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        return TransformersGenerator(path.parent, gguf_file=path.name)
+        return TransformersGenerator(path.parent, gguf_file=path.name, precision=precision)
     if path.is_dir():
-        return TransformersGenerator(path)
+        return TransformersGenerator(path, precision=precision)
     raise RagtuneError(
         f"generator '{spec}' is not '{DEFAULT_GENERATOR}', a model directory, a .gguf file, 'llama-cpp:FILE.gguf' "
         "or an http(s):// URL of an OpenAI-compatible server"

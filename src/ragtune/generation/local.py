@@ -30,8 +30,20 @@ class TransformersGenerator:
     `role: content` transcript, so any local causal-LM directory works.
     """
 
-    def __init__(self, path: str | Path, gguf_file: str | None = None, name: str | None = None, device: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        gguf_file: str | None = None,
+        name: str | None = None,
+        device: str | None = None,
+        precision: str = "fp32",
+    ):
+        """`precision` bf16 halves the weights' traffic: SmolLM2-135M writes pair questions 2.2× faster on a CPU with
+        AMX (bench/bench_pairs.py, 2026-12-04); answers keep fp32, in which their quality was measured."""
         import torch
+
+        if precision not in ("fp32", "bf16"):
+            raise RagtuneError(f"generator precision '{precision}' is not fp32 or bf16")
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
@@ -59,7 +71,7 @@ class TransformersGenerator:
         if copy is not None:
             _save_copy(self.model, self.tokenizer, copy)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device).eval()
+        self.model.to(self.device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32).eval()
         self.context_window = int(getattr(config, "max_position_embeddings", 2048) or 2048)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
