@@ -17,6 +17,7 @@ from ragtune.generation import ABSTAIN_MESSAGE, Answerer, load_generator, pack_p
 from ragtune.generation.citations import StreamingCitationFilter, clean_citations, cited_span
 from ragtune.generation.http import OpenAICompatibleGenerator
 from ragtune.generation.base import Message
+from ragtune.models import inference_precision
 from ragtune.retrieval import Retriever
 from ragtune.store import StoreReader, index_sources, open_store
 from ragtune.types import Hit
@@ -156,6 +157,12 @@ def test_streams_end_to_end_with_the_local_smollm2(tmp_path: Path) -> None:
     halved = load_generator("smollm2", precision="bf16")  # what `pairs --method llm` loads where the CPU has bf16
     assert next(halved.model.parameters()).dtype == torch.bfloat16  # type: ignore[attr-defined]
     assert halved.generate_batch(conversation, 16)[0]
+    auto = load_generator("smollm2", precision="auto")  # bf16 where this device has it, as encoding chooses
+    bf16_here = inference_precision(device=auto.device) == "bf16"  # type: ignore[attr-defined]
+    expected = torch.bfloat16 if bf16_here else torch.float32
+    assert next(auto.model.parameters()).dtype == expected  # type: ignore[attr-defined]
+    with pytest.raises(RagtuneError, match="precision 'fp16' is not one of"):
+        load_generator("smollm2", precision="fp16")
 
 
 def test_a_model_that_is_not_a_causal_lm_is_refused(tiny_model_dir: Path) -> None:

@@ -518,7 +518,6 @@ def pairs(
 ) -> None:
     """Create training pairs from a store's passages, without labels (feeds `ragtune mine` and `finetune`)."""
     from ragtune.generation import load_generator
-    from ragtune.models import inference_device, inference_precision
     from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs
 
     try:
@@ -534,8 +533,7 @@ def pairs(
     open_store(store).close()  # a missing or broken store fails before a model loads
     backend = None
     if chosen is PairMethod.llm:  # bf16 where the device has it: questions 2.2x faster, near enough the same ones
-        precision = inference_precision(device=inference_device())
-        backend = load_generator(generator, model=generator_model, precision=precision)
+        backend = load_generator(generator, model=generator_model, precision="auto")
     report = build_pairs(store, out_file, config, backend, show_progress=progress)
     if as_json:
         print_json(report.to_json())

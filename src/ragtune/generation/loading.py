@@ -44,7 +44,8 @@ def load_generator(
     precision: str = "fp32",
 ) -> Generator:
     """Load the generator named by `spec`; `model` names the served model for URLs (default: the first listed);
-    `precision` (fp32 or bf16) is the weights' type of a model run here by transformers."""
+    `precision` (fp32, bf16, or auto: bf16 where the device has it) is the weights' type of a model run here by
+    transformers."""
     spec = (spec or DEFAULT_GENERATOR).strip()
     if spec.startswith(("http://", "https://")):
         from ragtune.generation.http import OpenAICompatibleGenerator

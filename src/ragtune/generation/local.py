@@ -15,7 +15,7 @@ from typing import Any
 
 from ragtune.errors import RagtuneError
 from ragtune.generation.base import Message, TextStream
-from ragtune.models import quiet_transformers
+from ragtune.models import inference_precision, quiet_transformers
 from ragtune.paths import cache_root
 
 
@@ -38,13 +38,14 @@ class TransformersGenerator:
         device: str | None = None,
         precision: str = "fp32",
     ):
-        """`precision` bf16 halves the weights' traffic: SmolLM2-135M writes pair questions 2.2× faster on a CPU with
-        AMX (bench/bench_pairs.py, 2026-12-04); answers keep fp32, in which their quality was measured."""
+        """`precision` fp32, bf16, or auto (bf16 where this generator's device has it, as for encoding). bf16 halves
+        the weights' traffic: SmolLM2-135M writes pair questions 2.2× faster on a CPU with AMX (bench/bench_pairs.py,
+        2026-12-04); answers keep fp32, in which their quality was measured."""
         import torch
-
-        if precision not in ("fp32", "bf16"):
-            raise RagtuneError(f"generator precision '{precision}' is not fp32 or bf16")
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        precision = inference_precision(None if precision == "auto" else precision, device=self.device)
 
         path = Path(path)
         if not path.is_dir():
@@ -70,7 +71,6 @@ class TransformersGenerator:
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **options)
         if copy is not None:
             _save_copy(self.model, self.tokenizer, copy)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32).eval()
         self.context_window = int(getattr(config, "max_position_embeddings", 2048) or 2048)
         if self.tokenizer.pad_token is None:
