@@ -106,7 +106,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     rename over `path`: readers see old or new, never half, and two processes writing one path at once leave one's
     text whole (with one shared temporary name, the second truncated the first's and one of them failed with
     FileNotFoundError). Temporaries of this machine's writers that died are removed."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}@{socket.gethostname()}")
+    tmp = _own_sibling(path, "tmp", _writer_id())
     try:
         with tmp.open("w", encoding="utf-8") as handle:
             handle.write(text)
@@ -208,13 +208,13 @@ def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> P
     from another machine, whose processes cannot be seen from here).
     """
     _remove_abandoned_siblings(target)
-    own, host = f"{os.getpid()}-{os.urandom(4).hex()}", socket.gethostname()
-    partial = target.with_name(f"{target.name}.partial-{own}@{host}")
+    own = _writer_id()
+    partial = _own_sibling(target, "partial", own)
     set_aside: list[Path] = []
     try:
         write(partial)
         while True:  # another writer may put its directory in place between our two renames: set that aside too
-            aside = target.with_name(f"{target.name}.old-{own}-{len(set_aside)}@{host}")
+            aside = _own_sibling(target, "old", f"{own}-{len(set_aside)}")
             try:
                 os.replace(target, aside)
                 set_aside.append(aside)
@@ -234,6 +234,16 @@ def write_directory_atomically(target: Path, write: Callable[[Path], None]) -> P
     for aside in set_aside:
         shutil.rmtree(aside, ignore_errors=True)
     return target
+
+
+def _writer_id() -> str:
+    """`<pid>-<random>`: this writer's own part of a sibling's name (the pid tells whether the writer still runs)."""
+    return f"{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def _own_sibling(target: Path, kind: str, writer: str) -> Path:
+    """`<target>.<kind>-<writer>@<host>`, the name `_remove_abandoned_siblings` reads back."""
+    return target.with_name(f"{target.name}.{kind}-{writer}@{socket.gethostname()}")
 
 
 def _remove_abandoned_siblings(target: Path, kinds: tuple[str, ...] = ("partial", "old")) -> None:
