@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ragtune.store import index_sources, open_store
 from ragtune.training.examples import read_training_jsonl, write_training_jsonl
 from ragtune.training.finetune import FinetuneConfig, finetune, merge_with_base
 from ragtune.training.mining import MiningConfig, mine_hard_negatives
-from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs, same_document_texts
+from ragtune.training.pairs import PairMethod, PairsConfig, QuestionExample, build_pairs, same_document_texts
 from ragtune.training.tsdae import TsdaeConfig, store_sentences, tsdae_adapt
 
 
@@ -35,6 +36,10 @@ def main() -> None:
     parser.add_argument("--llm-batch-size", type=int, default=8, help="llm: passages per generation batch")
     parser.add_argument("--llm-bf16", action="store_true",
                         help="llm: run the generator in bfloat16 (about 2x faster on a CPU with AMX, 2026-12-04)")
+    parser.add_argument("--examples-from-train", type=int, default=0,
+                        help="llm: N real train questions (with their passage) as the generator's examples, the way "
+                        "a user gives a few of their own (`pairs --examples FILE`); test is never read")
+    parser.add_argument("--examples-per-prompt", type=int, default=2)
     parser.add_argument("--loss", default="mnrl", help="the fine-tuning loss (the --docs quickstart's default: gist)")
     parser.add_argument("--per-passage", type=int, default=1)
     parser.add_argument("--budget-minutes", type=float, default=10.0)
@@ -63,8 +68,11 @@ def main() -> None:
     reports = {}
     pair_files: list[Path] = []
     generator = None
+    examples = train_examples(args.data, store_dir, args.examples_from_train) if args.examples_from_train else ()
     for method in args.methods:
         variant = method + ("-salient" if method == "ict" and args.salient else "") + ("-rt" if args.round_trip else "")
+        if method == "llm" and examples:
+            variant += f"-ex{len(examples)}x{args.examples_per_prompt}"
         # shared across runs on one corpus: generation is the slow part
         pairs_file = Path("runs/pairs") / f"{args.data.name}-{variant}.jsonl"
         if method == "llm" and generator is None:
@@ -72,13 +80,17 @@ def main() -> None:
         config = PairsConfig(method=PairMethod(method), per_passage=args.per_passage,
                              limit=args.llm_limit if method == "llm" else None, salient_sentences=args.salient,
                              round_trip=True if args.round_trip else None,
-                             batch_size=args.llm_batch_size if method == "llm" else 8)  # fmt: skip
+                             batch_size=args.llm_batch_size if method == "llm" else 8,
+                             examples=examples if method == "llm" else (),
+                             examples_per_prompt=args.examples_per_prompt)  # fmt: skip
         started = time.perf_counter()
         reports[method] = build_pairs(store_dir, pairs_file, config, generator, show_progress=False).to_json()
         reports[method]["pairs_in_file"] = len(read_training_jsonl(pairs_file))
         pair_files.append(pairs_file)
         timings[f"pairs_{method}_s"] = time.perf_counter() - started
         print(method, json.dumps(reports[method]), flush=True)
+    if examples:
+        reports["examples_shown"] = [e.__dict__ for e in examples]
     examples = [e for pairs_file in pair_files for e in read_training_jsonl(pairs_file)]
 
     started = time.perf_counter()
@@ -123,6 +135,15 @@ def main() -> None:
     }  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print(json.dumps({k: summary[k] for k in ("timings", "test", "comparisons")}, indent=2, default=str))
+
+
+def train_examples(data: Path, store_dir: Path, count: int, seed: int = 13) -> tuple[QuestionExample, ...]:
+    """`count` train questions drawn at random, each with the first passage of a document judged relevant to it."""
+    train = load_beir(data, "train")
+    chosen = random.Random(seed).sample(sorted(train.qrels), count)
+    with open_store(store_dir) as store:
+        texts = store.document_texts([next(iter(train.qrels[q])) for q in chosen])
+    return tuple(QuestionExample(train.queries[q], texts[next(iter(train.qrels[q]))][0]) for q in chosen)
 
 
 if __name__ == "__main__":

@@ -258,3 +258,48 @@ def test_cli_refuses_an_unknown_ict_sentence_choice(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["pairs", "--store", str(tmp_path), "--out", str(tmp_path / "p.jsonl"),
                                       "--method", "ict", "--ict-sentences", "best"])  # fmt: skip
     assert result.exit_code == 2 and "--ict-sentences best: choose random or salient" in result.stderr
+
+
+def test_the_users_questions_are_the_generators_worked_examples(store: Path, tmp_path: Path) -> None:
+    """`pairs --examples FILE`: each prompt shows --examples-per-prompt of the user's questions, each after a passage
+    that answers it (named by file path, as quickstart --queries names them), in place of the built-in example; the
+    same passage gets the same examples on every run. A bad file is one error before anything is generated."""
+    from typer.testing import CliRunner
+
+    from ragtune.cli import app
+
+    asked = {"Why does my impeller look pitted?": "pumps.md", "Which valve can throttle flow?": "valves.txt",
+             "How long should sourdough rise?": "bread.txt"}  # fmt: skip
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"query": q, "relevant": [str(store.parent / "docs" / f)]}) + "\n"
+                                 for q, f in asked.items()))  # fmt: skip
+    runner = CliRunner()
+    prompts: list[list[dict]] = []
+    for run in range(2):
+        with running(ChatServer(question_for)) as server:
+            result = runner.invoke(app, ["pairs", "--store", str(store), "--out", str(tmp_path / f"p{run}.jsonl"),
+                                         "--generator", server.url, "--examples", str(questions),
+                                         "--examples-per-prompt", "2", "--round-trip-k", "3"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        prompts.append([m for body in server.requests for m in body["messages"]])
+        shown = [m["content"] for m in prompts[-1] if m["role"] == "assistant"]
+        assert shown and set(shown) <= set(asked) and "What causes cavitation" not in " ".join(shown)
+        requests = len(server.requests)
+        assert len(shown) == 2 * requests  # two examples in each prompt
+        example_passages = [m["content"] for m in prompts[-1] if m["role"] == "user"][::3]
+        assert any("Bubbles collapse against the metal" in p or "throttle" in p or "sourdough" in p
+                   for p in example_passages)  # fmt: skip
+    assert prompts[0] == prompts[1]
+    for bad, message in ((json.dumps({"query": "where is it?"}), "questions.jsonl:1: needs 'relevant'"),):
+        questions.write_text(bad + "\n")
+        result = runner.invoke(app, ["pairs", "--store", str(store), "--out", str(tmp_path / "bad.jsonl"),
+                                     "--generator", "http://127.0.0.1:9/v1", "--examples", str(questions)])  # fmt: skip
+        assert result.exit_code == 2 and message in result.stderr
+        assert not (tmp_path / "bad.jsonl").exists()
+    for options, message in ((["--method", "ict"], "they go with --method llm, not ict"),
+                             (["--examples-per-prompt", "0"], "--examples-per-prompt 0: show at least 1")):  # fmt: skip
+        questions.write_text(json.dumps({"query": "Which valve can throttle flow?", "relevant": [
+            str(store.parent / "docs" / "valves.txt")]}) + "\n")  # fmt: skip
+        result = runner.invoke(app, ["pairs", "--store", str(store), "--out", str(tmp_path / "bad.jsonl"),
+                                     "--examples", str(questions), *options])  # fmt: skip
+        assert result.exit_code == 2 and message in result.stderr, result.output

@@ -248,7 +248,7 @@ def test_docs_of_which_none_can_be_read_stop_the_quickstart_naming_each(tmp_path
 
 
 def test_user_questions_name_documents_by_path_or_id_and_bad_lines_say_where(docs_dir: Path, tmp_path: Path) -> None:
-    from ragtune.quickstart.pipeline import read_user_queries
+    from ragtune.evaluation import read_user_queries
     from ragtune.store import index_sources
 
     store_dir = tmp_path / "store"

@@ -513,12 +513,19 @@ def pairs(
     ict_sentences: Annotated[
         str, typer.Option(help="ict: 'salient' sentences that restate the rest of the passage, or 'random' ones.")
     ] = "salient",
+    examples: Annotated[
+        Path | None,
+        typer.Option(help="llm: a few of your users' real questions, JSONL {\"query\", \"relevant\": [document or "
+                     "passage ids, or file paths]} as quickstart --queries reads them; the generator is shown them, "
+                     "with a passage each, as worked examples."),
+    ] = None,
+    examples_per_prompt: Annotated[int, typer.Option(help="llm: how many of --examples each prompt shows.")] = 2,
     progress: Annotated[bool | None, typer.Option(help="Show progress (default: when on a terminal).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Create training pairs from a store's passages, without labels (feeds `ragtune mine` and `finetune`)."""
     from ragtune.generation import load_generator
-    from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs
+    from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs, read_question_examples
 
     try:
         chosen = PairMethod(method)
@@ -526,11 +533,13 @@ def pairs(
         raise RagtuneError(f"--method {method}: choose llm, ict or heading") from None
     if ict_sentences not in ("random", "salient"):
         raise RagtuneError(f"--ict-sentences {ict_sentences}: choose random or salient")
+    with open_store(store) as opened:  # a missing or broken store, or a bad examples file, fails before a model loads
+        shown = read_question_examples(examples, opened) if examples is not None else ()
     config = PairsConfig(
         method=chosen, per_passage=per_passage, limit=limit, round_trip=round_trip, round_trip_k=round_trip_k,
-        batch_size=batch_size, seed=seed, salient_sentences=ict_sentences == "salient",
+        batch_size=batch_size, seed=seed, salient_sentences=ict_sentences == "salient", examples=shown,
+        examples_per_prompt=examples_per_prompt,
     )  # fmt: skip
-    open_store(store).close()  # a missing or broken store fails before a model loads
     backend = None
     if chosen is PairMethod.llm:  # bf16 where the device has it: questions 2.2x faster, near enough the same ones
         backend = load_generator(generator, model=generator_model, precision="auto")

@@ -5,6 +5,7 @@ from ragtune.evaluation.metrics import DEFAULT_METRICS, per_query_scores
 from ragtune.evaluation.report import write_report
 from ragtune.evaluation.runner import Evaluation, SystemResult, SystemSpec, evaluate_specs, evaluate_systems, system_label
 from ragtune.evaluation.significance import PairedComparison, compare
+from ragtune.evaluation.user_queries import read_user_queries
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -18,6 +19,7 @@ __all__ = [
     "evaluate_systems",
     "load_beir",
     "per_query_scores",
+    "read_user_queries",
     "system_label",
     "write_report",
 ]

@@ -31,7 +31,7 @@ from typing import Any
 from ragtune.child_process import run_in_child
 from ragtune.corpus import ChunkingConfig, not_read_text
 from ragtune.errors import InputError
-from ragtune.evaluation import SystemSpec, evaluate_systems, load_beir, write_report
+from ragtune.evaluation import SystemSpec, evaluate_systems, load_beir, read_user_queries, write_report
 from ragtune.evaluation.dataset import BeirDataset, split_queries, subset
 from ragtune.evaluation.runner import Evaluation, eval_store_dir
 from ragtune.fsutil import exclusive_lock
@@ -40,7 +40,7 @@ from ragtune.models import inference_precision, resolve_model
 from ragtune.quickstart.state import StepState
 from ragtune.datasets import shipped_dataset
 from ragtune.retrieval import SearchMode, SearchSettings
-from ragtune.store import StoreReader, index_sources, open_store, record_search_settings
+from ragtune.store import index_sources, open_store, record_search_settings
 from ragtune.training.examples import (
     TrainingExample, examples_from_dataset, judged_document_texts, read_training_jsonl, write_training_jsonl,
 )  # fmt: skip
@@ -438,40 +438,6 @@ def _run_step(
     """One step in a child process (`Quickstart.step` with `isolate_steps`): the child rebuilds the quickstart from
     its config and the state file, which holds every earlier step's record."""
     return getattr(Quickstart(config, command, say, show_progress), method)()  # type: ignore[no-any-return]
-
-
-def read_user_queries(path: Path, store: StoreReader, docs: Path) -> list[tuple[str, list[str]]]:
-    """`{"query", "relevant": [...]}` lines → (question, passage ids). A relevant entry is a passage id, a document
-    id, or a file path (absolute or relative to `docs`), which stands for every passage of that document; nDCG is
-    then scored over passages. Each line needs at least one relevant entry the store knows."""
-    from ragtune.jsonl import iter_json_objects
-
-    known = {p.id: p.doc_id for p in store.iter_passages()}
-    passages_of: dict[str, list[str]] = {}
-    for pid, doc_id in known.items():
-        passages_of.setdefault(doc_id, []).append(pid)
-    found: list[tuple[str, list[str]]] = []
-    for number, record in iter_json_objects(path, "'query' and 'relevant'"):
-        query = record.get("query", record.get("text"))
-        relevant = record.get("relevant")
-        if not isinstance(query, str) or not query.strip():
-            raise InputError(f"{path}:{number}: needs a non-empty 'query'")
-        if not isinstance(relevant, list) or not relevant or not all(isinstance(r, str) for r in relevant):
-            raise InputError(f"{path}:{number}: needs 'relevant': a list of the documents that answer the question "
-                             "(document or passage ids, or file paths): without them a question cannot grade a system")  # fmt: skip
-        passages: list[str] = []
-        for entry in relevant:
-            as_path = str((docs / entry).resolve())  # an absolute entry replaces `docs` in the join
-            if entry in known:
-                passages.append(entry)
-            elif entry in passages_of or as_path in passages_of:
-                passages += passages_of.get(entry) or passages_of[as_path]
-            else:
-                raise InputError(f"{path}:{number}: '{entry}' is no passage id, document id or file of '{docs}'")
-        found.append((query.strip(), list(dict.fromkeys(passages))))
-    if not found:
-        raise InputError(f"{path} holds no questions")
-    return found
 
 
 def _heldout_record(passage_id: str, title: str, text: str, row: dict[str, Any] | None) -> dict[str, str]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ragtune.corpus.sentences import sentences
 from ragtune.errors import InputError
+from ragtune.evaluation.user_queries import read_user_queries
 from ragtune.faults import kill_point
 from ragtune.fsutil import exclusive_lock
 from ragtune.generation.base import Generator, Message
@@ -36,8 +37,19 @@ class PairMethod(str, Enum):
 
 
 @dataclass(frozen=True)
+class QuestionExample:
+    """One of the user's real questions and a passage that answers it: shown to the generator as a worked example, so
+    its questions take the form the user's own take."""
+
+    question: str
+    passage: str
+
+
+@dataclass(frozen=True)
 class PairsConfig:
-    """`round_trip=None` means: on for `llm` (generated text can be off-topic), off for the extractive methods."""
+    """`round_trip=None` means: on for `llm` (generated text can be off-topic), off for the extractive methods.
+    `examples`: the user's questions for `llm`'s prompt (each prompt shows `examples_per_prompt` of them, drawn per
+    passage); none → one built-in example."""
 
     method: PairMethod = PairMethod.llm
     per_passage: int = 1
@@ -51,6 +63,24 @@ class PairsConfig:
     min_query_words: int = 3
     max_query_words: int = 40
     seed: int = 13
+    examples: tuple[QuestionExample, ...] = ()
+    examples_per_prompt: int = 2
+
+    def __post_init__(self) -> None:
+        """Settings out of range are one error before any passage is read or a model loaded."""
+        if self.examples and self.method is not PairMethod.llm:
+            raise InputError(f"example questions are shown to a generator: they go with --method llm, not "
+                             f"{self.method.value}")
+        if self.examples_per_prompt < 1:
+            raise InputError(f"--examples-per-prompt {self.examples_per_prompt}: show at least 1 example")
+        if self.per_passage < 1:
+            raise InputError("--per-passage must be at least 1")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size {self.batch_size}: give at least 1 passage per batch")
+        if self.filtering and self.round_trip_k < 1:
+            raise InputError(f"--round-trip-k {self.round_trip_k}: the rank a passage must reach is at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"--limit {self.limit}: give at least 1 passage, or leave --limit out to use them all")
 
     @property
     def filtering(self) -> bool:
@@ -240,14 +270,39 @@ QUESTION_EXAMPLE: list[Message] = [  # one worked example: a 135M model follows 
 _PREAMBLE = re.compile(r"^\s*(?:[-*\d.)\s]+|question\s*\d*\s*[:.-]|q\s*[:.-]|here is (?:a|the|one) question\s*:)\s*", re.I)
 
 
-def question_messages(passage: Passage, max_words: int = 220) -> list[Message]:
-    words = passage.embedding_text().split()
-    text = " ".join(words[:max_words])
+def question_messages(
+    passage: Passage, examples: Sequence[QuestionExample] = (), max_words: int = 220, example_words: int = 60
+) -> list[Message]:
+    """The prompt for one passage: worked examples (the user's, passages cut to `example_words`; or the built-in one),
+    then the passage."""
+    shown: list[Message] = list(QUESTION_EXAMPLE)
+    if examples:
+        shown = []
+        for example in examples:
+            cut = " ".join(example.passage.split()[:example_words])
+            shown += [{"role": "user", "content": QUESTION_PROMPT.format(passage=cut)},
+                      {"role": "assistant", "content": example.question}]  # fmt: skip
+    text = " ".join(passage.embedding_text().split()[:max_words])
     return [
         {"role": "system", "content": "You write realistic search questions."},
-        *QUESTION_EXAMPLE,
+        *shown,
         {"role": "user", "content": QUESTION_PROMPT.format(passage=text)},
     ]
+
+
+def examples_for(passage: Passage, config: PairsConfig) -> list[QuestionExample]:
+    """The user's examples one passage's prompt shows: drawn by the passage's id, so a resumed run asks the same."""
+    count = min(config.examples_per_prompt, len(config.examples))
+    return random.Random(f"{config.seed}:{passage.id}").sample(list(config.examples), count)
+
+
+def read_question_examples(path: Path, store: StoreReader) -> tuple[QuestionExample, ...]:
+    """The user's questions (`{"query", "relevant": [...]}` lines, as `quickstart --queries` reads them; relative file
+    paths from the working directory), each with the first passage it names, for the generator's prompt."""
+    questions = read_user_queries(path, store, Path.cwd())
+    wanted = {passages[0] for _, passages in questions}
+    texts = {p.id: p.embedding_text() for p in store.iter_passages() if p.id in wanted}
+    return tuple(QuestionExample(question, texts[passages[0]]) for question, passages in questions)
 
 
 def clean_question(raw: str, min_words: int, max_words: int) -> str | None:
@@ -281,14 +336,6 @@ def build_pairs(
     out_path = Path(out_path)
     if config.method is PairMethod.llm and generator is None:
         raise InputError("--method llm needs a generator (--generator smollm2, a model directory or a URL)")
-    if config.per_passage < 1:
-        raise InputError("--per-passage must be at least 1")
-    if config.batch_size < 1:
-        raise InputError(f"--batch-size {config.batch_size}: give at least 1 passage per batch")
-    if config.filtering and config.round_trip_k < 1:
-        raise InputError(f"--round-trip-k {config.round_trip_k}: the rank a passage must reach is at least 1")
-    if config.limit is not None and config.limit < 1:
-        raise InputError(f"--limit {config.limit}: give at least 1 passage, or leave --limit out to use them all")
     if out_path.is_dir():
         raise InputError(f"--out '{out_path}' is a folder: give a file's path (for example {out_path / 'pairs.jsonl'})")
     busy = (f"another `ragtune pairs` is appending to '{out_path}'; wait for it to finish (running this command "
@@ -382,7 +429,9 @@ def _candidates(
         for round_number in range(config.per_passage):
             temperature = 0.0 if round_number == 0 else 0.8  # the first is greedy; more per passage need sampling
             replies = generator.generate_batch(
-                [question_messages(p) for p in passages], config.max_new_tokens, temperature=temperature
+                [question_messages(p, examples_for(p, config)) for p in passages],
+                config.max_new_tokens,
+                temperature=temperature,
             )
             for passage, reply in zip(passages, replies, strict=True):
                 question = clean_question(reply, lo, hi)
