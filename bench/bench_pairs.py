@@ -71,8 +71,8 @@ def main() -> None:
     examples = train_examples(args.data, store_dir, args.examples_from_train) if args.examples_from_train else ()
     for method in args.methods:
         variant = method + ("-salient" if method == "ict" and args.salient else "") + ("-rt" if args.round_trip else "")
-        if method == "llm" and examples:
-            variant += f"-ex{len(examples)}x{args.examples_per_prompt}"
+        if method == "llm":  # the user's examples, or the built-in ones (one per prompt before 2026-12-05: "llm")
+            variant += f"-ex{len(examples)}x{args.examples_per_prompt}" if examples else f"-bx{args.examples_per_prompt}"
         # shared across runs on one corpus: generation is the slow part
         pairs_file = Path("runs/pairs") / f"{args.data.name}-{variant}.jsonl"
         if method == "llm" and generator is None:
