@@ -4,6 +4,7 @@ No train qrels and no train queries are read: the pairs come from the passages o
 Dev for best-checkpoint selection: 10 % of the synthetic pairs (by query), never test.
 Usage: python bench/bench_pairs.py --methods heading ict [--llm-limit 800] [--budget-minutes 10] [--name NAME]
        [--salient] [--merge-base 0.5] [--tsdae-minutes 10] [--loss gist] [--llm-batch-size 32 --llm-bf16]
+       [--extra-pairs FILE ...]
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def main() -> None:
                         help="allow other passages of the pair's document as negatives (the old behaviour)")
     parser.add_argument("--tsdae-minutes", type=float, default=None,
                         help="first adapt MiniLM with TSDAE on the store's sentences for this long; tune from that")
+    parser.add_argument("--extra-pairs", type=Path, nargs="*", default=[],
+                        help="pairs files made earlier on the same corpus, trained on together with this run's")
     parser.add_argument("--merge-base", type=float, default=None,
                         help="also score the tuned model merged with the base: (1 − a) · tuned + a · base")
     args = parser.parse_args()
@@ -71,8 +74,8 @@ def main() -> None:
     examples = train_examples(args.data, store_dir, args.examples_from_train) if args.examples_from_train else ()
     for method in args.methods:
         variant = method + ("-salient" if method == "ict" and args.salient else "") + ("-rt" if args.round_trip else "")
-        if method == "llm":  # the user's examples, or the built-in ones (one per prompt before 2026-12-05: "llm")
-            variant += f"-ex{len(examples)}x{args.examples_per_prompt}" if examples else f"-bx{args.examples_per_prompt}"
+        if method == "llm" and examples:
+            variant += f"-ex{len(examples)}x{args.examples_per_prompt}"
         # shared across runs on one corpus: generation is the slow part
         pairs_file = Path("runs/pairs") / f"{args.data.name}-{variant}.jsonl"
         if method == "llm" and generator is None:
@@ -91,6 +94,9 @@ def main() -> None:
         print(method, json.dumps(reports[method]), flush=True)
     if examples:
         reports["examples_shown"] = [e.__dict__ for e in examples]
+    for extra in args.extra_pairs:
+        reports[f"extra:{extra}"] = {"pairs_in_file": len(read_training_jsonl(extra))}
+        pair_files.append(extra)
     examples = [e for pairs_file in pair_files for e in read_training_jsonl(pairs_file)]
 
     started = time.perf_counter()
@@ -128,7 +134,8 @@ def main() -> None:
     timings["eval_s"] = time.perf_counter() - started
     data = write_report(evaluation, out)
     summary = {
-        "args": vars(args) | {"data": str(args.data)}, "pairs": reports, "examples": len(mined),
+        "args": vars(args) | {"data": str(args.data), "extra_pairs": [str(p) for p in args.extra_pairs]},
+        "pairs": reports, "examples": len(mined),
         "mining": mining.__dict__, "timings": timings, "steps": result.steps,
         "dev_base": result.base_dev, "dev_tuned": result.tuned_dev,
         "test": {s["label"]: s["metrics"] for s in data["systems"]}, "comparisons": data["comparisons"],

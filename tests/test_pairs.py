@@ -17,16 +17,7 @@ from ragtune.errors import InputError, StoreError
 from ragtune.generation import load_generator
 from ragtune.store import index_sources, open_store
 from ragtune.training.examples import read_training_jsonl
-from ragtune.training.pairs import (
-    BUILT_IN_EXAMPLES,
-    PairMethod,
-    PairsConfig,
-    build_pairs,
-    clean_question,
-    examples_for,
-    question_messages,
-)
-from ragtune.types import Passage
+from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs, clean_question
 
 pytestmark = pytest.mark.integration
 
@@ -150,32 +141,10 @@ def test_llm_questions_are_cleaned_and_round_trip_filtered(store: Path, tmp_path
         generator = load_generator(server.url)
         config = PairsConfig(method=PairMethod.llm, round_trip_k=1, batch_size=2)
         report = build_pairs(store, out, config, generator, show_progress=False)
-        built_in = {example.question for example in BUILT_IN_EXAMPLES}
-        for body in server.requests:  # two built-in worked examples before each passage
-            shown = [m["content"] for m in body["messages"] if m["role"] == "assistant"]
-            assert len(shown) == 2 and set(shown) <= built_in, shown
     queries = [row["query"] for row in rows(out)]
     assert "Can a gate valve throttle flow?" in queries
     assert "How do I maintain the seal of a centrifugal pump?" not in queries
     assert report.rejected_round_trip >= 1 and report.kept == len(queries)
-
-
-def test_without_the_users_questions_the_prompts_rotate_the_built_in_examples() -> None:
-    """One shown example made a 135M generator ask "How does …" for 89 % of MedQuAD's passages: with none from the user,
-    each passage's prompt shows two built-in examples of different kinds, drawn by its id (the same on a rerun)."""
-    passages = [Passage(f"doc{i}#0", f"doc{i}", 0, "", f"Passage number {i} about pumps.", "x.txt") for i in range(60)]
-    config = PairsConfig(method=PairMethod.llm)
-    drawn = [examples_for(passage, config) for passage in passages]
-    assert all(len({e.question for e in pair}) == 2 for pair in drawn)
-    assert {e for pair in drawn for e in pair} == set(BUILT_IN_EXAMPLES)  # every kind is shown somewhere
-    assert len({tuple(pair) for pair in drawn}) > 20  # not one fixed pair
-    assert drawn == [examples_for(passage, config) for passage in passages]
-    messages = question_messages(passages[0], drawn[0])
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
-    assert [messages[2]["content"], messages[4]["content"]] == [e.question for e in drawn[0]]
-    assert "Passage number 0 about pumps." in messages[-1]["content"]
-    three = PairsConfig(method=PairMethod.llm, examples_per_prompt=3)
-    assert all(len(examples_for(passage, three)) == 3 for passage in passages)
 
 
 def test_a_limit_draws_its_passages_from_the_whole_store_and_a_rerun_resumes_the_same_ones(
@@ -293,7 +262,7 @@ def test_cli_refuses_an_unknown_ict_sentence_choice(tmp_path: Path) -> None:
 
 def test_the_users_questions_are_the_generators_worked_examples(store: Path, tmp_path: Path) -> None:
     """`pairs --examples FILE`: each prompt shows --examples-per-prompt of the user's questions, each after a passage
-    that answers it (named by file path, as quickstart --queries names them), in place of the built-in ones; the
+    that answers it (named by file path, as quickstart --queries names them), in place of the built-in example; the
     same passage gets the same examples on every run. A bad file is one error before anything is generated."""
     from typer.testing import CliRunner
 
@@ -315,7 +284,7 @@ def test_the_users_questions_are_the_generators_worked_examples(store: Path, tmp
         prompts.append(sorted(json.dumps(body["messages"]) for body in server.requests))  # sent concurrently: any order
         messages = [m for body in server.requests for m in body["messages"]]
         shown = [m["content"] for m in messages if m["role"] == "assistant"]
-        assert shown and set(shown) <= set(asked)  # none of the built-in examples
+        assert shown and set(shown) <= set(asked) and "What causes cavitation" not in " ".join(shown)
         requests = len(server.requests)
         assert len(shown) == 2 * requests  # two examples in each prompt
         example_passages = [m["content"] for m in messages if m["role"] == "user"][::3]

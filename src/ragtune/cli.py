@@ -519,8 +519,7 @@ def pairs(
                      "passage ids, or file paths]} as quickstart --queries reads them; the generator is shown them, "
                      "with a passage each, as worked examples."),
     ] = None,
-    examples_per_prompt: Annotated[int, typer.Option(
-        help="llm: worked examples each prompt shows (of --examples, or of the built-in ones).")] = 2,
+    examples_per_prompt: Annotated[int, typer.Option(help="llm: how many of --examples each prompt shows.")] = 2,
     progress: Annotated[bool | None, typer.Option(help="Show progress (default: when on a terminal).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:

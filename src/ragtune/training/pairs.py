@@ -38,8 +38,8 @@ class PairMethod(str, Enum):
 
 @dataclass(frozen=True)
 class QuestionExample:
-    """A question and a passage that answers it, shown to the generator as a worked example so that its questions take
-    the same form: one of the user's real questions, or one of the built-in examples."""
+    """One of the user's real questions and a passage that answers it: shown to the generator as a worked example, so
+    its questions take the form the user's own take."""
 
     question: str
     passage: str
@@ -49,7 +49,7 @@ class QuestionExample:
 class PairsConfig:
     """`round_trip=None` means: on for `llm` (generated text can be off-topic), off for the extractive methods.
     `examples`: the user's questions for `llm`'s prompt (each prompt shows `examples_per_prompt` of them, drawn per
-    passage); none → the built-in ones, drawn the same way."""
+    passage); none → one built-in example."""
 
     method: PairMethod = PairMethod.llm
     per_passage: int = 1
@@ -257,69 +257,31 @@ QUESTION_PROMPT = (
     "Write one specific question that this passage answers, as a person would type it into a search engine. "
     "Use the passage's own terms. Do not mention 'the passage', 'the study' or 'the text'. Reply with the question only."
 )
-BUILT_IN_EXAMPLES: tuple[QuestionExample, ...] = (
-    # Worked examples for users who give none: a 135M model copies the form of what it is shown (one example made 89 %
-    # of its questions "How does …"), so each prompt shows a few of these, drawn per passage: different domains, none
-    # medical, and the kinds of question people search with (cause, how-to, definition, yes/no, signs, how often,
-    # difference, consequence, who).
-    QuestionExample(
-        "What causes cavitation damage to a centrifugal pump impeller?",
-        "Centrifugal pumps lose efficiency when cavitation occurs: vapour bubbles form where the inlet pressure "
-        "falls below the vapour pressure and collapse against the impeller, pitting its surface.",
-    ),
-    QuestionExample(
-        "How do I reset my router to factory settings?",
-        "Hold the reset button on the back of the router for ten seconds, until the lights flash. The router "
-        "restarts with its factory settings, including the administrator password printed on its label.",
-    ),
-    QuestionExample(
-        "What is a sourdough starter?",
-        "A sourdough starter is a mixture of flour and water colonised by wild yeast and lactic acid bacteria. "
-        "Bakers feed it daily and use a portion of it in place of commercial yeast to leaven bread.",
-    ),
-    QuestionExample(
-        "Is a verbal agreement to sell a house legally binding?",
-        "A contract for the sale of land must be in writing to be enforceable. An oral agreement to sell a house "
-        "usually cannot be enforced in court, even when both parties agreed on a price.",
-    ),
-    QuestionExample(
-        "What are the signs of overwatering a houseplant?",
-        "Yellowing lower leaves, soil that stays wet for days and a musty smell from the pot show that a "
-        "houseplant is watered too often. Roots left in waterlogged soil begin to rot.",
-    ),
-    QuestionExample(
-        "How often should a car's timing belt be replaced?",
-        "Replace the timing belt every 100,000 km or every six years, whichever comes first. A belt that snaps "
-        "while the engine runs can bend the valves.",
-    ),
-    QuestionExample(
-        "What is the difference between a Roth IRA and a traditional IRA?",
-        "Contributions to a traditional IRA may be tax-deductible, and withdrawals in retirement are taxed as "
-        "income. Roth IRA contributions are made after tax, and qualified withdrawals are tax-free.",
-    ),
-    QuestionExample(
-        "What happens if a tenant breaks a lease early?",
-        "A tenant who leaves before the lease ends usually owes rent until the landlord finds a new tenant. The "
-        "landlord must try to re-let the flat and may keep the deposit to cover the loss.",
-    ),
-    QuestionExample(
-        "Who qualifies for a reduced-price fishing licence?",
-        "Residents aged 65 or over and people receiving a disability pension can buy an annual fishing licence at"
-        " half price. Children under 16 fish free when accompanied by a licensed adult.",
-    ),
-)
+QUESTION_EXAMPLE: list[Message] = [  # one worked example: a 135M model follows a shown format far better than a described one
+    {
+        "role": "user",
+        "content": QUESTION_PROMPT.format(
+            passage="Centrifugal pumps lose efficiency when cavitation occurs: vapour bubbles form where the inlet "
+            "pressure falls below the vapour pressure and collapse against the impeller, pitting its surface."
+        ),
+    },
+    {"role": "assistant", "content": "What causes cavitation damage to a centrifugal pump impeller?"},
+]
 _PREAMBLE = re.compile(r"^\s*(?:[-*\d.)\s]+|question\s*\d*\s*[:.-]|q\s*[:.-]|here is (?:a|the|one) question\s*:)\s*", re.I)
 
 
 def question_messages(
-    passage: Passage, examples: Sequence[QuestionExample], max_words: int = 220, example_words: int = 60
+    passage: Passage, examples: Sequence[QuestionExample] = (), max_words: int = 220, example_words: int = 60
 ) -> list[Message]:
-    """The prompt for one passage: the worked examples (passages cut to `example_words`), then the passage."""
-    shown: list[Message] = []
-    for example in examples:
-        cut = " ".join(example.passage.split()[:example_words])
-        shown += [{"role": "user", "content": QUESTION_PROMPT.format(passage=cut)},
-                  {"role": "assistant", "content": example.question}]  # fmt: skip
+    """The prompt for one passage: worked examples (the user's, passages cut to `example_words`; or the built-in one),
+    then the passage."""
+    shown: list[Message] = list(QUESTION_EXAMPLE)
+    if examples:
+        shown = []
+        for example in examples:
+            cut = " ".join(example.passage.split()[:example_words])
+            shown += [{"role": "user", "content": QUESTION_PROMPT.format(passage=cut)},
+                      {"role": "assistant", "content": example.question}]  # fmt: skip
     text = " ".join(passage.embedding_text().split()[:max_words])
     return [
         {"role": "system", "content": "You write realistic search questions."},
@@ -329,10 +291,9 @@ def question_messages(
 
 
 def examples_for(passage: Passage, config: PairsConfig) -> list[QuestionExample]:
-    """The examples one passage's prompt shows (the user's, or the built-in ones when the user gave none): drawn by the
-    passage's id, so a resumed run asks the same."""
-    pool = list(config.examples or BUILT_IN_EXAMPLES)
-    return random.Random(f"{config.seed}:{passage.id}").sample(pool, min(config.examples_per_prompt, len(pool)))
+    """The user's examples one passage's prompt shows: drawn by the passage's id, so a resumed run asks the same."""
+    count = min(config.examples_per_prompt, len(config.examples))
+    return random.Random(f"{config.seed}:{passage.id}").sample(list(config.examples), count)
 
 
 def read_question_examples(path: Path, store: StoreReader) -> tuple[QuestionExample, ...]:
