@@ -31,11 +31,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="the BEIR folder, for --by")
     parser.add_argument("--by", default=None, help="a field of the queries' metadata to break the comparison down by")
     args = parser.parse_args()
+    if args.by and not args.data:
+        parser.error("--by reads the queries' metadata: give --data, the BEIR folder")
     a, b = per_query(args.baseline, args.metric), per_query(args.system, args.metric)
     if set(a) != set(b):
         raise SystemExit(f"the runs scored different queries ({len(a)} vs {len(b)}): not a paired comparison")
     rows = {"all": list(a)}
-    if args.by and args.data:
+    if args.by:
         groups: dict[str, list[str]] = defaultdict(list)
         for line in (args.data / "queries.jsonl").open(encoding="utf-8"):
             record = json.loads(line)
