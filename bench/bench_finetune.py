@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--budget-minutes", type=float, default=14.5)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
     parser.add_argument("--eval-steps", type=int, default=None)
     parser.add_argument("--low-memory", action="store_true", help="the quickstart's training settings")
     parser.add_argument("--teacher-reranker", type=Path, default=None)
@@ -85,7 +86,7 @@ def main() -> None:
 
     config = FinetuneConfig(
         base="minilm", loss=args.loss, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        max_seq_length=args.max_seq_length, max_negatives=max(1, args.negatives), threads=2,
+        max_seq_length=args.max_seq_length, max_negatives=max(1, args.negatives), threads=args.threads,
         time_budget_minutes=args.budget_minutes, bf16=args.bf16, eval_steps=args.eval_steps,
         **(LOW_MEMORY_TRAINING if args.low_memory else {}),
     )  # fmt: skip

@@ -51,7 +51,7 @@ def _train(args: argparse.Namespace, work: Path) -> tuple[Path, list]:  # type: 
         return model_dir, examples
     config = RerankerConfig(
         base=args.base, loss=args.loss, negatives=args.negatives, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.lr, max_length=args.max_length, bf16=not args.fp32, threads=2,
+        learning_rate=args.lr, max_length=args.max_length, bf16=not args.fp32, threads=args.threads,
         in_batch_negatives=args.in_batch_negatives,
         time_budget_minutes=args.budget_minutes,
     )  # fmt: skip
@@ -98,44 +98,74 @@ class _CachedCrossScores:
         return [[self.cache[(q, h.id)] for h in hits[:depth]] for q, hits in zip(queries, results)]
 
 
+class _MeanCrossScores:
+    """Two cross-encoders as one: per query, the mean of each model's scores min-max normalised over the head."""
+
+    def __init__(self, first: _CachedCrossScores, second: _CachedCrossScores) -> None:
+        self.parts = (first, second)
+
+    def score(self, queries: list[str], results: list[list[Hit]], depth: int) -> list[list[float]]:
+        each = [part.score(queries, results, depth) for part in self.parts]
+        return [[(a + b) / 2 for a, b in zip(_scaled(x), _scaled(y))] for x, y in zip(*each)]
+
+
+def _scaled(scores: list[float]) -> list[float]:
+    low, high = min(scores, default=0.0), max(scores, default=0.0)
+    return [(s - low) / (high - low) if high > low else 0.0 for s in scores]
+
+
 def _evaluate_convex(args: argparse.Namespace, model_dir: Path, examples: list) -> dict:  # type: ignore[type-arg]
-    """Convex first stage: its dense weight (alpha) and the cross-encoder's weight chosen together on dev."""
+    """Convex first stage: its dense weight (alpha) and the cross-encoder's weight chosen together on dev.
+
+    With --ensemble-with, three systems share the first stage: this reranker, the other one, and the two averaged."""
     test, dev_queries, dev_qrels = _splits(args, examples)
     split_queries = {"dev": dev_queries, "test": test.queries}
-    cross = _CachedCrossScores(Reranker(model_dir))
     first: dict[float, dict[str, list[list[Hit]]]] = {}
     with open_store(_indexed_store(args.embedders[-1], test)) as store:
         for alpha in ALPHAS:
             retriever = Retriever(store, fusion=Fusion.convex, alpha=alpha, depth=100)
             first[alpha] = {split: retriever.search_many(list(q.values()), k=100, mode="hybrid")
                             for split, q in split_queries.items()}  # fmt: skip
-    start = time.perf_counter()
-    reranker = cross.reranker
-    entry: dict = {"first_stage_dev": {  # type: ignore[type-arg]
+    first_stage_dev = {
         str(alpha): mean_scores(_ndcg(dev_qrels, dev_queries, first[alpha]["dev"]))["ndcg@10"] for alpha in ALPHAS
-    }}
-    for depth in args.depths:
-        grid = {}
-        for alpha in ALPHAS:
-            scores = cross.score(list(dev_queries.values()), first[alpha]["dev"], depth)
-            for weight in WEIGHTS:
-                reranker.weight = weight
-                reranked = reranker.apply(first[alpha]["dev"], scores)
-                grid[(alpha, weight)] = mean_scores(_ndcg(dev_qrels, dev_queries, reranked))
-        alpha, weight = max(grid, key=lambda key: grid[key]["ndcg@10"])
-        base = _ndcg(test.qrels, test.queries, first[alpha]["test"])
-        scores = cross.score(list(test.queries.values()), first[alpha]["test"], depth)
-        reranker.weight = weight
-        per_query = _ndcg(test.qrels, test.queries, reranker.apply(first[alpha]["test"], scores))
-        entry[f"rerank@{depth}"] = {
-            "alpha": alpha, "weight": weight, "dev": grid[(alpha, weight)]["ndcg@10"],
-            "first_stage_test": mean_scores(base), "test": mean_scores(per_query),
-            "vs_first_stage": [asdict(compare(m, base[m], per_query[m])) for m in METRICS],
-        }  # fmt: skip
-        entry[f"rerank@{depth}:dev_grid"] = {f"{a} {w}": v["ndcg@10"] for (a, w), v in grid.items()}
-    entry["cross_encoder_seconds"] = time.perf_counter() - start
-    print(json.dumps({k: v for k, v in entry.items() if "grid" not in k}, indent=1)[:4000])
-    return {"tuned": entry}
+    }
+    main = _CachedCrossScores(Reranker(model_dir))
+    scorers: dict[str, _CachedCrossScores | _MeanCrossScores] = {"tuned": main}
+    if args.ensemble_with:
+        other = _CachedCrossScores(Reranker(args.ensemble_with))
+        scorers.update({"other": other, "ensemble": _MeanCrossScores(main, other)})
+    results = {}
+    for name, cross in scorers.items():
+        start = time.perf_counter()
+        interpolate = main.reranker  # apply() mixes by its `weight`, whichever model made the scores
+        entry: dict = {"first_stage_dev": first_stage_dev}  # type: ignore[type-arg]
+        for depth in args.depths:
+            grid = {}
+            for alpha in ALPHAS:
+                scores = cross.score(list(dev_queries.values()), first[alpha]["dev"], depth)
+                for weight in WEIGHTS:
+                    interpolate.weight = weight
+                    reranked = interpolate.apply(first[alpha]["dev"], scores)
+                    grid[(alpha, weight)] = mean_scores(_ndcg(dev_qrels, dev_queries, reranked))
+            alpha, weight = max(grid, key=lambda key: grid[key]["ndcg@10"])
+            base = _ndcg(test.qrels, test.queries, first[alpha]["test"])
+            scores = cross.score(list(test.queries.values()), first[alpha]["test"], depth)
+            interpolate.weight = weight
+            per_query = _ndcg(test.qrels, test.queries, interpolate.apply(first[alpha]["test"], scores))
+            entry[f"rerank@{depth}"] = {
+                "alpha": alpha, "weight": weight, "dev": grid[(alpha, weight)]["ndcg@10"],
+                "first_stage_test": mean_scores(base), "test": mean_scores(per_query),
+                "vs_first_stage": [asdict(compare(m, base[m], per_query[m])) for m in METRICS],
+            }  # fmt: skip
+            entry[f"rerank@{depth}:dev_grid"] = {f"{a} {w}": v["ndcg@10"] for (a, w), v in grid.items()}
+        entry["cross_encoder_seconds"] = time.perf_counter() - start
+        print(name, json.dumps({k: v for k, v in entry.items() if "grid" not in k}, indent=1)[:4000])
+        results[name] = entry
+    if len(results) > 1:  # the system the held-out claims pick, as a user would deploy it
+        name, depth = max(((n, d) for n in results for d in args.depths),
+                          key=lambda key: results[key[0]][f"rerank@{key[1]}"]["dev"])  # fmt: skip
+        results["chosen_on_dev"] = {"system": name, "depth": depth, **results[name][f"rerank@{depth}"]}
+    return results
 
 
 def _evaluate(args: argparse.Namespace, model_dir: Path, examples: list) -> dict:  # type: ignore[type-arg]
@@ -221,6 +251,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="queries per step for listwise/mnrl, pairs for bce")
     parser.add_argument("--lr", type=float, default=7e-5)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
     parser.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
     parser.add_argument("--budget-minutes", type=float, default=30.0)
     parser.add_argument("--depths", type=int, nargs="+", default=[20, 50])
@@ -231,6 +262,8 @@ def main() -> None:
     parser.add_argument("--first-stage", choices=["hybrid", "dense", "convex"], default="hybrid",
                         help="the ranking whose top --depths the reranker re-scores; convex: BM25 + dense, the dense "
                              "weight chosen with the reranker's on dev (last --embedders only)")
+    parser.add_argument("--ensemble-with", type=Path, default=None,
+                        help="a second reranker: with --first-stage convex, also score it and the two averaged")
     parser.add_argument("--no-latency", action="store_true", help="skip the per-query latency table")
     args = parser.parse_args()
     work, out = Path("runs/reranker"), args.out
