@@ -20,7 +20,7 @@ from ragtune.evaluation.metrics import mean_scores, per_query_scores
 from ragtune.evaluation.runner import default_cache_dir, documents_run, eval_store_dir
 from ragtune.evaluation.significance import compare
 from ragtune.models import resolve_model
-from ragtune.retrieval import Fusion, Reranker, Retriever
+from ragtune.retrieval import Fusion, Reranker, Retriever, min_max_normalised
 from ragtune.store import index_sources, open_store
 from ragtune.training.examples import examples_from_beir, held_out_queries, read_training_jsonl, write_training_jsonl
 from ragtune.training.mining import CandidateSource, MiningConfig, mine_hard_negatives
@@ -106,12 +106,7 @@ class _MeanCrossScores:
 
     def score(self, queries: list[str], results: list[list[Hit]], depth: int) -> list[list[float]]:
         each = [part.score(queries, results, depth) for part in self.parts]
-        return [[(a + b) / 2 for a, b in zip(_scaled(x), _scaled(y))] for x, y in zip(*each)]
-
-
-def _scaled(scores: list[float]) -> list[float]:
-    low, high = min(scores, default=0.0), max(scores, default=0.0)
-    return [(s - low) / (high - low) if high > low else 0.0 for s in scores]
+        return [[(a + b) / 2 for a, b in zip(min_max_normalised(x), min_max_normalised(y))] for x, y in zip(*each)]
 
 
 def _evaluate_convex(args: argparse.Namespace, model_dir: Path, examples: list) -> dict:  # type: ignore[type-arg]
@@ -134,10 +129,10 @@ def _evaluate_convex(args: argparse.Namespace, model_dir: Path, examples: list) 
     if args.ensemble_with:
         other = _CachedCrossScores(Reranker(args.ensemble_with))
         scorers.update({"other": other, "ensemble": _MeanCrossScores(main, other)})
+    interpolate = main.reranker  # apply() mixes by its `weight`, whichever model made the scores
     results = {}
     for name, cross in scorers.items():
         start = time.perf_counter()
-        interpolate = main.reranker  # apply() mixes by its `weight`, whichever model made the scores
         entry: dict = {"first_stage_dev": first_stage_dev}  # type: ignore[type-arg]
         for depth in args.depths:
             grid = {}

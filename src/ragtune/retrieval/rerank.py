@@ -24,7 +24,10 @@ def _is_cross_encoder(path: Path) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in architectures)
 
 
-def _min_max(values: Sequence[float]) -> list[float]:
+def min_max_normalised(values: Sequence[float]) -> list[float]:
+    """Scores mapped onto [0, 1] within their list (all 0.0 when they are equal): how the head's scores are mixed."""
+    if not values:
+        return []
     low, high = min(values), max(values)
     span = high - low
     return [(v - low) / span if span > 0 else 0.0 for v in values]
@@ -103,9 +106,9 @@ class Reranker:
 
     def _order(self, head: list[Hit], cross_scores: list[float]) -> list[Hit]:
         if self.weight < 1.0:
-            first_stage = _min_max([h.score for h in head])
+            first_stage = min_max_normalised([h.score for h in head])
             cross_scores = [self.weight * c + (1.0 - self.weight) * f
-                            for c, f in zip(_min_max(cross_scores), first_stage)]  # fmt: skip
+                            for c, f in zip(min_max_normalised(cross_scores), first_stage)]  # fmt: skip
         ranked = sorted(zip(head, cross_scores), key=lambda item: -item[1])
         return [replace(hit, score=score) for hit, score in ranked]
 
