@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -173,17 +174,22 @@ def test_quickstart_cli_prints_the_table_and_marks_finished_steps(tmp_path: Path
     assert second.exit_code == 0 and "[done before] fine-tune:" in second.stderr
 
 
-@pytest.mark.parametrize("dev", ["synthetic", "user"])
-def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_their_passage(
-    tmp_path: Path, tiny_model_dir: Path, dev: str
-) -> None:
-    docs = tmp_path / "manual"
+def write_manual(docs: Path) -> Path:
+    """Twelve short manual pages, three per topic, of five sentences 'The T A needs B checks every N weeks.'"""
     docs.mkdir()
     for topic, words in TOPICS.items():
         for n in range(3):
             sentences = [f"The {topic} {words[(n + i) % 7]} needs {words[(n + i + 2) % 7]} checks every {i + 2} weeks."
                          for i in range(5)]  # fmt: skip
             (docs / f"{topic}-{n}.md").write_text(f"# Care of the {topic} part {n}\n\n" + " ".join(sentences) + "\n")
+    return docs
+
+
+@pytest.mark.parametrize("dev", ["synthetic", "user"])
+def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_their_passage(
+    tmp_path: Path, tiny_model_dir: Path, dev: str
+) -> None:
+    docs = write_manual(tmp_path / "manual")
     (docs / "scan.pdf").write_bytes(b"%PDF-1.4 cut short")  # one unreadable file: named in the dataset step
     (docs / "minutes.docx").write_bytes(b"PK\x03\x04")  # a type not read: counted in the dataset step
     questions = tmp_path / "questions.jsonl"
@@ -234,6 +240,72 @@ def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_thei
         assert selection["dev_queries"] == len(judged["dev"])
         assert "held-out synthetic queries" in report and "not user questions" in report
     assert "Quoted from the retrieved passages" in report
+
+
+QUESTION_SYSTEM = "You write realistic search questions."
+
+
+def question_or_answer(body: dict) -> str:
+    """A generator endpoint for the quickstart: a question about the passage a question prompt ends with (built from
+    its first sentence, 'The T A needs B checks …' → 'How often does the T A need B checks?'), or a cited answer."""
+    if body["messages"][0]["content"] != QUESTION_SYSTEM:
+        return "The impeller is damaged by cavitation [1]."
+    passage = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+    found = re.search(r"The (\w+) (\w+) needs (\w+) checks", passage)
+    return f"How often does the {found[1]} {found[2]} need {found[3]} checks?" if found else "Sorry, I cannot."
+
+
+def test_docs_quickstart_trains_on_questions_a_generator_writes_in_the_form_of_the_users_examples(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """`--pairs generated --examples FILE`: the generator (here a loopback endpoint) is shown the user's questions and
+    writes one about each passage; those questions are the training pairs and the held-out dev and test queries (each
+    held-out passage stays whole: a generated question took nothing from it), and the report says what dev was."""
+    docs = write_manual(tmp_path / "manual")
+    examples = tmp_path / "examples.jsonl"
+    asked = {"when is the pump seal checked": "pump-1.md", "how often to look at the valve gasket": "valve-2.md"}
+    examples.write_text("".join(json.dumps({"query": q, "relevant": [f]}) + "\n" for q, f in asked.items()))
+    lines: list[str] = []
+    with running(ChatServer(question_or_answer)) as server:
+        config = QuickstartConfig(docs=docs, out=tmp_path / "out", base=str(tiny_model_dir), generator=server.url,
+                                  batch_size=8, pairs="generated", examples=examples, isolate_steps=False)  # fmt: skip
+        Quickstart(config, reproduce_command(config), say=lines.append, show_progress=False).run()
+    prompts = [body["messages"] for body in server.requests if body["messages"][0]["content"] == QUESTION_SYSTEM]
+    assert len(prompts) == 12  # one question about each passage (fewer than GENERATED_PASSAGES)
+    for messages in prompts:  # both examples, each after its passage, then the passage asked about
+        assert sorted(m["content"] for m in messages if m["role"] == "assistant") == sorted(asked)
+    assert "--pairs generated --examples" in reproduce_command(config)
+    assert any(line.startswith("✓ dataset") and "questions by" in line and "modelled on 2 of your questions" in line
+               for line in lines)  # fmt: skip
+    out = tmp_path / "out"
+    trained = [json.loads(line)["query"] for line in (out / "train-pairs.jsonl").open()]
+    held = out / "heldout"
+    queries = [json.loads(line)["text"] for line in (held / "queries.jsonl").open()]
+    assert trained and queries and all(q.startswith("How often does the ") for q in trained + queries)
+    assert not set(trained) & set(queries)
+    assert all(r["text"].count(".") == 5 for r in map(json.loads, (held / "corpus.jsonl").open()))  # passages whole
+    report = (out / "report.md").read_text()
+    assert "held-out generated questions" in report and "has not been measured" in report
+
+
+def test_generated_pairs_refuse_what_cannot_work_before_generating(tmp_path: Path, tiny_model_dir: Path) -> None:
+    docs = write_manual(tmp_path / "manual")
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"query": "when is the pump seal checked", "relevant": ["pump-1.md"]}) + "\n")
+    for settings, message in (
+        ({"docs": docs, "pairs": "llm"}, "--pairs llm: choose extractive or generated"),
+        ({"pairs": "generated"}, "--pairs generated goes with --docs"),
+        ({"docs": docs, "pairs": "generated", "generator": None}, "needs a generator to write the questions"),
+        ({"docs": docs, "examples": questions}, "add --pairs generated"),
+    ):
+        with pytest.raises(InputError, match=message):
+            Quickstart(QuickstartConfig(out=tmp_path / "o", **settings), "", say=print)  # type: ignore[arg-type]
+    config = QuickstartConfig(docs=docs, out=tmp_path / "out", base=str(tiny_model_dir), pairs="generated",
+                              generator="http://127.0.0.1:9/v1", examples=questions, queries=questions,
+                              isolate_steps=False)  # fmt: skip
+    with pytest.raises(InputError, match="1 question.* of --examples .* also in --queries .*'when is the pump seal"):
+        Quickstart(config, "", say=lambda line: None, show_progress=False).run()
+    assert not (tmp_path / "out" / "pairs.jsonl").exists()  # refused before the generator was asked anything
 
 
 def test_docs_of_which_none_can_be_read_stop_the_quickstart_naming_each(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -938,6 +938,17 @@ def quickstart(
         typer.Option(help="With --docs: JSONL of real questions, {\"query\", \"relevant\": [document or passage "
                      "ids, or file paths]}, to choose the final system on instead of synthetic ones."),
     ] = None,
+    pairs: Annotated[
+        str,
+        typer.Option(help="With --docs: 'extractive' pairs (document sentences and headings as queries), or "
+                     "'generated' questions written by --generator about 8,000 passages (35-65 min with the "
+                     "bundled one on 2 CPU cores)."),
+    ] = "extractive",
+    examples: Annotated[
+        Path | None,
+        typer.Option(help="With --pairs generated: a few of your users' real questions (the --queries format), shown "
+                     "to the generator so its questions take their form; keep them apart from --queries."),
+    ] = None,
     in_process: Annotated[
         bool, typer.Option(help="Run every step in this process (for a debugger or profiler); by default each step "
                            "runs in a fresh process, which keeps the peak memory lower.")
@@ -955,7 +966,7 @@ def quickstart(
     config = QuickstartConfig(
         dataset=dataset, docs=docs, out=out_dir, epochs=epochs, budget_minutes=budget_minutes, base=base,
         generator=None if generator.lower() == "none" else generator, threads=threads, queries=queries,
-        isolate_steps=not in_process, loss=loss,
+        isolate_steps=not in_process, loss=loss, pairs=pairs, examples=examples,
     )  # fmt: skip
     command = reproduce_command(config)
     err.print(f"[bold]ragtune quickstart[/] → {out_dir}  (resume: run the same command again)", highlight=False)

@@ -2,9 +2,10 @@
 
 Two paths. Labelled (a BEIR dataset; the default is the SciFact copy shipped in the repository): train qrels give the
 pairs (less a dev share of the queries), test qrels the evaluation. Unlabelled (`docs`): inverse-cloze and heading
-pairs are made from the passages, and a held-out share of them (never trained on) is written as a BEIR folder with a
-dev and a test split; each held-out passage loses its query sentence there, as training positives do, so the held-out
-query is not a copy of its answer's text.
+pairs are made from the passages (or, with `pairs="generated"`, questions the generator writes about them), and a
+held-out share of them (never trained on) is written as a BEIR folder with a dev and a test split; each held-out
+passage loses its query sentence there, as training positives do, so the held-out query is not a copy of its answer's
+text.
 
 After fine-tuning, the model is also merged half-and-half with the base, and the system the user gets — base, tuned
 or merged model; dense, RRF or convex fusion with its weight, or BM25 alone — is chosen on the dev queries
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragtune.child_process import run_in_child
 from ragtune.corpus import ChunkingConfig, not_read_text
@@ -45,6 +46,9 @@ from ragtune.training.examples import (
     TrainingExample, examples_from_dataset, judged_document_texts, read_training_jsonl, write_training_jsonl,
 )  # fmt: skip
 
+if TYPE_CHECKING:
+    from ragtune.training.pairs import QuestionExample
+
 SHIPPED_DATASET = shipped_dataset("scifact")
 MODES = (SearchMode.bm25, SearchMode.dense, SearchMode.hybrid)
 HELD_OUT_QUERIES = 200
@@ -56,6 +60,13 @@ MERGE_ALPHA = 0.5
 DOCS_TRAIN_PAIRS = 3200
 """The unlabelled path trains on at most this many synthetic pairs (a seeded sample): 100 steps of 32 per epoch,
 whatever the corpus size, so that mining and training cost the same on 3k or 30k passages."""
+PAIR_SOURCES = ("extractive", "generated")
+"""How `--docs` makes its pairs: inverse-cloze sentences and headings (fast), or questions the generator writes."""
+GENERATED_PASSAGES = 8000
+"""`--pairs generated` asks for a question about this many passages drawn at random (the measured configuration: on
+MedQuAD about half kept their round trip, enough for `DOCS_TRAIN_PAIRS` and the held-out splits)."""
+EXAMPLES_PER_PROMPT = 3
+"""Of the user's `--examples`, how many each prompt shows (MedQuAD, 12 examples at 3 a prompt: BENCHMARKS.md)."""
 DEV_DISTRACTORS = 300
 """Passages besides the dev queries' own in the periodic dev evaluation: enough to rank against, cheap to encode."""
 SAMPLE_QUESTIONS = 3
@@ -88,6 +99,12 @@ class QuickstartConfig:
     seed: int = 42
     queries: Path | None = None
     """Real questions with their expected documents (JSONL), the dev split of the `docs` path instead of synthetic ones."""
+    pairs: str = "extractive"
+    """One of `PAIR_SOURCES`: the `docs` path's training pairs from sentences and headings, or questions written by
+    `generator` (slower: 35-65 min for `GENERATED_PASSAGES` with the bundled generator on 2 CPU cores)."""
+    examples: Path | None = None
+    """With `pairs="generated"`: a few real questions (the `queries` format) the generator is shown as worked examples,
+    so its questions take their form. None may also be in `queries`: a question that shaped training cannot judge it."""
     isolate_steps: bool = True
     """Run each step in a fresh process (`ragtune.child_process`): all a step allocated goes back to the OS when it
     ends, so each step's peak starts from a small parent, not from what earlier steps left. False runs the steps in
@@ -119,6 +136,15 @@ class Quickstart:
             raise InputError(f"--loss {config.loss}: the quickstart trains with one of {', '.join(QUICKSTART_LOSSES)}")
         if config.queries and not config.docs:
             raise InputError("--queries goes with --docs; a BEIR dataset's dev queries are held-out train queries")
+        if config.pairs not in PAIR_SOURCES:
+            raise InputError(f"--pairs {config.pairs}: choose {' or '.join(PAIR_SOURCES)}")
+        if config.pairs == "generated" and not config.docs:
+            raise InputError("--pairs generated goes with --docs; a BEIR dataset's pairs are its train queries")
+        if config.pairs == "generated" and not config.generator:
+            raise InputError("--pairs generated needs a generator to write the questions: drop --generator none, or "
+                             "name one (the bundled smollm2, or an OpenAI-compatible endpoint's URL)")  # fmt: skip
+        if config.examples and config.pairs != "generated":
+            raise InputError("--examples are shown to the generator that writes questions: add --pairs generated")
         self.config = config
         self.out = config.out
         self.out.mkdir(parents=True, exist_ok=True)
@@ -218,8 +244,6 @@ class Quickstart:
 
     def _heldout_from_docs(self) -> tuple[str, dict[str, Any]]:
         """Index the documents, make pairs, hold some out as a BEIR test set; the rest are the training pairs."""
-        from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs
-
         docs = self.config.docs
         assert docs is not None
         if not docs.is_dir():
@@ -233,8 +257,7 @@ class Quickstart:
             raise InputError(f"no file under '{docs}' could be read{passed_over}; fix those files or point --docs at "
                              "UTF-8 text, Markdown, HTML or PDF files with a text layer")  # fmt: skip
         pairs_file = self.out / "pairs.jsonl"
-        for method in (PairMethod.ict, PairMethod.heading):
-            build_pairs(source_store, pairs_file, PairsConfig(method=method), show_progress=self.show_progress)
+        made_by = self._make_pairs(source_store, pairs_file)
         rows = [json.loads(line) for line in pairs_file.read_text(encoding="utf-8").splitlines() if line.strip()]
         if len(rows) < 10:
             raise InputError(
@@ -280,7 +303,7 @@ class Quickstart:
         write_training_jsonl(self.out / "train-pairs.jsonl", train)
         summary = (
             f"{indexed.passages_total:,} passages (encoded {indexed.encoded:,} in {indexed.encode_seconds:.0f} s), "
-            f"{len(rows)} synthetic pairs (ict + heading): {len(train_rows)} to train"
+            f"{len(rows)} synthetic pairs ({made_by}): {len(train_rows)} to train"
             + (f" (a sample of {available})" if available > len(train_rows) else "")
             + f"; {len(queries) - half} test "
             f"queries held out (with their passages' other pairs); dev: "
@@ -289,9 +312,52 @@ class Quickstart:
         )
         return summary, {
             "root": str(root), "labelled": False, "pairs": len(rows), "held_out": len(queries),
-            "dev": "user" if self.config.queries else "synthetic",
+            "pairs_made_by": made_by, "dev": "user" if self.config.queries else self._synthetic_dev_kind(),
             "encoded": indexed.encoded, "encode_seconds": indexed.encode_seconds, "skipped": indexed.skipped,
         }  # fmt: skip
+
+    def _synthetic_dev_kind(self) -> str:
+        """What the held-out dev queries of the `docs` path are: document sentences, or generated questions."""
+        return "generated" if self.config.pairs == "generated" else "synthetic"
+
+    def _make_pairs(self, source_store: Path, pairs_file: Path) -> str:
+        """Write the `docs` path's synthetic pairs (resuming a file an interrupted run left); returns how they were
+        made, for the step's summary."""
+        from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs
+
+        if self.config.pairs == "extractive":
+            for method in (PairMethod.ict, PairMethod.heading):
+                build_pairs(source_store, pairs_file, PairsConfig(method=method), show_progress=self.show_progress)
+            return "ict + heading"
+        from ragtune.generation import load_generator
+
+        shown = self._question_examples(source_store)
+        generator = load_generator(self.config.generator, precision="auto")  # bf16 where the device has it
+        config = PairsConfig(method=PairMethod.llm, limit=GENERATED_PASSAGES, examples=shown,
+                             examples_per_prompt=EXAMPLES_PER_PROMPT, seed=self.config.seed)  # fmt: skip
+        report = build_pairs(source_store, pairs_file, config, generator, show_progress=self.show_progress)
+        rate = f", {report.queries_per_second:.1f}/s" if report.queries_per_second else ""
+        shape = f"modelled on {len(shown)} of your questions" if shown else "one built-in example"
+        return f"questions by {generator.name}, {shape}; {report.kept} kept of {report.candidates} this run{rate}"
+
+    def _question_examples(self, source_store: Path) -> tuple[QuestionExample, ...]:
+        """The user's `--examples` for the generator's prompt; one that is also a `--queries` dev question is refused
+        (a question the training data was modelled on would favour the tuned model on dev)."""
+        from ragtune.training.pairs import read_question_examples
+
+        if self.config.examples is None:
+            return ()
+        docs = self.config.docs
+        assert docs is not None
+        with open_store(source_store) as store:
+            shown = read_question_examples(self.config.examples, store, docs)
+            dev = read_user_queries(self.config.queries, store, docs) if self.config.queries else []
+        both = sorted({e.question for e in shown} & {query for query, _ in dev})
+        if both:
+            raise InputError(f"{len(both)} question(s) of --examples {self.config.examples} are also in --queries "
+                             f"{self.config.queries} (first: {both[0]!r}): a question the generator was shown cannot "
+                             "judge the model trained on its output; keep the two files apart")  # fmt: skip
+        return shown
 
     def _index(self) -> tuple[str, dict[str, Any]]:
         test = self._test()
@@ -442,8 +508,9 @@ def _run_step(
 
 def _heldout_record(passage_id: str, title: str, text: str, row: dict[str, Any] | None) -> dict[str, str]:
     """A passage of the held-out corpus; one whose pair is held out reads as that pair's positive (an ict query's
-    sentence removed; a heading's section without the heading, and without the title a heading query contains)."""
-    if row is not None:
+    sentence removed; a heading's section without the heading, and without the title a heading query contains). A
+    generated question took nothing from its passage, which stays whole."""
+    if row is not None and row["method"] != "llm":
         positive = row["positive"]
         if row["method"] != "ict":
             return {"_id": passage_id, "title": "", "text": positive}
@@ -483,6 +550,10 @@ def reproduce_command(config: QuickstartConfig) -> str:
         parts += ["--generator", config.generator or "none"]
     if config.queries:
         parts += ["--queries", str(config.queries)]
+    if config.pairs != "extractive":
+        parts += ["--pairs", config.pairs]
+    if config.examples:
+        parts += ["--examples", str(config.examples)]
     return shlex.join(parts)
 
 

@@ -162,6 +162,10 @@ DEV_KINDS = {
     "synthetic": "{n} held-out synthetic queries (sentences of the documents; each one's passage lost that sentence). "
                  "They are not user questions: BM25 and copied wording are favoured on them, so treat the choice as a "
                  "hint and check it on a few real questions (--queries FILE)",
+    "generated": "{n} held-out generated questions (written by the generator about passages never trained on). They "
+                 "are not user questions, and how well they predict real ones has not been measured (the round trip "
+                 "keeps only questions the base search already answers), so treat the choice as a hint and check it "
+                 "on a few real questions (--queries FILE)",
 }  # fmt: skip
 
 

@@ -296,10 +296,11 @@ def examples_for(passage: Passage, config: PairsConfig) -> list[QuestionExample]
     return random.Random(f"{config.seed}:{passage.id}").sample(list(config.examples), count)
 
 
-def read_question_examples(path: Path, store: StoreReader) -> tuple[QuestionExample, ...]:
+def read_question_examples(path: Path, store: StoreReader, docs: Path | None = None) -> tuple[QuestionExample, ...]:
     """The user's questions (`{"query", "relevant": [...]}` lines, as `quickstart --queries` reads them; relative file
-    paths from the working directory), each with the first passage it names, for the generator's prompt."""
-    questions = read_user_queries(path, store, Path.cwd())
+    paths from `docs`, by default the working directory), each with the first passage it names, for the generator's
+    prompt."""
+    questions = read_user_queries(path, store, docs or Path.cwd())
     wanted = {passages[0] for _, passages in questions}
     texts = {p.id: p.embedding_text() for p in store.iter_passages() if p.id in wanted}
     return tuple(QuestionExample(question, texts[passages[0]]) for question, passages in questions)
