@@ -222,6 +222,37 @@ def test_clean_question() -> None:
     assert clean_question("Here is a question: How hot is the oven?", 3, 40) == "How hot is the oven?"
     assert clean_question("Pumps are machines that move water.", 3, 40) is None
     assert clean_question("Why?", 3, 40) is None
+    # statements, where the user's examples are statements (claims, keyword queries): a question is off their form
+    assert clean_question("Claim: Cavitation pits pump impellers.\nIt is...", 3, 40, question=False) == (
+        "Cavitation pits pump impellers."
+    )
+    assert clean_question("Does cavitation pit impellers?", 3, 40, question=False) is None
+
+
+def test_examples_that_are_statements_get_statements_back(store: Path, tmp_path: Path) -> None:
+    """Users whose queries are claims (SciFact's) show claims: the prompt asks for a query in their form, not a
+    question, and the generator's statements are kept; questions-as-examples keep the question prompt."""
+    from ragtune.training.pairs import QuestionExample
+
+    claims = (QuestionExample("Cavitation pits the impeller of centrifugal pumps.", DOCS["pumps.md"]),
+              QuestionExample("Gate valves cannot throttle flow.", DOCS["valves.txt"]))  # fmt: skip
+
+    def statement_about(body: dict) -> str:
+        passage = body["messages"][-1]["content"]
+        return "Sourdough dough rises overnight in the fridge." if "sourdough" in passage else "Pumps move water?"
+
+    out = tmp_path / "claims.jsonl"
+    with running(ChatServer(statement_about)) as server:
+        config = PairsConfig(method=PairMethod.llm, examples=claims, round_trip=False, batch_size=4)
+        assert not config.asks_questions
+        report = build_pairs(store, out, config, load_generator(server.url), show_progress=False)
+    assert [row["query"] for row in rows(out)] == ["Sourdough dough rises overnight in the fridge."]
+    assert report.candidates == 1 and report.rejected_cleaning == report.passages_seen - 1 >= 2  # the '?' replies
+    prompts = [m["content"] for body in server.requests for m in body["messages"] if m["role"] == "user"]
+    assert prompts and all("a statement, not a question" in prompt for prompt in prompts)
+    assert {body["messages"][0]["content"] for body in server.requests} == {"You write realistic search queries."}
+    asked = (QuestionExample("Why is my impeller pitted?", DOCS["pumps.md"]), claims[1])
+    assert PairsConfig(method=PairMethod.llm, examples=asked).asks_questions  # half questions: questions
 
 
 def test_bad_input(store: Path, tmp_path: Path) -> None:

@@ -86,6 +86,14 @@ class PairsConfig:
     def filtering(self) -> bool:
         return self.method is PairMethod.llm if self.round_trip is None else self.round_trip
 
+    @property
+    def asks_questions(self) -> bool:
+        """The generator writes questions, unless most of the user's examples are statements (claims, keyword
+        queries): then it writes statements in their form, and the cleaner keeps statements."""
+        return not self.examples or 2 * sum(e.question.rstrip().endswith("?") for e in self.examples) >= len(
+            self.examples
+        )
+
 
 @dataclass
 class PairsReport:
@@ -257,6 +265,13 @@ QUESTION_PROMPT = (
     "Write one specific question that this passage answers, as a person would type it into a search engine. "
     "Use the passage's own terms. Do not mention 'the passage', 'the study' or 'the text'. Reply with the question only."
 )
+STATEMENT_PROMPT = (
+    "Passage: {passage}\n\n"
+    "Write one specific search query that this passage answers, in the same form as the queries before (a statement, "
+    "not a question). Use the passage's own terms. Do not mention 'the passage', 'the study' or 'the text'. Reply with "
+    "the query only."
+)
+"""For users whose queries are not questions (claims, keyword queries): their examples show the form."""
 QUESTION_EXAMPLE: list[Message] = [  # one worked example: a 135M model follows a shown format far better than a described one
     {
         "role": "user",
@@ -267,26 +282,34 @@ QUESTION_EXAMPLE: list[Message] = [  # one worked example: a 135M model follows 
     },
     {"role": "assistant", "content": "What causes cavitation damage to a centrifugal pump impeller?"},
 ]
-_PREAMBLE = re.compile(r"^\s*(?:[-*\d.)\s]+|question\s*\d*\s*[:.-]|q\s*[:.-]|here is (?:a|the|one) question\s*:)\s*", re.I)
+_KIND = r"(?:question|query|claim)"
+_PREAMBLE = re.compile(rf"^\s*(?:[-*\d.)\s]+|{_KIND}\s*\d*\s*[:.-]|q\s*[:.-]|here is (?:a|the|one) {_KIND}\s*:)\s*",
+                       re.I)
 
 
 def question_messages(
-    passage: Passage, examples: Sequence[QuestionExample] = (), max_words: int = 220, example_words: int = 60
+    passage: Passage,
+    examples: Sequence[QuestionExample] = (),
+    max_words: int = 220,
+    example_words: int = 60,
+    questions: bool = True,
 ) -> list[Message]:
     """The prompt for one passage: worked examples (the user's, passages cut to `example_words`; or the built-in one),
-    then the passage."""
+    then the passage. `questions=False` asks for a statement in the examples' form instead of a question."""
+    prompt = QUESTION_PROMPT if questions else STATEMENT_PROMPT
     shown: list[Message] = list(QUESTION_EXAMPLE)
     if examples:
         shown = []
         for example in examples:
             cut = " ".join(example.passage.split()[:example_words])
-            shown += [{"role": "user", "content": QUESTION_PROMPT.format(passage=cut)},
+            shown += [{"role": "user", "content": prompt.format(passage=cut)},
                       {"role": "assistant", "content": example.question}]  # fmt: skip
     text = " ".join(passage.embedding_text().split()[:max_words])
     return [
-        {"role": "system", "content": "You write realistic search questions."},
+        {"role": "system", "content": "You write realistic search questions." if questions else
+                                      "You write realistic search queries."},  # fmt: skip
         *shown,
-        {"role": "user", "content": QUESTION_PROMPT.format(passage=text)},
+        {"role": "user", "content": prompt.format(passage=text)},
     ]
 
 
@@ -306,15 +329,17 @@ def read_question_examples(path: Path, store: StoreReader, docs: Path | None = N
     return tuple(QuestionExample(question, texts[passages[0]]) for question, passages in questions)
 
 
-def clean_question(raw: str, min_words: int, max_words: int) -> str | None:
-    """One question from a model's reply: first line with content, preamble and quotes stripped, length-bounded."""
+def clean_question(raw: str, min_words: int, max_words: int, question: bool = True) -> str | None:
+    """One query from a model's reply: first line with content, preamble and quotes stripped, length-bounded; a
+    question (up to its '?'), or with `question=False` a statement (a question is then off the examples' form)."""
     for line in raw.strip().splitlines():
         line = _PREAMBLE.sub("", line).strip().strip("\"'“”*` ").strip()
         if not line:
             continue
-        if "?" not in line:
-            return None  # a statement or a restated passage, not a question
-        line = line[: line.index("?") + 1]
+        if question != ("?" in line):
+            return None  # a statement or a restated passage where a question was asked for, or the reverse
+        if question:
+            line = line[: line.index("?") + 1]
         words = line.split()
         if min_words <= len(words) <= max_words and any(c.isalpha() for c in line):
             return line
@@ -430,12 +455,12 @@ def _candidates(
         for round_number in range(config.per_passage):
             temperature = 0.0 if round_number == 0 else 0.8  # the first is greedy; more per passage need sampling
             replies = generator.generate_batch(
-                [question_messages(p, examples_for(p, config)) for p in passages],
+                [question_messages(p, examples_for(p, config), questions=config.asks_questions) for p in passages],
                 config.max_new_tokens,
                 temperature=temperature,
             )
             for passage, reply in zip(passages, replies, strict=True):
-                question = clean_question(reply, lo, hi)
+                question = clean_question(reply, lo, hi, question=config.asks_questions)
                 if question is None:
                     report.rejected_cleaning += 1
                 else:
