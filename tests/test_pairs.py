@@ -223,7 +223,7 @@ def test_clean_question() -> None:
     assert clean_question("Pumps are machines that move water.", 3, 40) is None
     assert clean_question("Why?", 3, 40) is None
     # statements, where the user's examples are statements (claims, keyword queries): a question is off their form
-    assert clean_question("Claim: Cavitation pits pump impellers.\nIt is...", 3, 40, question=False) == (
+    assert clean_question("Claim: Cavitation pits pump impellers. It is common.\nMore", 3, 40, question=False) == (
         "Cavitation pits pump impellers."
     )
     assert clean_question("Does cavitation pit impellers?", 3, 40, question=False) is None

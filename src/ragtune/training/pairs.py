@@ -331,15 +331,15 @@ def read_question_examples(path: Path, store: StoreReader, docs: Path | None = N
 
 def clean_question(raw: str, min_words: int, max_words: int, question: bool = True) -> str | None:
     """One query from a model's reply: first line with content, preamble and quotes stripped, length-bounded; a
-    question (up to its '?'), or with `question=False` a statement (a question is then off the examples' form)."""
+    question (up to its '?'), or with `question=False` a statement, its first sentence (a small model runs on past
+    the claim it was asked for; a question is off the examples' form)."""
     for line in raw.strip().splitlines():
         line = _PREAMBLE.sub("", line).strip().strip("\"'“”*` ").strip()
         if not line:
             continue
         if question != ("?" in line):
             return None  # a statement or a restated passage where a question was asked for, or the reverse
-        if question:
-            line = line[: line.index("?") + 1]
+        line = line[: line.index("?") + 1] if question else (sentences(line) or [line])[0]
         words = line.split()
         if min_words <= len(words) <= max_words and any(c.isalpha() for c in line):
             return line
