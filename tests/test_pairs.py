@@ -253,6 +253,8 @@ def test_examples_that_are_statements_get_statements_back(store: Path, tmp_path:
     assert {body["messages"][0]["content"] for body in server.requests} == {"You write realistic search queries."}
     asked = (QuestionExample("Why is my impeller pitted?", DOCS["pumps.md"]), claims[1])
     assert PairsConfig(method=PairMethod.llm, examples=asked).asks_questions  # half questions: questions
+    typed = (QuestionExample("how do I stop cavitation", DOCS["pumps.md"]),)  # a question typed without its '?'
+    assert PairsConfig(method=PairMethod.llm, examples=typed).asks_questions
 
 
 def test_bad_input(store: Path, tmp_path: Path) -> None:

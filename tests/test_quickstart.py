@@ -75,6 +75,7 @@ def test_quickstart_smoke_and_resume(
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Before / after" in report and "| dense | ndcg@10 |" in report and "| hybrid | ndcg@10 |" in report
     assert reproduce_command(config) in report
+    assert "not user questions" not in report  # labelled test queries are real: no caution
     page = (tmp_path / "out" / "report.html").read_text()
     assert "<table>" in page and "data:image/png;base64," in page and "src=\"evaluation/" not in page
     assert (tmp_path / "out" / "tuned-model" / "README.md").exists()
@@ -234,11 +235,16 @@ def test_docs_quickstart_holds_out_dev_and_test_queries_whose_sentence_left_thei
     assert len(shortened) == sum(qid.startswith("q") for qid in queries)  # only the held-out queries' passages
     selection = json.loads((tmp_path / "out" / "selection.json").read_text())
     report = (tmp_path / "out" / "report.md").read_text()
-    if dev == "user":
+    assert "The test queries are held-out sentences of your documents, not user questions" in report
+    if dev == "user":  # base, tuned and merged on the user's questions: the before/after to trust
         assert selection["dev_queries"] == 4 and "4 questions you supplied" in report
+        assert "On your 4 questions (dev), nDCG@10 by model" in report
+        dense = {c["label"]: c["ndcg@10"] for c in selection["candidates"]}["tuned-model:dense"]
+        assert f"| tuned-model | {dense:.4f} |" in report
     else:
         assert selection["dev_queries"] == len(judged["dev"])
         assert "held-out synthetic queries" in report and "not user questions" in report
+        assert "by model" not in report
     assert "Quoted from the retrieved passages" in report
 
 
@@ -286,6 +292,7 @@ def test_docs_quickstart_trains_on_questions_a_generator_writes_in_the_form_of_t
     assert all(r["text"].count(".") == 5 for r in map(json.loads, (held / "corpus.jsonl").open()))  # passages whole
     report = (out / "report.md").read_text()
     assert "held-out generated questions" in report and "has not been measured" in report
+    assert "The test queries are held-out generated questions, not user questions" in report  # above every table
 
 
 def test_generated_pairs_refuse_what_cannot_work_before_generating(tmp_path: Path, tiny_model_dir: Path) -> None:

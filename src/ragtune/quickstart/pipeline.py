@@ -312,7 +312,8 @@ class Quickstart:
         )
         return summary, {
             "root": str(root), "labelled": False, "pairs": len(rows), "held_out": len(queries),
-            "pairs_made_by": made_by, "dev": "user" if self.config.queries else self._synthetic_dev_kind(),
+            "pairs_made_by": made_by, "test": self._synthetic_dev_kind(),
+            "dev": "user" if self.config.queries else self._synthetic_dev_kind(),
             "encoded": indexed.encoded, "encode_seconds": indexed.encode_seconds, "skipped": indexed.skipped,
         }  # fmt: skip
 

@@ -90,9 +90,19 @@ class PairsConfig:
     def asks_questions(self) -> bool:
         """The generator writes questions, unless most of the user's examples are statements (claims, keyword
         queries): then it writes statements in their form, and the cleaner keeps statements."""
-        return not self.examples or 2 * sum(e.question.rstrip().endswith("?") for e in self.examples) >= len(
-            self.examples
-        )
+        return not self.examples or 2 * sum(is_question(e.question) for e in self.examples) >= len(self.examples)
+
+
+_QUESTION_WORDS = frozenset(
+    "what how why when where which who whom whose is are was were do does did can could should would will may "
+    "has have".split()
+)
+
+
+def is_question(text: str) -> bool:
+    """A question, with or without its '?' ("how do I stop cavitation"): ends with '?' or opens with a question word."""
+    words = text.strip().split()
+    return text.rstrip().endswith("?") or (bool(words) and words[0].lower().strip("\"'(") in _QUESTION_WORDS)
 
 
 @dataclass
