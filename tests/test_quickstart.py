@@ -313,6 +313,13 @@ def test_generated_pairs_refuse_what_cannot_work_before_generating(tmp_path: Pat
     with pytest.raises(InputError, match="1 question.* of --examples .* also in --queries .*'when is the pump seal"):
         Quickstart(config, "", say=lambda line: None, show_progress=False).run()
     assert not (tmp_path / "out" / "pairs.jsonl").exists()  # refused before the generator was asked anything
+    broken = tmp_path / "broken.jsonl"  # a bad --queries line stops the run before the generator's long work
+    broken.write_text(json.dumps({"query": "when is the pump seal checked"}) + "\n")
+    config = QuickstartConfig(docs=docs, out=tmp_path / "out2", base=str(tiny_model_dir), pairs="generated",
+                              generator="http://127.0.0.1:9/v1", queries=broken, isolate_steps=False)  # fmt: skip
+    with pytest.raises(InputError, match="broken.jsonl:1: needs 'relevant'"):
+        Quickstart(config, "", say=lambda line: None, show_progress=False).run()
+    assert not (tmp_path / "out2" / "pairs.jsonl").exists()
 
 
 def test_docs_of_which_none_can_be_read_stop_the_quickstart_naming_each(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -256,8 +256,12 @@ class Quickstart:
         if indexed.passages_total == 0:
             raise InputError(f"no file under '{docs}' could be read{passed_over}; fix those files or point --docs at "
                              "UTF-8 text, Markdown, HTML or PDF files with a text layer")  # fmt: skip
+        user: list[tuple[str, list[str]]] = []  # the user's dev questions: read once, before any pair is made
+        if self.config.queries:
+            with open_store(source_store) as store:
+                user = read_user_queries(self.config.queries, store, docs)
         pairs_file = self.out / "pairs.jsonl"
-        made_by = self._make_pairs(source_store, pairs_file)
+        made_by = self._make_pairs(source_store, pairs_file, user)
         rows = [json.loads(line) for line in pairs_file.read_text(encoding="utf-8").splitlines() if line.strip()]
         if len(rows) < 10:
             raise InputError(
@@ -287,8 +291,6 @@ class Quickstart:
                   "test": [(qid, row["passage_id"]) for qid, row in queries[half:]]}  # fmt: skip
         texts = [{"_id": qid, "text": row["query"]} for qid, row in queries]
         if self.config.queries:  # the user's questions are the dev split; the synthetic dev half is not used
-            with open_store(source_store) as store:
-                user = read_user_queries(self.config.queries, store, docs)
             texts += [{"_id": f"u{i}", "text": query} for i, (query, _) in enumerate(user)]
             judged["dev"] = [(f"u{i}", pid) for i, (_, passages) in enumerate(user) for pid in passages]
         _write_jsonl(root / "queries.jsonl", texts)
@@ -312,18 +314,17 @@ class Quickstart:
         )
         return summary, {
             "root": str(root), "labelled": False, "pairs": len(rows), "held_out": len(queries),
-            "pairs_made_by": made_by, "test": self._synthetic_dev_kind(),
-            "dev": "user" if self.config.queries else self._synthetic_dev_kind(),
+            "test": self._held_out_kind(), "dev": "user" if self.config.queries else self._held_out_kind(),
             "encoded": indexed.encoded, "encode_seconds": indexed.encode_seconds, "skipped": indexed.skipped,
         }  # fmt: skip
 
-    def _synthetic_dev_kind(self) -> str:
-        """What the held-out dev queries of the `docs` path are: document sentences, or generated questions."""
+    def _held_out_kind(self) -> str:
+        """What the held-out queries of the `docs` path are: document sentences, or generated questions."""
         return "generated" if self.config.pairs == "generated" else "synthetic"
 
-    def _make_pairs(self, source_store: Path, pairs_file: Path) -> str:
+    def _make_pairs(self, source_store: Path, pairs_file: Path, dev: list[tuple[str, list[str]]]) -> str:
         """Write the `docs` path's synthetic pairs (resuming a file an interrupted run left); returns how they were
-        made, for the step's summary."""
+        made, for the step's summary. `dev`: the user's dev questions, which no example may repeat."""
         from ragtune.training.pairs import PairMethod, PairsConfig, build_pairs
 
         if self.config.pairs == "extractive":
@@ -332,7 +333,7 @@ class Quickstart:
             return "ict + heading"
         from ragtune.generation import load_generator
 
-        shown = self._question_examples(source_store)
+        shown = self._question_examples(source_store, dev)
         generator = load_generator(self.config.generator, precision="auto")  # bf16 where the device has it
         config = PairsConfig(method=PairMethod.llm, limit=GENERATED_PASSAGES, examples=shown,
                              examples_per_prompt=EXAMPLES_PER_PROMPT, seed=self.config.seed)  # fmt: skip
@@ -341,7 +342,7 @@ class Quickstart:
         shape = f"modelled on {len(shown)} of your questions" if shown else "one built-in example"
         return f"questions by {generator.name}, {shape}; {report.kept} kept of {report.candidates} this run{rate}"
 
-    def _question_examples(self, source_store: Path) -> tuple[QuestionExample, ...]:
+    def _question_examples(self, source_store: Path, dev: list[tuple[str, list[str]]]) -> tuple[QuestionExample, ...]:
         """The user's `--examples` for the generator's prompt; one that is also a `--queries` dev question is refused
         (a question the training data was modelled on would favour the tuned model on dev)."""
         from ragtune.training.pairs import read_question_examples
@@ -352,7 +353,6 @@ class Quickstart:
         assert docs is not None
         with open_store(source_store) as store:
             shown = read_question_examples(self.config.examples, store, docs)
-            dev = read_user_queries(self.config.queries, store, docs) if self.config.queries else []
         both = sorted({e.question for e in shown} & {query for query, _ in dev})
         if both:
             raise InputError(f"{len(both)} question(s) of --examples {self.config.examples} are also in --queries "

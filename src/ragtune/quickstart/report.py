@@ -277,16 +277,15 @@ def write_quickstart_report(
             md += [f"- [{c['number']}] {c['passage_id']} — {c['title']}" for c in cited] or ["- (no citation)"]
             md.append("")
     md += ["## Reproduce", "", "```", reproduce, "```", ""]
+    dataset = state.get("dataset")["data"]
     if "choose system" in state.steps:
         selection = state.get("choose system")["data"]
-        dataset = state.get("dataset")["data"]
         dev = dataset.get("dev") or ("train" if dataset["labelled"] else "synthetic")  # a run begun before "dev"
         section = chosen_section(selection, chosen_on_test(metrics, selection), dev)
         if dev == "user":
             section += dev_models_section(selection)
         at = md.index("## Before / after")
         md[at:at] = section
-    dataset = state.get("dataset")["data"]
     if not dataset["labelled"]:  # the docs path's test queries are synthetic: say so above every table
         md[4:4] = [TEST_CAUTIONS[dataset.get("test", "synthetic")], ""]
     (out / "report.md").write_text("\n".join(md), encoding="utf-8")
