@@ -52,7 +52,7 @@ def _train(args: argparse.Namespace, work: Path) -> tuple[Path, list]:  # type: 
     config = RerankerConfig(
         base=args.base, loss=args.loss, negatives=args.negatives, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.lr, max_length=args.max_length, bf16=not args.fp32, threads=args.threads,
-        in_batch_negatives=args.in_batch_negatives,
+        in_batch_negatives=args.in_batch_negatives, seed=args.seed,
         time_budget_minutes=args.budget_minutes,
     )  # fmt: skip
     result = train_reranker(examples, model_dir, config, show_progress=True)
@@ -246,6 +246,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="queries per step for listwise/mnrl, pairs for bce")
     parser.add_argument("--lr", type=float, default=7e-5)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=42, help="initialisation and dev split of the reranker's training")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
     parser.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
     parser.add_argument("--budget-minutes", type=float, default=30.0)

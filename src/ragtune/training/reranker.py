@@ -35,6 +35,7 @@ class RerankerConfig:
     negatives: int = 7
     in_batch_negatives: int = 1
     seed: int = 42
+    dev_seed: int = 42  # which queries dev holds out, apart from `seed`: runs of two seeds are judged on one dev split
     threads: int | None = None
     dev_fraction: float = 0.1
     eval_steps: int | None = None
@@ -62,6 +63,7 @@ class RerankerResult:
     steps: int
     log_history: list[dict[str, Any]]
     resume: ResumePoint = field(default_factory=lambda: ResumePoint(None))
+    dev_queries: tuple[str, ...] = ()  # held out for dev (and for choosing the checkpoint), sorted
 
 
 def _dataset(examples: Sequence[TrainingExample], loss: str, negatives: int):  # type: ignore[no-untyped-def]
@@ -137,7 +139,7 @@ def train_reranker(
     from transformers import set_seed
 
     out_dir = Path(out_dir).expanduser()
-    train, dev = split_by_query(list(examples), config.dev_fraction, config.seed)
+    train, dev = split_by_query(list(examples), config.dev_fraction, config.dev_seed)
     base = resolve_model(config.base)
     set_seed(config.seed)  # the classifier head is initialised at random: same seed, same reranker
     model = CrossEncoder(str(base.path), num_labels=1, max_length=config.max_length, device=None, local_files_only=True)
@@ -168,4 +170,4 @@ def train_reranker(
     dev_after = {k.removeprefix(prefix): float(v) for k, v in evaluator(model).items()}
     write_directory_atomically(out_dir, lambda partial: model.save_pretrained(str(partial)))
     return RerankerResult(out_dir, dev_before, dev_after, train_seconds, int(trainer.state.global_step),
-                          list(trainer.state.log_history), resume)  # fmt: skip
+                          list(trainer.state.log_history), resume, tuple(sorted({e.query for e in dev})))  # fmt: skip
