@@ -76,7 +76,7 @@ def test_reranking_reorders_as_trained(minilm, tmp_path: Path) -> None:  # type:
     # of the threads' summation order: with one thread it came second. At 1e-4 every trained query ranks its passage
     # first with one thread or two.
     train_reranker(_examples(), tmp_path / "reranker", config)
-    learned, _ = split_by_query(_examples(), config.dev_fraction, config.dev_seed)  # queries it trained on, not dev ones
+    learned, _ = split_by_query(_examples(), config.dev_fraction, config.dev_seed)  # trained on, not dev
     query, expected, other_query = learned[0].query, learned[0].positive, learned[1].query
     reranker = Reranker(tmp_path / "reranker")
     texts = [text for _, text in PAIRS if text != expected] + [expected]  # the right passage last
