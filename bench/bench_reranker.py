@@ -246,7 +246,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="queries per step for listwise/mnrl, pairs for bce")
     parser.add_argument("--lr", type=float, default=7e-5)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=42, help="initialisation and dev split of the reranker's training")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="the reranker's initialisation and order (the dev split keeps seed 42)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for training")
     parser.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
     parser.add_argument("--budget-minutes", type=float, default=30.0)
