@@ -735,3 +735,52 @@ print(passages, chars, peak_mib())
     passages, chars, peak_mib = map(int, done.stdout.split())
     assert passages > 5_500 and chars >= 8.5 * 1024 * 1024 * 0.95
     assert peak_mib < 700, f"peak RSS {peak_mib} MiB"
+
+
+# --- a suspended training process -------------------------------------------------------------------------------
+
+BUDGETED_TSDAE = """
+import json, sys
+from pathlib import Path
+from sentence_transformers import SentenceTransformerTrainer  # imported here, so the pause falls in training
+from ragtune.training.tsdae import TsdaeConfig, tsdae_adapt
+
+sentences = [f"sentence number {i} about pumps valves and seals in the plant" for i in range(40)]
+config = TsdaeConfig(base=sys.argv[1], epochs=100_000, batch_size=4, threads=int(sys.argv[3]),
+                     time_budget_minutes=float(sys.argv[4]))
+print("training", flush=True)
+result = tsdae_adapt(sentences, Path(sys.argv[2]), config)
+print(json.dumps({"steps": result.steps, "seconds": result.train_seconds}), flush=True)
+"""
+
+
+def test_typical_step_seconds_leaves_out_a_suspended_step_but_keeps_slow_ones() -> None:
+    from ragtune.training.callbacks import typical_step_seconds
+
+    assert typical_step_seconds([]) == 0.0
+    assert typical_step_seconds([0.5, 40.0]) == 40.0  # too few steps to tell a pause from a slow start
+    assert typical_step_seconds([0.5, 0.6, 600.0, 0.5, 0.7]) == 0.7
+    assert typical_step_seconds([0.5, 1.2, 0.6, 1.4, 0.5]) == 1.4  # steps that vary: the cautious longest
+
+
+def test_a_training_suspended_with_sigstop_still_trains_to_its_time_budget(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """A real training process is stopped with SIGSTOP for 10 s of its 24 s budget, then continued. The paused time
+    counts against the budget, but training goes on to the deadline: before, the paused step became the estimate of
+    every step, and training stopped about 10 s early (a laptop's sleep did the same)."""
+    budget_seconds = 24.0
+    process = subprocess.Popen(
+        [sys.executable, "-c", BUDGETED_TSDAE, str(tiny_model_dir), str(tmp_path / "adapted"), str(TEST_THREADS),
+         str(budget_seconds / 60)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stdout.readline() == "training\n"
+    time.sleep(3.0)  # the tiny model loads in well under a second; training is under way
+    process.send_signal(signal.SIGSTOP)
+    time.sleep(10.0)
+    process.send_signal(signal.SIGCONT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-2000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert 0.8 * budget_seconds <= result["seconds"] <= budget_seconds + 5.0, result
+    assert result["steps"] > 10, result

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 
 
 def release_memory_callback():  # type: ignore[no-untyped-def]
@@ -25,9 +27,12 @@ def release_memory_callback():  # type: ignore[no-untyped-def]
 
 
 def time_budget_callback(minutes: float):  # type: ignore[no-untyped-def]
-    """Stop so that training, including the final evaluation and save, ends within `minutes`.
+    """Stop so that training, including the final evaluation and save, ends within `minutes` of wall clock.
 
-    It stops before the step that would not leave time for one more step plus the last evaluation's duration.
+    It stops before the step that would not leave time for one more step plus the last evaluation's duration. A
+    step's duration is estimated by `typical_step_seconds` over the recent steps, so a step that took minutes
+    because the process was suspended (SIGSTOP, a laptop's sleep) does not make every later step look that long:
+    the suspended time still counts against the budget, but training goes on to the deadline.
     """
     from transformers import TrainerCallback
 
@@ -36,18 +41,21 @@ def time_budget_callback(minutes: float):  # type: ignore[no-untyped-def]
             self.fired = False  # whether the budget, not the planned steps, ended training
             self.deadline = time.perf_counter() + 60.0 * minutes
             self.last_step_end = time.perf_counter()
-            self.step_seconds = 0.0
-            self.eval_seconds = 0.0
+            self.recent_steps: deque[float] = deque(maxlen=RECENT_STEPS)
+            self.eval_seconds: float | None = None
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
-            self.eval_seconds = float((metrics or {}).get("eval_runtime", self.eval_seconds))
+            runtime = (metrics or {}).get("eval_runtime")
+            if runtime is not None:  # the fastest evaluation of the same dev set: a suspended one is not typical
+                self.eval_seconds = min(float(runtime), self.eval_seconds or float(runtime))
             self.last_step_end = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
             now = time.perf_counter()
-            self.step_seconds = max(self.step_seconds, now - self.last_step_end)
+            self.recent_steps.append(now - self.last_step_end)
             self.last_step_end = now
-            if now + self.step_seconds + 1.2 * self.eval_seconds >= self.deadline and not control.should_training_stop:
+            needed = typical_step_seconds(self.recent_steps) + 1.2 * (self.eval_seconds or 0.0)
+            if now + needed >= self.deadline and not control.should_training_stop:
                 self.fired = state.global_step < state.max_steps
                 control.should_training_stop = True
                 control.should_evaluate = _evaluates(args)
@@ -55,6 +63,25 @@ def time_budget_callback(minutes: float):  # type: ignore[no-untyped-def]
             return control
 
     return TimeBudget()
+
+
+RECENT_STEPS = 20  # how many of the latest steps the time budget's step estimate looks at
+OUTLIER_FACTOR = 3.0  # a step over this many times the median of the recent ones was interrupted, not slow
+
+
+def typical_step_seconds(recent: Sequence[float]) -> float:
+    """The longest of the recent step durations that is at most `OUTLIER_FACTOR` times their median.
+
+    The longest keeps the estimate cautious where steps vary (longer batches, a busy machine); leaving out steps far
+    above the median keeps one suspended step from counting as typical. With one or two steps there is no median to
+    trust yet, and the longest is used.
+    """
+    if not recent:
+        return 0.0
+    if len(recent) < 3:
+        return max(recent)
+    bound = OUTLIER_FACTOR * statistics.median(recent)
+    return max(seconds for seconds in recent if seconds <= bound)
 
 
 def step_time_callback(report: Callable[[int, int, float], None], after_steps: int = 2):  # type: ignore[no-untyped-def]
