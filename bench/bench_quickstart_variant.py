@@ -1,5 +1,6 @@
 """`ragtune quickstart` with a setting the command line does not offer: another seed (the hold-out split, the sample
-of training pairs and the training's own randomness) or another cap on the `--docs` training pairs. Measures how
+of training pairs and the training's own randomness), another cap on the `--docs` training pairs, or another
+temperature for the training loss (`ragtune finetune --temperature`). Measures how
 far a result moves from one run of the same recipe to the next. Every step runs in this process.
 
     python bench/bench_quickstart_variant.py --seed 43 -- --docs /tmp/scifact-docs --out /tmp/qs/scifact-seed43 \
@@ -17,14 +18,19 @@ import sys
 import ragtune.quickstart
 from ragtune.cli import app
 from ragtune.quickstart import pipeline
+from ragtune.training import finetune
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--train-pairs", type=int, default=pipeline.DOCS_TRAIN_PAIRS)
+    parser.add_argument("--temperature", type=float, default=None, help="default: the loss's own")
     args, quickstart_args = parser.parse_known_args()
     pipeline.DOCS_TRAIN_PAIRS = args.train_pairs
+    if args.temperature is not None:  # the quickstart imports FinetuneConfig from its module when it trains
+        with_temperature = functools.partial(finetune.FinetuneConfig, temperature=args.temperature)
+        finetune.FinetuneConfig = with_temperature  # type: ignore[misc]
     ragtune.quickstart.QuickstartConfig = functools.partial(pipeline.QuickstartConfig, seed=args.seed)  # type: ignore[misc]
     sys.argv = ["ragtune", "quickstart", *[a for a in quickstart_args if a != "--"], "--in-process"]
     app()

@@ -16,7 +16,7 @@ import torch
 
 from ragtune.models import resolve_model
 from ragtune.training.examples import read_training_jsonl
-from ragtune.training.finetune import FinetuneConfig, _dataset, _loss
+from ragtune.training.finetune import FinetuneConfig, _dataset, build_loss
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
                 logging_steps=1000,
             )  # fmt: skip
             trainer = SentenceTransformerTrainer(model=model, args=training, train_dataset=_dataset(examples, "mnrl", 1),
-                                                 loss=_loss(model, config, base))  # fmt: skip
+                                                 loss=build_loss(model, config, base))  # fmt: skip
             times: list[float] = []
             from transformers import TrainerCallback
 

@@ -69,6 +69,27 @@ def test_each_loss_trains_and_decreases(tiny_model_dir: Path, tmp_path: Path, lo
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(("model.partial", "model.old"))]  # none left
 
 
+def test_the_temperature_reaches_the_in_batch_losses_and_the_library_defaults_stay(tiny_model_dir: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.models import resolve_model
+    from ragtune.training.finetune import build_loss
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    base = resolve_model(str(tiny_model_dir))
+
+    def built(loss: str, temperature: float | None):  # type: ignore[no-untyped-def]
+        return build_loss(model, _tiny_config(tiny_model_dir, loss=loss, temperature=temperature), base)
+
+    assert built("mnrl", None).scale == 20.0 and built("mnrl", 0.02).scale == pytest.approx(50.0)
+    assert built("cached-mnrl", 0.1).scale == pytest.approx(10.0)
+    assert built("gist", None).temperature == 0.01 and built("gist", 0.05).temperature == 0.05
+    for wrong in (_tiny_config(tiny_model_dir, loss="triplet", temperature=0.05),
+                  _tiny_config(tiny_model_dir, loss="mnrl", temperature=0.0)):  # fmt: skip
+        with pytest.raises(InputError, match="--temperature"):
+            wrong.check()
+
+
 def test_matryoshka_wraps_the_loss(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = _tiny_config(tiny_model_dir, matryoshka_dims=(32, 16, 8), epochs=2)
     dev = carve_dev_set(toy_examples()[:2], [], 0, seed=0)

@@ -674,6 +674,9 @@ def finetune(
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-5,
     negatives: Annotated[int, typer.Option(help="Hard negatives used per example (from the file).")] = 1,
     matryoshka: Annotated[str | None, typer.Option(help="Comma-separated dimensions, e.g. 384,256,128,64.")] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Softmax temperature of mnrl, cached-mnrl, gist (default: 0.05, 0.05, 0.01).")
+    ] = None,
     max_seq_length: Annotated[int, typer.Option(help="Tokens per text during training.")] = 256,
     eval_dataset: Annotated[Path | None, typer.Option("--eval", help="BEIR folder for the held-out evaluation.")] = None,
     eval_split: Annotated[str, typer.Option(help="Split of --eval to use.")] = "dev",
@@ -702,6 +705,14 @@ def finetune(
         finetune as run_finetune,
     )
 
+    dims = tuple(int(d) for d in matryoshka.split(",")) if matryoshka else ()
+    config = FinetuneConfig(
+        base=base, loss=loss, epochs=epochs, batch_size=batch_size, learning_rate=lr, max_negatives=negatives,
+        matryoshka_dims=dims, max_seq_length=max_seq_length, dev_fraction=dev_fraction, threads=threads, seed=seed,
+        temperature=temperature, time_budget_minutes=budget_minutes, bf16=bf16,
+        **(LOW_MEMORY_TRAINING if low_memory else {}),
+    )  # fmt: skip
+    config.check()  # a wrong setting is one error before the examples are read
     examples, corpus = load_examples(train, split)
     stats = duplicate_stats(examples)
     err.print(
@@ -710,12 +721,6 @@ def finetune(
         f"with several positives, {stats['positives_shared_by_queries']} positives shared by several queries",
         highlight=False,
     )
-    dims = tuple(int(d) for d in matryoshka.split(",")) if matryoshka else ()
-    config = FinetuneConfig(
-        base=base, loss=loss, epochs=epochs, batch_size=batch_size, learning_rate=lr, max_negatives=negatives,
-        matryoshka_dims=dims, max_seq_length=max_seq_length, dev_fraction=dev_fraction, threads=threads, seed=seed,
-        time_budget_minutes=budget_minutes, bf16=bf16, **(LOW_MEMORY_TRAINING if low_memory else {}),
-    )  # fmt: skip
     dev = None
     if eval_dataset is not None:
         from ragtune.evaluation import load_beir

@@ -26,6 +26,7 @@ from ragtune.training.callbacks import (
 from ragtune.training.checkpoints import ResumePoint, train_resumably
 from ragtune.training.examples import TrainingExample, duplicate_stats, split_by_query
 
+TEMPERATURE_LOSSES = ("mnrl", "cached-mnrl", "gist")
 LOSSES = ("mnrl", "cached-mnrl", "gist", "triplet", "contrastive", "distill", "mnrl-distill", "margin-mse",
           "mnrl-margin-mse")  # fmt: skip
 _NEEDS_NEGATIVES = ("triplet", "contrastive")
@@ -63,6 +64,9 @@ class FinetuneConfig:
     max_negatives: int = 1
     matryoshka_dims: tuple[int, ...] = ()
     mini_batch_size: int = 16
+    temperature: float | None = None
+    """The softmax temperature of the in-batch losses (mnrl, cached-mnrl: 1 / their scale; gist); None keeps the
+    library's default: 0.05 for MNRL (scale 20, as all-MiniLM-L6-v2 was trained), 0.01 for GISTEmbed."""
     seed: int = 42
     threads: int | None = None
     eval_steps: int | None = None
@@ -92,6 +96,9 @@ class FinetuneConfig:
             raise InputError("--epochs and --lr must be positive and --batch-size at least 2")
         if self.max_seq_length < 8:
             raise InputError("--max-seq-length must be at least 8")
+        if self.temperature is not None and (self.temperature <= 0 or self.loss not in TEMPERATURE_LOSSES):
+            raise InputError(f"--temperature must be positive and applies to --loss {', '.join(TEMPERATURE_LOSSES)} "
+                             f"(got {self.temperature} with --loss {self.loss})")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,17 +209,20 @@ def _scored_dataset(examples: Sequence[TrainingExample], loss: str):  # type: ig
     return Dataset.from_dict(columns)
 
 
-def _loss(model, config: FinetuneConfig, base: ModelRef):  # type: ignore[no-untyped-def]
+def build_loss(model, config: FinetuneConfig, base: ModelRef):  # type: ignore[no-untyped-def]
+    """The sentence-transformers loss `config.loss` names, set up for `model` (GISTEmbed's guide is `base`)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import losses
 
+    scale = {"scale": 1.0 / config.temperature} if config.temperature else {}
     if config.loss == "mnrl":
-        loss = losses.MultipleNegativesRankingLoss(model)
+        loss = losses.MultipleNegativesRankingLoss(model, **scale)
     elif config.loss == "cached-mnrl":
-        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
+        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size, **scale)
     elif config.loss == "gist":
         guide = SentenceTransformer(str(base.path), device=str(model.device), local_files_only=True)
-        loss = losses.GISTEmbedLoss(model, guide)
+        temperature = {"temperature": config.temperature} if config.temperature else {}
+        loss = losses.GISTEmbedLoss(model, guide, **temperature)
     elif config.loss in _NEEDS_SCORES:
         if config.loss.endswith("margin-mse"):
             distill = losses.MarginMSELoss(model, similarity_fct=student_logits)
@@ -357,7 +367,7 @@ def finetune(
             model=model,
             args=args,
             train_dataset=train_dataset,
-            loss=_loss(model, config, base),
+            loss=build_loss(model, config, base),
             evaluator=evaluator,
             callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience), *extra],
         )
