@@ -16,7 +16,7 @@ import torch
 
 from ragtune.models import resolve_model
 from ragtune.training.examples import read_training_jsonl
-from ragtune.training.finetune import FinetuneConfig, _dataset, build_loss
+from ragtune.training.finetune import FinetuneConfig, build_loss, training_dataset
 
 
 def main() -> None:
@@ -43,7 +43,8 @@ def main() -> None:
                 bf16=config.bf16, use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True,
                 logging_steps=1000,
             )  # fmt: skip
-            trainer = SentenceTransformerTrainer(model=model, args=training, train_dataset=_dataset(examples, "mnrl", 1),
+            data = training_dataset(examples, "mnrl", 1)
+            trainer = SentenceTransformerTrainer(model=model, args=training, train_dataset=data,
                                                  loss=build_loss(model, config, base))  # fmt: skip
             times: list[float] = []
             from transformers import TrainerCallback

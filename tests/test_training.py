@@ -445,12 +445,12 @@ def test_attention_dropout_is_set_on_every_layer(tiny_model_dir: Path) -> None:
 
 def test_examples_short_of_negatives_are_left_out_not_every_rows_negatives() -> None:
     from ragtune.training.examples import TrainingExample
-    from ragtune.training.finetune import _dataset
+    from ragtune.training.finetune import training_dataset
 
     full = [TrainingExample(f"q{i}", f"p{i}", (f"n{i}",)) for i in range(19)]
     with pytest.warns(UserWarning, match="1 of 20 examples have fewer than 1 negatives: left out"):
-        data = _dataset([*full, TrainingExample("q", "p")], "mnrl", 1)
+        data = training_dataset([*full, TrainingExample("q", "p")], "mnrl", 1)
     assert data.column_names == ["anchor", "positive", "negative_1"] and len(data) == 19
     half = full[:5] + [TrainingExample(f"x{i}", f"y{i}") for i in range(5)]
     with pytest.warns(UserWarning, match="training uses 0 per example"):
-        assert _dataset(half, "mnrl", 1).column_names == ["anchor", "positive"]
+        assert training_dataset(half, "mnrl", 1).column_names == ["anchor", "positive"]

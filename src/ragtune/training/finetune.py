@@ -155,7 +155,11 @@ MAX_SHORT_SHARE = 0.1
 """Up to this share of examples may be dropped for lacking negatives; beyond it, every row uses fewer negatives."""
 
 
-def _dataset(examples: Sequence[TrainingExample], loss: str, max_negatives: int):  # type: ignore[no-untyped-def]
+def training_dataset(  # type: ignore[no-untyped-def]
+    examples: Sequence[TrainingExample], loss: str, max_negatives: int
+):
+    """The trainer's dataset in the columns `loss` expects: (anchor, positive, negative_1..n); labelled sentence
+    pairs for contrastive; teacher scores as `label` for the distillation losses."""
     from datasets import Dataset
 
     if loss in _NEEDS_NEGATIVES and not any(e.negatives for e in examples):
@@ -328,7 +332,7 @@ def finetune(
         evaluator = _evaluator(dev, config.batch_size)
         base_dev = _scores(evaluator(model))
 
-        train_dataset = _dataset(train_examples, config.loss, config.max_negatives)
+        train_dataset = training_dataset(train_examples, config.loss, config.max_negatives)
         steps_per_epoch = max(1, len(train_dataset) // config.batch_size)
         eval_steps = config.eval_steps or steps_per_epoch  # once per epoch: each evaluation costs ~40 s on 2 cores
         checkpoints = out_dir.with_name(out_dir.name + ".checkpoints")
