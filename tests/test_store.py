@@ -66,6 +66,9 @@ def test_add_modify_delete(docs_dir: Path, store_address: str) -> None:
     }  # fmt: skip
     with open_store(store_dir) as store:
         [hit] = Retriever(store).search("quarter turn ball valve", k=1, mode="bm25")
+        every = {p.id: p.embedding_text() for p in store.iter_passages()}
+        some = [next(iter(every)), hit.id]
+        assert store.passage_texts_of([*some, hit.id, "no/such/passage#0"]) == {i: every[i] for i in some}
     assert hit.text == "Ball valves turn a quarter turn to close."
 
 

@@ -111,6 +111,9 @@ class Store(QueryEmbedding):
     def sibling_texts(self, passage_ids: Iterable[str]) -> dict[str, list[str]]:
         return self.passages.sibling_texts(passage_ids)
 
+    def passage_texts_of(self, passage_ids: Iterable[str]) -> dict[str, str]:
+        return self.passages.passage_texts_of(passage_ids)
+
     def embedding(self, passage_id: str) -> np.ndarray:
         """The vector the dense index holds for a passage (float16 ones decoded)."""
         return self.dense.vectors(np.array([self.passages.rowid_of(passage_id)]))[0]

@@ -218,6 +218,14 @@ class PassageTable:
         texts_of_doc = self.document_texts(doc_of.values())
         return {pid: texts_of_doc.get(doc, []) for pid, doc in doc_of.items()}
 
+    def passage_texts_of(self, passage_ids: Iterable[str]) -> dict[str, str]:
+        """Passage id → its embedding text (ids the store lacks are left out)."""
+        return {
+            pid: embedding_text(title, text)
+            for pid, title, text in self._select_in("SELECT id, title, text FROM passages WHERE id IN ({marks})",
+                                                    passage_ids)  # fmt: skip
+        }
+
     def document_texts(self, doc_ids: Iterable[str]) -> dict[str, list[str]]:
         """Document id → the embedding texts of its passages, in order (ids the store lacks are left out)."""
         texts_of_doc: dict[str, list[str]] = {}

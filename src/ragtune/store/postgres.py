@@ -671,6 +671,15 @@ class PostgresStore(QueryEmbedding):
             texts.setdefault(doc_id, []).append(embedding_text(title, text))
         return texts
 
+    def passage_texts_of(self, passage_ids: Iterable[str]) -> dict[str, str]:
+        return {
+            pid: embedding_text(title, text)
+            for pid, title, text in self._rows(
+                f"SELECT id, title, text FROM {self._address.table('passages')} WHERE id = ANY(%s)",
+                (list(dict.fromkeys(passage_ids)),),
+            )
+        }
+
     def sibling_texts(self, passage_ids: Iterable[str]) -> dict[str, list[str]]:
         doc_of = dict(
             self._rows(

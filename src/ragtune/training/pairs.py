@@ -334,8 +334,7 @@ def read_question_examples(path: Path, store: StoreReader, docs: Path | None = N
     paths from `docs`, by default the working directory), each with the first passage it names, for the generator's
     prompt."""
     questions = read_user_queries(path, store, docs or Path.cwd())
-    wanted = {passages[0] for _, passages in questions}
-    texts = {p.id: p.embedding_text() for p in store.iter_passages() if p.id in wanted}
+    texts = store.passage_texts_of(passages[0] for _, passages in questions)
     return tuple(QuestionExample(question, texts[passages[0]]) for question, passages in questions)
 
 
