@@ -73,13 +73,11 @@ def typical_step_seconds(recent: Sequence[float]) -> float:
     """The longest of the recent step durations that is at most `OUTLIER_FACTOR` times their median.
 
     The longest keeps the estimate cautious where steps vary (longer batches, a busy machine); leaving out steps far
-    above the median keeps one suspended step from counting as typical. With one or two steps there is no median to
-    trust yet, and the longest is used.
+    above the median keeps one suspended step from counting as typical. With one or two steps the bound (3× the
+    median, which is then their mean) is above each of them: the longest is used until there is a median to trust.
     """
     if not recent:
         return 0.0
-    if len(recent) < 3:
-        return max(recent)
     bound = OUTLIER_FACTOR * statistics.median(recent)
     return max(seconds for seconds in recent if seconds <= bound)
 
