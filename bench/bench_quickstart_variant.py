@@ -32,9 +32,8 @@ def main() -> None:
     if args.temperature is not None:  # the quickstart imports FinetuneConfig from its module when it trains
         with_temperature = functools.partial(finetune.FinetuneConfig, temperature=args.temperature)
         finetune.FinetuneConfig = with_temperature  # type: ignore[misc]
-    ragtune.quickstart.QuickstartConfig = functools.partial(
-        pipeline.QuickstartConfig, seed=args.seed, batch_size=args.batch_size
-    )  # type: ignore[misc]
+    with_settings = functools.partial(pipeline.QuickstartConfig, seed=args.seed, batch_size=args.batch_size)
+    ragtune.quickstart.QuickstartConfig = with_settings  # type: ignore[misc]
     sys.argv = ["ragtune", "quickstart", *[a for a in quickstart_args if a != "--"], "--in-process"]
     app()
 
