@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.encoders import Encoder, OpenVinoEncoder, TorchEncoder
+from ragtune.linear_packing import packs_linear_weights
 from ragtune.models import ModelRef, load_sentence_transformer
 from ragtune.paths import cache_root
 
@@ -71,7 +72,8 @@ def _machine_key(precision: str, model_dir: Path) -> str:
     import torch
 
     shape = _model_shape(model_dir)
-    return f"{_cpu_name()} | {precision} | {shape} | torch {torch.__version__} | openvino {openvino.__version__}"
+    packed = " packed" if packs_linear_weights(precision, "cpu") else ""  # a choice made before packing is remade
+    return f"{_cpu_name()} | {precision} | {shape} | torch {torch.__version__}{packed} | openvino {openvino.__version__}"
 
 
 def _sample_passages(count: int) -> list[str]:

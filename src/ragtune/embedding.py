@@ -12,6 +12,7 @@ import numpy as np
 from ragtune.backend_choice import fastest_document_backend
 from ragtune.encoders import encoder_backend, make_encoder
 from ragtune.errors import RagtuneError
+from ragtune.linear_packing import packs_linear_weights
 from ragtune.models import ModelRef, inference_device, inference_precision, load_sentence_transformer
 
 if TYPE_CHECKING:
@@ -40,10 +41,11 @@ relevance floor and for evidence scoring, and the sentences of a passage come ba
 
 
 def vector_kind(precision: str, backend: str, device: str) -> str:
-    """What decides a vector beyond the model and the text (`bf16/torch`, `bf16/torch/cuda`): vectors of one kind
-    are identical for one text; of two kinds, within rounding (cosine ≥ 0.999). The embedding cache keeps them
-    apart."""
-    return f"{precision}/{backend}" + ("" if device == "cpu" else f"/{device}")
+    """What decides a vector beyond the model and the text (`bf16/torch-packed`, `bf16/torch/cuda`): vectors of one
+    kind are identical for one text; of two kinds, within rounding (cosine ≥ 0.999). The embedding cache keeps them
+    apart. `-packed`: torch with oneDNN-packed linear layers (`ragtune.linear_packing`), as loaded on this machine."""
+    packed = backend == "torch" and packs_linear_weights(precision, device)
+    return f"{precision}/{backend}" + ("-packed" if packed else "") + ("" if device == "cpu" else f"/{device}")
 
 
 class PassageEncoder(Protocol):

@@ -96,7 +96,8 @@ def tokenizer_threads() -> int:
 
 
 class TorchEncoder:
-    """The loaded torch model on length-sorted batches, as sentence-transformers' `encode` runs it. With
+    """The loaded torch model (bf16 on a CPU: linear layers packed, `ragtune.linear_packing`) on length-sorted
+    batches, as sentence-transformers' `encode` runs it. With
     `tokenize_ahead` (on a GPU) `tokenizer_threads` threads tokenize the next batches while the device runs this
     one: a model as small as MiniLM does a batch's arithmetic on a GPU in a fraction of the time one CPU core takes
     to tokenize it (bench/bench_encode_cuda.py)."""

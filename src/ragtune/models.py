@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragtune.errors import RagtuneError, missing_dependency
+from ragtune.linear_packing import pack_linear_layers, packs_linear_weights
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -144,7 +145,8 @@ def inference_precision(requested: str | None = None, device: str = "cpu") -> st
 
 @lru_cache(maxsize=4)
 def load_sentence_transformer(path: Path, precision: str = "fp32", device: str = "cpu") -> SentenceTransformer:
-    """Load a sentence-transformers model from a local directory onto `device`, never touching the network."""
+    """Load a sentence-transformers model from a local directory onto `device`, never touching the network, to
+    encode with (bf16 on a CPU: linear layers packed for oneDNN, forward only; `ragtune.linear_packing`)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -155,4 +157,6 @@ def load_sentence_transformer(path: Path, precision: str = "fp32", device: str =
         raise RagtuneError(f"cannot load embedding model from '{path}': {exc}") from exc
     if precision == "bf16":
         model.to(torch.bfloat16)
+    if packs_linear_weights(precision, device):
+        pack_linear_layers(model)
     return model
