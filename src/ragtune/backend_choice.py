@@ -72,8 +72,8 @@ def _machine_key(precision: str, model_dir: Path) -> str:
     import torch
 
     shape = _model_shape(model_dir)
-    packed = " packed" if packs_linear_weights(precision, "cpu") else ""  # a choice made before packing is remade
-    return f"{_cpu_name()} | {precision} | {shape} | torch {torch.__version__}{packed} | openvino {openvino.__version__}"
+    torch_kind = f"torch {torch.__version__}" + (" packed" if packs_linear_weights(precision, "cpu") else "")
+    return f"{_cpu_name()} | {precision} | {shape} | {torch_kind} | openvino {openvino.__version__}"  # packing: remade
 
 
 def _sample_passages(count: int) -> list[str]:
