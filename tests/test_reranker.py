@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TEST_THREADS
 from ragtune.errors import RagtuneError
+from ragtune.linear_packing import PACK_ENV, packs_linear_weights
+from ragtune.models import ModelRef
 from ragtune.retrieval import Reranker
 from ragtune.training.examples import TrainingExample, split_by_query
 from ragtune.training.reranker import RerankerConfig, train_reranker
@@ -66,7 +69,7 @@ def test_a_new_seed_keeps_the_dev_queries(tiny_model_dir: Path, tmp_path: Path) 
 
 
 @pytest.mark.integration
-def test_reranking_reorders_as_trained(minilm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reranking_reorders_as_trained(minilm: ModelRef, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """From MiniLM (as in use): a 32-wide random BERT does not reliably learn query-conditioned ranking in seconds."""
     config = RerankerConfig(
         base=str(minilm.path), loss="bce", negatives=3, epochs=10, batch_size=8, learning_rate=1e-4, max_length=32,
@@ -99,6 +102,16 @@ def test_reranking_reorders_as_trained(minilm, tmp_path: Path) -> None:  # type:
     assert [h.id for h in mostly_first_stage] == [h.id for h in candidates]
     half = Reranker(tmp_path / "reranker", weight=0.5).rerank(query, candidates, depth=8)
     assert all(0.0 <= h.score <= 1.0 for h in half)
+
+    # bf16 on a CPU with native bf16 packs the linear layers for oneDNN: the plain layers score the same
+    pairs = [(q, text) for q in (query, other_query) for text in texts]
+    packed_scores = reranker.score_pairs(pairs, logits=True)
+    packed_layers = [m for m in reranker.model.modules() if type(m).__name__ == "PackedLinear"]
+    assert len(packed_layers) >= (6 * 6 if packs_linear_weights("bf16", "cpu") else 0)
+    monkeypatch.setenv(PACK_ENV, "0")
+    plain_scores = Reranker(tmp_path / "reranker").score_pairs(pairs, logits=True)
+    assert np.corrcoef(packed_scores, plain_scores)[0, 1] >= 0.999
+    assert max(abs(a - b) for a, b in zip(packed_scores, plain_scores, strict=True)) < 0.1
 
 
 def test_rerank_weight_outside_its_range_is_refused(tmp_path: Path) -> None:

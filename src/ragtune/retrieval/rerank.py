@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ragtune.errors import RagtuneError
+from ragtune.linear_packing import pack_linear_layers, packs_linear_weights
 from ragtune.models import inference_device, inference_precision, quiet_transformers
 from ragtune.types import Hit
 
@@ -39,7 +40,8 @@ class Reranker:
     `weight` is the cross-encoder's share of the final score: 1.0 orders the head by the cross-encoder alone; below
     that, both the cross-encoder's and the first stage's scores are min-max normalised within the head and mixed
     (weight · cross-encoder + (1 − weight) · first stage), the usual interpolation when a reranker is strong on some
-    queries and weak on others. `precision` as for embedding (bf16 where the CPU has it).
+    queries and weak on others. `precision` as for embedding (bf16 where the CPU has it; there, linear layers packed
+    for oneDNN, `ragtune.linear_packing`).
     """
 
     def __init__(
@@ -63,8 +65,11 @@ class Reranker:
         self.weight = weight
         device = inference_device()
         self.model = CrossEncoder(str(self.path), device=device, local_files_only=True)
-        if inference_precision(precision, device) == "bf16":
+        precision = inference_precision(precision, device)
+        if precision == "bf16":
             self.model.to(torch.bfloat16)
+        if packs_linear_weights(precision, device):
+            pack_linear_layers(self.model)  # forward only: this model scores, it is never trained
 
     def rerank(self, query: str, hits: list[Hit], depth: int) -> list[Hit]:
         return self.rerank_many([query], [hits], depth)[0]
