@@ -67,7 +67,7 @@ def main() -> None:
                         "max_length": packed.model.max_length}  # fmt: skip
         result["seconds_each"] = {name: [] for name in rerankers}
         logits = {}
-        for name, reranker in rerankers.items():
+        for reranker in rerankers.values():
             reranker.score_pairs(pairs[:32])  # warm-up
         for round_number in range(args.rounds):
             names = list(rerankers) if round_number % 2 == 0 else list(reversed(rerankers))
