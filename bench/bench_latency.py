@@ -43,7 +43,7 @@ def main() -> None:
     with open_store(store_dir) as store:
         result["passages"] = store.count()
         for backend, precision in (("torch", "bf16"), ("openvino", "bf16"), ("openvino", "fp32")):
-            store._embedder = Embedder(model, precision=precision, backend=backend)
+            store.use_embedder(Embedder(model, precision=precision, backend=backend))
             retriever = Retriever(store)
             retriever.search("warm up", k=10, mode="hybrid")
             for mode in ("bm25", "dense", "hybrid"):
