@@ -15,6 +15,7 @@ Packed layers only run forward (no autograd): a model is packed only where it is
 from __future__ import annotations
 
 import os
+from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,7 +38,9 @@ def packs_linear_weights(precision: str, device: str) -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+@cache
 def _packed_linear_class() -> type[torch.nn.Module]:
+    """Made on first use, so that importing ragtune does not import torch."""
     import torch
 
     class PackedLinear(torch.nn.Module):
