@@ -80,3 +80,21 @@ def test_the_packed_model_gives_the_plain_bf16_vectors_in_their_places(minilm: M
     model = load_sentence_transformer(minilm.path, "bf16", "cpu")
     assert not [m for m in model.modules() if type(m) is torch.nn.Linear]
     assert sum(type(m).__name__ == "PackedLinear" for m in model.modules()) >= 6 * 6
+
+
+@pytest.mark.integration
+@needs_native_bf16
+def test_turning_packing_off_in_a_running_process_loads_plain_layers(
+    minilm: ModelRef, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loaded model and the vector kind the cache files its vectors under never disagree."""
+    import torch
+
+    from ragtune.models import load_sentence_transformer
+
+    packed = load_sentence_transformer(minilm.path, "bf16", "cpu")
+    monkeypatch.setenv(PACK_ENV, "0")
+    plain = load_sentence_transformer(minilm.path, "bf16", "cpu")
+    assert plain is not packed and Embedder(minilm, precision="bf16", backend="torch").vector_kind == "bf16/torch"
+    assert not [m for m in plain.modules() if type(m).__name__ == "PackedLinear"]
+    assert [m for m in plain.modules() if type(m) is torch.nn.Linear]

@@ -118,12 +118,13 @@ class Embedder:
                                      int8_calibration=calibration if int8 else ())  # fmt: skip
         if int8:
             self.precision = "int8"
+        self._vector_kind = vector_kind(self.precision, self.backend, self.device)  # as loaded: packing decided now
         self._recent: OrderedDict[str, np.ndarray] | None = OrderedDict() if purpose == "queries" else None
         self._recent_lock = threading.Lock()
 
     @property
     def vector_kind(self) -> str:
-        return vector_kind(self.precision, self.backend, self.device)
+        return self._vector_kind
 
     @property
     def dimension(self) -> int:

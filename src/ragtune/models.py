@@ -143,10 +143,16 @@ def inference_precision(requested: str | None = None, device: str = "cpu") -> st
     return choice
 
 
-@lru_cache(maxsize=4)
 def load_sentence_transformer(path: Path, precision: str = "fp32", device: str = "cpu") -> SentenceTransformer:
     """Load a sentence-transformers model from a local directory onto `device`, never touching the network, to
-    encode with (bf16 on a CPU: linear layers packed for oneDNN, forward only; `ragtune.linear_packing`)."""
+    encode with (bf16 on a CPU: linear layers packed for oneDNN, forward only; `ragtune.linear_packing`). Loaded
+    once per process for each (path, precision, device) and packing setting, so the model always matches the
+    vector kind `packs_linear_weights` names."""
+    return _load_sentence_transformer(path, precision, device, packs_linear_weights(precision, device))
+
+
+@lru_cache(maxsize=4)
+def _load_sentence_transformer(path: Path, precision: str, device: str, packed: bool) -> SentenceTransformer:
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -157,6 +163,6 @@ def load_sentence_transformer(path: Path, precision: str = "fp32", device: str =
         raise RagtuneError(f"cannot load embedding model from '{path}': {exc}") from exc
     if precision == "bf16":
         model.to(torch.bfloat16)
-    if packs_linear_weights(precision, device):
+    if packed:
         pack_linear_layers(model)
     return model
