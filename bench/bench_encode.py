@@ -25,6 +25,7 @@ from ragtune.embedding import CPU_BATCH_SIZE, Embedder
 from ragtune.evaluation import load_beir, per_query_scores
 from ragtune.evaluation.metrics import mean_scores
 from ragtune.models import resolve_model
+from ragtune.training.examples import beir_corpus
 
 HIDDEN, LAYERS, FFN = 384, 6, 1536
 
@@ -66,10 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dataset = load_beir(args.data, "test")
-    corpus = {}
-    for line in (args.data / "corpus.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        corpus[row["_id"]] = f"{row.get('title', '')} {row['text']}".strip()
+    corpus = beir_corpus(dataset)
     doc_ids = list(corpus)[: args.limit]
     texts = [corpus[d] for d in doc_ids]
     query_ids = sorted(dataset.queries)

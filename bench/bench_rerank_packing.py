@@ -27,6 +27,7 @@ import torch
 from ragtune.evaluation import load_beir
 from ragtune.linear_packing import PACK_ENV
 from ragtune.models import resolve_model
+from ragtune.training.examples import beir_corpus
 from ragtune.retrieval import Reranker
 
 
@@ -41,10 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     test = load_beir(args.data, "test")
-    corpus = {}
-    for line in (args.data / "corpus.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        corpus[row["_id"]] = f"{row.get('title', '')} {row['text']}".strip()
+    corpus = beir_corpus(test)
     doc_ids = list(corpus)
     rng = random.Random(0)
     pairs = []

@@ -72,6 +72,17 @@ def _is_exact_gelu(module: object) -> bool:
     return getattr(module, "act", None) is torch.nn.functional.gelu  # transformers' GELUActivation
 
 
+def prepare_for_inference(model: torch.nn.Module, precision: str, packed: bool) -> None:
+    """Cast `model` (loaded to encode or score, never to train) to `precision` and, where `packed`
+    (`packs_linear_weights`), pack its linear layers."""
+    import torch
+
+    if precision == "bf16":
+        model.to(torch.bfloat16)
+    if packed:
+        pack_linear_layers(model)
+
+
 def pack_linear_layers(model: torch.nn.Module) -> int:
     """Replace every bf16 `nn.Linear` inside `model` by its packed form, in place; a feed-forward block that is
     `dense` then an exact GELU (`intermediate_act_fn`, as BERT's) runs both in one oneDNN call. Returns how many

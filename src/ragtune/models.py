@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragtune.errors import RagtuneError, missing_dependency
-from ragtune.linear_packing import pack_linear_layers, packs_linear_weights
+from ragtune.linear_packing import packs_linear_weights, prepare_for_inference
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -153,7 +153,6 @@ def load_sentence_transformer(path: Path, precision: str = "fp32", device: str =
 
 @lru_cache(maxsize=4)
 def _load_sentence_transformer(path: Path, precision: str, device: str, packed: bool) -> SentenceTransformer:
-    import torch
     from sentence_transformers import SentenceTransformer
 
     quiet_transformers()
@@ -161,8 +160,5 @@ def _load_sentence_transformer(path: Path, precision: str, device: str, packed: 
         model = SentenceTransformer(str(path), device=device, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise RagtuneError(f"cannot load embedding model from '{path}': {exc}") from exc
-    if precision == "bf16":
-        model.to(torch.bfloat16)
-    if packed:
-        pack_linear_layers(model)
+    prepare_for_inference(model, precision, packed)
     return model

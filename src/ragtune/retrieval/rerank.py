@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ragtune.errors import RagtuneError
-from ragtune.linear_packing import pack_linear_layers, packs_linear_weights
+from ragtune.linear_packing import packs_linear_weights, prepare_for_inference
 from ragtune.models import inference_device, inference_precision, quiet_transformers
 from ragtune.types import Hit
 
@@ -58,7 +58,6 @@ class Reranker:
                 "train one with ragtune train-reranker"
             )
         quiet_transformers()
-        import torch
         from sentence_transformers import CrossEncoder
 
         self.batch_size = batch_size
@@ -66,10 +65,7 @@ class Reranker:
         device = inference_device()
         self.model = CrossEncoder(str(self.path), device=device, local_files_only=True)
         precision = inference_precision(precision, device)
-        if precision == "bf16":
-            self.model.to(torch.bfloat16)
-        if packs_linear_weights(precision, device):
-            pack_linear_layers(self.model)  # forward only: this model scores, it is never trained
+        prepare_for_inference(self.model, precision, packs_linear_weights(precision, device))  # scores, never trains
 
     def rerank(self, query: str, hits: list[Hit], depth: int) -> list[Hit]:
         return self.rerank_many([query], [hits], depth)[0]
