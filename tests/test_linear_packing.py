@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ragtune.embedding import Embedder, vector_kind
+from ragtune.errors import RagtuneError
 from ragtune.linear_packing import PACK_ENV, pack_linear_layers, packs_linear_weights
 from ragtune.models import ModelRef
 
@@ -98,3 +99,25 @@ def test_turning_packing_off_in_a_running_process_loads_plain_layers(
     assert plain is not packed and Embedder(minilm, precision="bf16", backend="torch").vector_kind == "bf16/torch"
     assert not [m for m in plain.modules() if type(m).__name__ == "PackedLinear"]
     assert [m for m in plain.modules() if type(m) is torch.nn.Linear]
+
+
+@pytest.mark.parametrize("value", ["2", "maybe", "of"])
+def test_an_unknown_packing_switch_is_refused_naming_the_variable(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typo must not silently pick a side: it is refused even where packing would not apply (fp32)."""
+    monkeypatch.setenv(PACK_ENV, value)
+    for precision in ("bf16", "fp32"):
+        with pytest.raises(RagtuneError, match=rf"\$RAGTUNE_PACK_WEIGHTS='{value}' is neither on .* nor off"):
+            packs_linear_weights(precision, "cpu")
+
+
+@pytest.mark.parametrize("value", ["0", "off", "No", " false "])
+def test_every_off_spelling_keeps_plain_layers(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PACK_ENV, value)
+    assert packs_linear_weights("bf16", "cpu") is False
+
+
+@needs_native_bf16
+@pytest.mark.parametrize("value", ["1", "ON", "yes", "true"])
+def test_every_on_spelling_packs_where_bf16_is_native(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PACK_ENV, value)
+    assert packs_linear_weights("bf16", "cpu") is True

@@ -9,7 +9,7 @@ SciFact's documents on 2 threads of the AMX Xeon: 1.32× the unpacked bf16 model
 bench/bench_encode.py), nDCG@10 within 0.0005 of it, cosine ≥ 0.99997 on a probe (BENCHMARKS.md).
 
 Packed layers only run forward (no autograd): a model is packed only where it is loaded to encode, never to train.
-`$RAGTUNE_PACK_WEIGHTS=0` keeps the plain layers.
+`$RAGTUNE_PACK_WEIGHTS=0` (or off, no, false) keeps the plain layers; 1, on, yes or true (the default) packs them.
 """
 
 from __future__ import annotations
@@ -18,10 +18,14 @@ import os
 from functools import cache
 from typing import TYPE_CHECKING
 
+from ragtune.errors import RagtuneError
+
 if TYPE_CHECKING:
     import torch
 
 PACK_ENV = "RAGTUNE_PACK_WEIGHTS"
+_OFF = ("0", "off", "no", "false")
+_ON = ("1", "on", "yes", "true")
 _ROWS_HINT = 64 * 256
 """Rows (tokens) oneDNN is told to expect when it picks the packed layout: a CPU batch of full-length passages. The
 layout serves any row count (a 384×384 layer on 20 rows, a query's tokens, ran 1.4× faster packed than plain with
@@ -30,8 +34,13 @@ this hint or with a hint of 64; a probe of 12-05)."""
 
 def packs_linear_weights(precision: str, device: str) -> bool:
     """Whether a model loaded to encode at `precision` on `device` gets packed linear layers: bf16 on a CPU where
-    oneDNN multiplies bf16 natively, unless $RAGTUNE_PACK_WEIGHTS is 0."""
-    if precision != "bf16" or device != "cpu" or os.environ.get(PACK_ENV, "1").strip().lower() in ("0", "off", "no"):
+    oneDNN multiplies bf16 natively, unless $RAGTUNE_PACK_WEIGHTS is 0. Any other value than those `_ON`/`_OFF`
+    name is refused, whatever the precision, so a typo never silently picks a side."""
+    setting = os.environ.get(PACK_ENV, "1").strip().lower()
+    if setting not in _ON + _OFF:
+        raise RagtuneError(f"${PACK_ENV}='{os.environ[PACK_ENV]}' is neither on ({', '.join(_ON)}) nor off "
+                           f"({', '.join(_OFF)}); set one of those or unset it (packed by default)")  # fmt: skip
+    if precision != "bf16" or device != "cpu" or setting in _OFF:
         return False
     import torch
 
