@@ -1,11 +1,13 @@
 """Encoding speed against the CPU's ceiling and plain sentence-transformers, with the quality each path keeps.
 
 Usage: python bench/bench_encode.py [--data ../shared/data/scifact] [--limit N] [--threads 2] [--rounds R] [--bf16-only]
+       [--torch-batch-sizes N [N ...]]
 Peer (same run, same texts): `SentenceTransformer(path).encode(texts)` with its defaults (fp32, batch 32). With one
 round it is measured first and again last (their gap is the machine's drift); with `--rounds R` every path is
 measured R times in turns, each round starting one path later, and each path's median is compared.
 `ragtune torch bf16` packs its linear layers for oneDNN where the CPU has native bf16 (ragtune.linear_packing);
-the row before it is the same model with plain layers, as ragtune ran it before 12-05.
+the row before it is the same model with plain layers, as ragtune ran it before 12-05. `--torch-batch-sizes` measures
+that packed path once per batch size given (a row each) instead of at the CPU default only.
 Quality: SciFact test nDCG@10 of exact search over each path's document vectors (documents truncated at 256 tokens,
 as BEIR evaluates them), so the paths differ only in how they encode.
 """
@@ -64,6 +66,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/encode.json"))
     parser.add_argument("--rounds", type=int, default=1, help="passes of each path, in turns (median reported)")
     parser.add_argument("--bf16-only", action="store_true", help="only the peer and the bf16 paths")
+    parser.add_argument("--torch-batch-sizes", type=int, nargs="+", default=None,
+                        help=f"a ragtune torch bf16 row per batch size (default: one row at {CPU_BATCH_SIZE})")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dataset = load_beir(args.data, "test")
@@ -101,7 +105,9 @@ def main() -> None:
         plain_name: plain_encode,
         "ragtune torch fp32": Embedder(model, precision="fp32", backend="torch").encode,
         "ragtune torch bf16, linear layers not packed (before 12-05)": unpacked_encode,
-        "ragtune torch bf16": Embedder(model, precision="bf16", backend="torch").encode,
+        **{f"ragtune torch bf16{'' if size is None else f', batch {size}'}":
+           Embedder(model, precision="bf16", backend="torch", batch_size=size).encode
+           for size in args.torch_batch_sizes or [None]},
         "ragtune openvino fp32": Embedder(model, precision="fp32", backend="openvino").encode,
         "ragtune openvino bf16": Embedder(model, precision="bf16", backend="openvino").encode,
     }
