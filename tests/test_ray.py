@@ -23,7 +23,7 @@ RAGTUNE = [sys.executable, "-m", "ragtune"]
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """150 SciFact abstracts: ~300 passages, five batches of 64 per run."""
+    """150 SciFact abstracts: ~300 passages, about ten CPU batches per run."""
     folder = tmp_path_factory.mktemp("ray-corpus")
     lines = (shipped_dataset("scifact") / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:150]
     (folder / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
