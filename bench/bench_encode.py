@@ -97,14 +97,14 @@ def main() -> None:
     unpacked = SentenceTransformer(str(model.path), device="cpu").to(torch.bfloat16)  # ragtune's bf16 before 12-05
 
     def unpacked_encode(batch: list[str]) -> np.ndarray:
-        vectors = unpacked.encode(batch, batch_size=CPU_BATCH_SIZE, convert_to_tensor=True).float().numpy()
+        vectors = unpacked.encode(batch, batch_size=64, convert_to_tensor=True).float().numpy()  # as before 12-05
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
     plain_name = "plain sentence-transformers (fp32, batch 32)"
     paths = {
         plain_name: plain_encode,
         "ragtune torch fp32": Embedder(model, precision="fp32", backend="torch").encode,
-        "ragtune torch bf16, linear layers not packed (before 12-05)": unpacked_encode,
+        "ragtune torch bf16, linear layers not packed (before 12-05, batch 64)": unpacked_encode,
         **{f"ragtune torch bf16{'' if size is None else f', batch {size}'}":
            Embedder(model, precision="bf16", backend="torch", batch_size=size).encode
            for size in args.torch_batch_sizes or [None]},
