@@ -159,6 +159,28 @@ def test_prune_and_the_cache_commands(tmp_path: Path, _own_embedding_cache: Path
     assert runner.invoke(app, ["cache", "clear"]).exit_code == 0 and not _own_embedding_cache.exists()
 
 
+def test_prune_one_kind_keeps_every_other_kind_and_model(_own_embedding_cache: Path) -> None:
+    """`cache prune --kind` drops the vectors an older ragtune made (another vector kind), nothing else."""
+    contents = (("rev", "bf16/torch", 120), ("rev", "bf16/torch-packed", 80), ("other", "bf16/torch", 30))
+    for model, kind, count in contents:
+        with EmbeddingCache(model, kind, DIMENSION) as cache:
+            cache.put_many([(text_hash(f"{model} {kind} {i}"), _vector(i)) for i in range(count)])
+    info = runner.invoke(app, ["cache", "info"])
+    assert "model rev · kind bf16/torch: 120 vectors" in info.output
+    narrowed = runner.invoke(app, ["cache", "prune", "--kind", "bf16/torch", "--model", "other"])
+    assert narrowed.exit_code == 0 and "removed 30 vectors of kind bf16/torch" in narrowed.output
+    assert runner.invoke(app, ["cache", "prune", "--kind", "bf16/torch"]).exit_code == 0
+    assert cache_summary().by_model == [("rev", "bf16/torch-packed", 80)]
+    with EmbeddingCache("rev", "bf16/torch-packed", DIMENSION) as cache:
+        assert len(cache.get_many([text_hash(f"rev bf16/torch-packed {i}") for i in range(80)])) == 80
+    unknown = runner.invoke(app, ["cache", "prune", "--kind", "bf16/torch"])
+    assert unknown.exit_code != 0 and "no vectors of kind 'bf16/torch'" in unknown.output
+    assert "bf16/torch-packed (model rev)" in unknown.output
+    alone = runner.invoke(app, ["cache", "prune", "--model", "rev"])
+    assert alone.exit_code != 0 and "--model only narrows --kind" in alone.output
+    assert cache_summary().vectors == 80
+
+
 def test_parse_size() -> None:
     assert parse_size("2GB") == 2 * 10**9 and parse_size("1.5 GiB") == int(1.5 * 2**30) and parse_size("0") == 0
     with pytest.raises(InputError):

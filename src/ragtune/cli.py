@@ -1022,7 +1022,7 @@ def cache_info(as_json: Annotated[bool, typer.Option("--json", help="Print as JS
         out.print(f"[bold]{summary.path}[/]: {summary.size_bytes / 1e6:,.1f} MB of {summary.limit_bytes / 1e6:,.0f} MB "
                   f"bound (${CACHE_LIMIT_ENV}), {summary.vectors:,} vectors", highlight=False)  # fmt: skip
         for model, precision, count in summary.by_model:
-            out.print(f"  model {model} · {precision}: {count:,} vectors", highlight=False)
+            out.print(f"  model {model} · kind {precision}: {count:,} vectors", highlight=False)
         out.print(f"[bold]{model_copies_root()}[/]: {_copies(len(copies), 'OpenVINO model')}, {copies_bytes / 1e6:,.1f} MB "
                   f"of {model_copies_limit_bytes() / 1e6:,.0f} MB bound (${MODEL_COPIES_LIMIT_ENV})", highlight=False)  # fmt: skip
         for problem in summary.problems:
@@ -1044,13 +1044,30 @@ def cache_prune(
     model_copies_max_size: Annotated[
         str | None, typer.Option(help="Keep at most this much of the OpenVINO model copies (least recently used go).")
     ] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="Delete every vector of this kind, as `cache info` lists them (bf16/torch, ...).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="With --kind: only that model revision's vectors.")] = None,
 ) -> None:
-    """Delete the least recently used vectors, or model copies, until each fits in its given size."""
-    from ragtune.embedding_cache import cache_summary, prune_cache
+    """Delete the least recently used vectors, or model copies, until each fits in its given size; or every vector
+    of one kind (`--kind`), such as one an older ragtune made that this machine no longer encodes."""
+    from ragtune.embedding_cache import cache_summary, prune_cache, prune_kind
     from ragtune.model_copies import model_copies, prune_model_copies
 
-    if max_size is None and model_copies_max_size is None:
-        raise RagtuneError("give --max-size (the embedding cache), --model-copies-max-size, or both")
+    if model is not None and kind is None:
+        raise RagtuneError("--model only narrows --kind: give --kind too (see `ragtune cache info` for the kinds)")
+    if max_size is None and model_copies_max_size is None and kind is None:
+        raise RagtuneError("give --max-size (the embedding cache), --kind, --model-copies-max-size, or several")
+    if kind is not None:
+        known = {(m, k) for m, k, _ in cache_summary().by_model}
+        if not any(k == kind and model in (None, m) for m, k in known):
+            listed = ", ".join(sorted({f"{k} (model {m})" for m, k in known})) or "none: the cache is empty"
+            raise RagtuneError(f"the embedding cache holds no vectors of kind '{kind}'"
+                               f"{'' if model is None else f' for model {model}'}; it holds: {listed}")  # fmt: skip
+        removed = prune_kind(kind, model)
+        summary = cache_summary()
+        out.print(f"removed {removed:,} vectors of kind {kind}; {summary.path} now holds {summary.vectors:,} "
+                  f"({summary.size_bytes / 1e6:,.1f} MB)", highlight=False)  # fmt: skip
     if max_size is not None:
         removed = prune_cache(parse_size(max_size))
         summary = cache_summary()

@@ -257,6 +257,26 @@ def prune_cache(limit_bytes: int, path: Path | None = None) -> int:
         db.close()
 
 
+def prune_kind(kind: str, model: str | None = None, path: Path | None = None) -> int:
+    """Delete every vector of `kind` (the `precision` column: "bf16/torch", "fp32", ...), of `model`'s revision
+    only when given; returns how many went. For vectors this machine no longer makes (a kind an older ragtune
+    encoded, say), which otherwise sit in the cache until the size bound evicts them."""
+    path = path or embedding_cache_path()
+    if not path.exists():
+        return 0
+    db = _connect(path)
+    try:
+        with _damage_reported(path), _write_transaction(db):
+            if model is None:
+                removed = db.execute("DELETE FROM embeddings WHERE precision = ?", (kind,)).rowcount
+            else:
+                removed = db.execute("DELETE FROM embeddings WHERE precision = ? AND model = ?", (kind, model)).rowcount
+        _give_space_back(db)
+        return int(removed)
+    finally:
+        db.close()
+
+
 def cache_problems(path: Path) -> list[str]:
     """SQLite's quick check of a cache file, read-only; [] when sound (or absent)."""
     if not path.exists():
