@@ -67,8 +67,8 @@ class PassageEncoder(Protocol):
 
 CPU_BATCH_SIZE = 32
 """On the AMX Xeon SciFact's documents encoded 1.18× faster at 32 than at 64 with packed bf16 layers (35.5 s against
-41.7 s, medians of 3 rounds in turns, bench/bench_encode.py --torch-batch-sizes, 2026-12-05; fp32 1.05× on a probe):
-why was not measured (a batch of 32 holds half the activations of 64 between layers)."""
+41.7 s, medians of 3 rounds in turns, bench/bench_encode.py --torch-batch-sizes, 2026-12-05; fp32 1.05× on a probe).
+Why was not measured (a batch of 32 holds half the activations of 64 between layers)."""
 GPU_BATCH_SIZE = 256
 """On a GPU a MiniLM batch of 64 leaves the device idle between launches: SciFact on an H200 encoded in 6.1–6.9 s at
 64 and 4.6–5.4 s at 256 with one tokenizer thread; tokenizing in threads, both take ~2.1 s (bench/bench_encode_cuda.py,

@@ -34,8 +34,8 @@ this hint or with a hint of 64; a probe of 12-05)."""
 
 def packs_linear_weights(precision: str, device: str) -> bool:
     """Whether a model loaded to encode at `precision` on `device` gets packed linear layers: bf16 on a CPU where
-    oneDNN multiplies bf16 natively, unless $RAGTUNE_PACK_WEIGHTS is 0. Any other value than those `_ON`/`_OFF`
-    name is refused, whatever the precision, so a typo never silently picks a side."""
+    oneDNN multiplies bf16 natively, unless $RAGTUNE_PACK_WEIGHTS is 0. A value that neither `_ON` nor `_OFF`
+    names is refused, whatever the precision, so a typo never silently picks a side."""
     setting = os.environ.get(PACK_ENV, "1").strip().lower()
     if setting not in _ON + _OFF:
         raise RagtuneError(f"${PACK_ENV}='{os.environ[PACK_ENV]}' is neither on ({', '.join(_ON)}) nor off "
