@@ -1059,13 +1059,13 @@ def cache_prune(
     if max_size is None and model_copies_max_size is None and kind is None:
         raise RagtuneError("give --max-size (the embedding cache), --kind, --model-copies-max-size, or several")
     if kind is not None:
-        known = {(m, k) for m, k, _ in cache_summary().by_model}
-        if not any(k == kind and model in (None, m) for m, k in known):
-            listed = ", ".join(sorted({f"{k} (model {m})" for m, k in known})) or "none: the cache is empty"
-            raise RagtuneError(f"the embedding cache holds no vectors of kind '{kind}'"
-                               f"{'' if model is None else f' for model {model}'}; it holds: {listed}")  # fmt: skip
         removed = prune_kind(kind, model)
         summary = cache_summary()
+        if removed == 0:  # nothing matched, so nothing was deleted: say what the cache does hold
+            held = sorted({f"{k} (model {m})" for m, k, _ in summary.by_model})
+            listed = ", ".join(held) or "none: the cache is empty"
+            raise RagtuneError(f"the embedding cache holds no vectors of kind '{kind}'"
+                               f"{'' if model is None else f' for model {model}'}; it holds: {listed}")  # fmt: skip
         out.print(f"removed {removed:,} vectors of kind {kind}; {summary.path} now holds {summary.vectors:,} "
                   f"({summary.size_bytes / 1e6:,.1f} MB)", highlight=False)  # fmt: skip
     if max_size is not None:
